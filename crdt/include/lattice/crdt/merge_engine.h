@@ -1,0 +1,55 @@
+// MergeEngine: the in-memory merge of shards into one CRDT state (DESIGN.md §3).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "lattice/core/path.h"
+#include "lattice/core/shard.h"
+#include "lattice/crdt/types.h"
+
+namespace lattice::crdt {
+
+namespace internal {
+class Engine;
+}
+
+/// Merges shards in any arrival order into the state DESIGN.md §3 defines: the result of applying
+/// every distinct shard once in stamp order. Persistence is the StateStore's job; this class alone
+/// is the hot state (used by the store, by benchmarks with persistence off, and by tests).
+///
+/// Thread safety: none; one engine is owned by one merge thread.
+class MergeEngine {
+ public:
+  explicit MergeEngine(EngineOptions options = {});
+  ~MergeEngine();
+  MergeEngine(const MergeEngine&) = delete;
+  MergeEngine& operator=(const MergeEngine&) = delete;
+
+  /// Merges one decoded shard. Never fails as a call; the outcome says what happened.
+  /// Cost: O(entries of the shard) in the common case; a late erase or replacement also walks
+  /// the part of the replaced subtree that is newer than it.
+  ApplyResult Apply(const core::Shard& shard);
+
+  /// Tells the engine how far event time has progressed (the slowest source's newest ts). History
+  /// older than watermark - allowed_lateness becomes final and is folded or dropped.
+  void AdvanceWatermark(std::int64_t watermark_ms);
+
+  /// The canonical JSON of the whole visible state, with a trailing newline.
+  std::string Dump() const;
+
+  /// The canonical JSON of the value at `path`, or nullopt if nothing visible is there.
+  std::optional<std::string> Get(const core::Path& path) const;
+
+  const ApplyCounts& counts() const;
+
+  /// Nodes held in memory, tombstones included (for metrics and tests of memory bounds).
+  std::size_t node_count() const;
+
+ private:
+  std::unique_ptr<internal::Engine> engine_;
+};
+
+}  // namespace lattice::crdt

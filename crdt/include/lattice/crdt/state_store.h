@@ -1,0 +1,83 @@
+// StateStore: the aggregator's durable merged state — the merge engine plus its RocksDB database,
+// where state and source positions are committed together (DESIGN.md §1, §5).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "lattice/core/path.h"
+#include "lattice/core/shard.h"
+#include "lattice/core/status.h"
+#include "lattice/crdt/types.h"
+
+namespace lattice::crdt {
+
+struct StoreOptions {
+  EngineOptions engine;
+  /// fsync the WAL on every commit. Off by default: a process crash loses nothing (the WAL is in
+  /// the OS), a machine crash can lose the last commits — and their positions with them, so they
+  /// are read again. On for the paranoid.
+  bool sync = false;
+  /// Benchmarks only: no write-ahead log; a crash can lose committed batches.
+  bool disable_wal = false;
+  /// Write each batch on a background thread while the next one is merged.
+  bool pipelined = true;
+};
+
+/// The merged state of one aggregator: merges shards in memory and commits them, with the
+/// positions of the sources they came from, in one RocksDB WriteBatch per Commit().
+///
+/// Exactly-once effects: a caller stages the position after the last shard it applied and
+/// commits; after a crash the store reopens at the last commit and the caller resumes from the
+/// stored positions. Thread safety: none (one owner thread); the background writer is internal.
+class StateStore {
+ public:
+  /// Opens (creating if needed) the state in `dir` and loads it.
+  /// Errors: Unavailable if another process holds the directory; Corruption if records do not
+  /// decode; InvalidArgument if `dir` is not a Lattice state directory.
+  static Result<std::unique_ptr<StateStore>> Open(const std::string& dir, StoreOptions options);
+  ~StateStore();
+  StateStore(const StateStore&) = delete;
+  StateStore& operator=(const StateStore&) = delete;
+
+  /// Merges one shard into memory; nothing is durable until Commit().
+  ApplyResult Apply(const core::Shard& shard);
+
+  /// Sets the watermark (the slowest source's newest ts); see MergeEngine::AdvanceWatermark.
+  void AdvanceWatermark(std::int64_t watermark_ms);
+
+  /// Stages a source position to be committed with the next batch.
+  void StagePosition(const SourcePosition& position);
+
+  /// Writes everything merged since the last commit and the staged positions atomically. With
+  /// `pipelined`, the write finishes in the background; its error surfaces on the next Commit()
+  /// or Flush(). Errors: Unavailable on an I/O failure such as a full disk (then nothing of this
+  /// batch is durable and its positions are not advanced).
+  Status Commit();
+
+  /// Waits until every commit is durable (to the configured sync level).
+  Status Flush();
+
+  /// The committed position of `source`, if any.
+  std::optional<SourcePosition> Position(const std::string& source) const;
+
+  /// The canonical dump of the in-memory state (equal to the committed one after Flush()).
+  std::string Dump() const;
+  std::optional<std::string> Get(const core::Path& path) const;
+
+  const ApplyCounts& counts() const;
+  std::int64_t watermark() const;
+  std::size_t node_count() const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  struct Impl;
+  explicit StateStore(std::string dir);
+  std::string dir_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lattice::crdt

@@ -1,0 +1,722 @@
+// The merge engine: applying shards to the trie (see engine.h for the rules it keeps).
+#include "engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "records.h"
+
+namespace lattice::crdt::internal {
+
+namespace {
+
+using core::Number;
+using core::OpKind;
+
+constexpr std::int64_t kBigInt = std::int64_t{1} << 61;
+constexpr double kBigDouble = 1e290;
+
+// value ⊕ amount with the counter rule: integers stay exact, anything with a double is a double.
+Number AddNumbers(const Number& a, const Number& b) {
+  if (a.is_int && b.is_int) {
+    std::int64_t r;
+    if (!__builtin_add_overflow(a.i, b.i, &r)) {
+      return Number::Int(r);
+    }
+  }
+  return Number::Double(a.AsDouble() + b.AsDouble());
+}
+
+bool Better(Kind kind, const Number& v, const Stamp& vs, const Number& best, const Stamp& best_s) {
+  const int c = core::CompareNumbers(v, best);
+  if (c == 0) {
+    return vs < best_s;
+  }
+  return kind == Kind::kMax ? c > 0 : c < 0;
+}
+
+Kind KindOf(OpKind op) {
+  switch (op) {
+    case OpKind::kInc:
+      return Kind::kCounter;
+    case OpKind::kMax:
+      return Kind::kMax;
+    default:
+      return Kind::kMin;
+  }
+}
+
+bool SameStamp(const Stamp& a, const Stamp& b) {
+  return a.ts == b.ts && a.blade == b.blade && a.seq == b.seq;
+}
+
+}  // namespace
+
+Engine::Engine(EngineOptions options) : options_(options) {
+  root_ = AllocNode();
+  root_->kind = Kind::kObject;
+  frames_.reserve(72);
+}
+
+Engine::~Engine() = default;
+
+Node* Engine::AllocNode() {
+  Node* n;
+  if (!free_nodes_.empty()) {
+    n = free_nodes_.back();
+    free_nodes_.pop_back();
+  } else {
+    all_nodes_.push_back(std::make_unique<Node>());
+    n = all_nodes_.back().get();
+  }
+  n->uid = next_uid_++;
+  ++live_nodes_;
+  return n;
+}
+
+Blade* Engine::InternBlade(std::string_view name) {
+  auto it = blades_by_name_.find(name);
+  if (it != blades_by_name_.end()) {
+    return it->second.get();
+  }
+  auto blade = std::make_unique<Blade>();
+  blade->name = std::string(name);
+  blade->id = static_cast<std::uint32_t>(blades_by_id_.size());
+  Blade* raw = blade.get();
+  blades_by_id_.push_back(raw);
+  blades_by_name_.emplace(raw->name, std::move(blade));
+  return raw;
+}
+
+Engine::SeqCheck Engine::CheckSeq(const Blade& blade, std::uint64_t seq, std::uint64_t hash) const {
+  if (!blade.has_seq || seq > blade.last_seq) {
+    return SeqCheck::kNew;
+  }
+  std::uint64_t min_seq = std::numeric_limits<std::uint64_t>::max();
+  for (int i = 0; i < blade.ring_count; ++i) {
+    const auto& [rs, rh] = blade.ring[static_cast<std::size_t>(i)];
+    if (rs == seq) {
+      return rh == hash ? SeqCheck::kDuplicate : SeqCheck::kConflict;
+    }
+    min_seq = std::min(min_seq, rs);
+  }
+  // Not among the recent ones: a gap being filled if the ring still covers it (every applied seq
+  // above the ring's oldest is in the ring), else an old redelivery we can no longer verify.
+  if (blade.ring_count < Blade::kRing || seq > min_seq) {
+    return SeqCheck::kNew;
+  }
+  return SeqCheck::kDuplicate;
+}
+
+void Engine::RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash) {
+  blade.ring[static_cast<std::size_t>(blade.ring_next)] = {seq, hash};
+  blade.ring_next = (blade.ring_next + 1) % Blade::kRing;
+  blade.ring_count = std::min(blade.ring_count + 1, Blade::kRing);
+  if (!blade.has_seq || seq > blade.last_seq) {
+    blade.last_seq = seq;
+    blade.has_seq = true;
+  }
+  if (!blade.dirty) {
+    blade.dirty = true;
+    dirty_blades_.push_back(&blade);
+  }
+}
+
+ApplyResult Engine::Apply(const core::Shard& shard) {
+  Blade* blade = InternBlade(shard.blade);
+  switch (CheckSeq(*blade, shard.seq, shard.hash)) {
+    case SeqCheck::kNew:
+      break;
+    case SeqCheck::kDuplicate:
+      counts_.Add(Outcome::kDuplicate);
+      return {Outcome::kDuplicate, {}};
+    case SeqCheck::kConflict:
+      counts_.Add(Outcome::kConflict);
+      return {Outcome::kConflict, "blade '" + std::string(shard.blade) + "' seq " +
+                                      std::to_string(shard.seq) +
+                                      " was already applied with a different body or ts"};
+  }
+  const Stamp s{shard.ts, blade, shard.seq};
+  if (s.ts < gc_horizon_) {
+    // Older than history we may have folded or dropped: merge only what the kept stamps decide.
+    if (!AllDominated(shard, s)) {
+      counts_.Add(Outcome::kLate);
+      return {Outcome::kLate, "ts " + std::to_string(shard.ts) + " is older than the horizon " +
+                                  std::to_string(gc_horizon_) +
+                                  " (watermark - allowed lateness) and the kept stamps cannot "
+                                  "decide it exactly"};
+    }
+    RecordSeq(*blade, shard.seq, shard.hash);
+    counts_.Add(Outcome::kApplied);
+    return {};
+  }
+  if (shard.has_int_inc || shard.has_float_inc) {
+    bool check = big_numbers_seen_ || shard.max_abs_inc >= static_cast<std::uint64_t>(kBigInt);
+    if (!check && shard.has_float_inc) {
+      for (const auto& e : shard.entries) {
+        if (e.kind == OpKind::kInc && !e.number.is_int && std::fabs(e.number.d) >= kBigDouble) {
+          check = true;
+          break;
+        }
+      }
+    }
+    if (check) {
+      Status st = CheckOverflow(shard, s);
+      if (!st.ok()) {
+        counts_.Add(Outcome::kInvalid);
+        return {Outcome::kInvalid, st.message()};
+      }
+    }
+  }
+  RecordSeq(*blade, shard.seq, shard.hash);
+
+  frames_.clear();
+  frames_.push_back({root_, Stamp{}});
+  const auto& entries = shard.entries;
+  const auto n = static_cast<std::uint32_t>(entries.size());
+  for (std::uint32_t i = 0; i < n;) {
+    const core::BodyEntry& e = entries[i];
+    frames_.resize(e.depth);
+    const Frame& f = frames_.back();
+    Node* parent = f.node;
+    const Stamp kill = MaxStamp(f.kill, parent->reset);
+    if (s < kill) {
+      i = e.end;  // the whole subtree of this entry is older than a replacement above it
+      continue;
+    }
+    Node* child = FindChild(parent, e.key);
+    switch (e.kind) {
+      case OpKind::kObject:
+        child = EnsureObject(parent, child, e.key, s);
+        frames_.push_back({child, kill});
+        break;
+      case OpKind::kSet:
+        SetScalar(parent, child, e.key, s, e.value);
+        break;
+      case OpKind::kErase:
+        Erase(parent, child, e.key, s);
+        break;
+      case OpKind::kInc:
+      case OpKind::kMax:
+      case OpKind::kMin:
+        RegisterOp(parent, child, e.key, s, KindOf(e.kind), e.number);
+        break;
+    }
+    ++i;
+  }
+  counts_.Add(Outcome::kApplied);
+  return {};
+}
+
+bool Engine::AllDominated(const core::Shard& shard, const Stamp& s) const {
+  struct CFrame {
+    const Node* node;
+    Stamp kill;
+  };
+  std::vector<CFrame> frames;
+  frames.push_back({root_, Stamp{}});
+  const auto& entries = shard.entries;
+  for (std::uint32_t i = 0; i < entries.size();) {
+    const core::BodyEntry& e = entries[i];
+    frames.resize(e.depth);
+    const CFrame& f = frames.back();
+    Stamp kill = f.kill;
+    if (f.node != nullptr) {
+      kill = MaxStamp(kill, f.node->reset);
+    }
+    if (s < kill) {
+      i = e.end;
+      continue;
+    }
+    const Node* child = f.node != nullptr ? FindChild(f.node, e.key) : nullptr;
+    if (child == nullptr || !(s < child->last)) {
+      return false;
+    }
+    const bool in_run = IsRegister(child->kind) && child->reg->boundary < s;
+    if (e.kind == OpKind::kObject) {
+      if (in_run) {
+        return false;
+      }
+      frames.push_back({child, kill});
+    } else if (in_run || !(s < child->reset)) {
+      return false;
+    }
+    ++i;
+  }
+  return true;
+}
+
+Status Engine::CheckOverflow(const core::Shard& shard, const Stamp& s) const {
+  // A read-only walk to each $inc target: the slot and the total it would produce must stay in
+  // range. Only run when numbers are big enough for that to be in doubt.
+  std::vector<std::pair<const Node*, Stamp>> frames;
+  frames.emplace_back(root_, Stamp{});
+  const auto& entries = shard.entries;
+  for (std::uint32_t i = 0; i < entries.size();) {
+    const core::BodyEntry& e = entries[i];
+    frames.resize(e.depth);
+    const auto& [parent, inherited] = frames.back();
+    Stamp kill = inherited;
+    if (parent != nullptr) {
+      kill = MaxStamp(kill, parent->reset);
+    }
+    if (s < kill) {
+      i = e.end;
+      continue;
+    }
+    const Node* child = parent != nullptr ? FindChild(parent, e.key) : nullptr;
+    if (e.kind == OpKind::kObject) {
+      frames.emplace_back(child != nullptr && child->kind == Kind::kObject ? child : nullptr, kill);
+    } else if (e.kind == OpKind::kInc) {
+      Number slot = Number::Int(0);
+      Number total = Number::Int(0);
+      if (child != nullptr && child->kind == Kind::kCounter && child->reg->boundary < s) {
+        total = child->reg->total;
+        for (const Slot& sl : child->reg->slots) {
+          if (sl.blade == s.blade) {
+            slot = sl.value;
+          }
+        }
+      }
+      for (const Number* v : {&slot, &total}) {
+        if (v->is_int && e.number.is_int) {
+          std::int64_t r;
+          if (__builtin_add_overflow(v->i, e.number.i, &r)) {
+            return Status::InvalidArgument("$inc at " + std::string(e.key) +
+                                           " would overflow a 64-bit integer counter");
+          }
+        } else if (!std::isfinite(v->AsDouble() + e.number.AsDouble())) {
+          return Status::InvalidArgument("$inc at " + std::string(e.key) +
+                                         " would overflow a floating-point counter");
+        }
+      }
+    }
+    ++i;
+  }
+  return Status::Ok();
+}
+
+Node* Engine::FindChild(const Node* parent, std::string_view key) const {
+  auto it = children_.find(ChildKey{parent, key});
+  return it == children_.end() ? nullptr : it->second;
+}
+
+Node* Engine::CreateChild(Node* parent, std::string_view key) {
+  Node* n = AllocNode();
+  n->parent = parent;
+  n->key.assign(key.data(), key.size());
+  n->last = Stamp{};
+  n->reset = Stamp{};
+  n->kind = Kind::kAbsent;
+  n->dirty = false;
+  n->persisted = false;
+  n->dead = false;
+  n->first_child = nullptr;
+  n->prev = nullptr;
+  n->next = parent->first_child;
+  if (parent->first_child != nullptr) {
+    parent->first_child->prev = n;
+  }
+  parent->first_child = n;
+  children_.emplace(ChildKey{parent, n->key}, n);
+  return n;
+}
+
+void Engine::Unlink(Node* node) {
+  Node* parent = node->parent;
+  if (node->prev != nullptr) {
+    node->prev->next = node->next;
+  } else {
+    parent->first_child = node->next;
+  }
+  if (node->next != nullptr) {
+    node->next->prev = node->prev;
+  }
+  node->prev = node->next = nullptr;
+}
+
+void Engine::KillSubtree(Node* node) {
+  for (Node* c = node->first_child; c != nullptr;) {
+    Node* next = c->next;
+    KillSubtree(c);
+    c = next;
+  }
+  node->first_child = nullptr;
+  children_.erase(ChildKey{node->parent, node->key});
+  if (node->reg) {
+    UntrackRegister(node);
+  }
+  node->dead = true;
+  --live_nodes_;
+  graveyard_.push_back(node);
+}
+
+void Engine::KillChildren(Node* node) {
+  for (Node* c = node->first_child; c != nullptr;) {
+    Node* next = c->next;
+    KillSubtree(c);
+    c = next;
+  }
+  node->first_child = nullptr;
+}
+
+void Engine::KillOlder(Node* node, const Stamp& s) {
+  for (Node* c = node->first_child; c != nullptr;) {
+    Node* next = c->next;
+    if (c->last < s) {
+      Unlink(c);
+      KillSubtree(c);
+    } else if (IsRegister(c->kind)) {
+      if (c->reg->boundary < s) {
+        CutRun(c, s);
+      }
+    } else if (c->kind == Kind::kObject) {
+      KillOlder(c, s);
+    }
+    c = next;
+  }
+}
+
+void Engine::DropValue(Node* node) {
+  node->scalar.clear();
+  if (node->reg) {
+    for (const Slot& slot : node->reg->slots) {
+      if (slot.persisted) {
+        if (slot.blade == nullptr) {
+          node->has_dropped_max_slot = true;
+        } else {
+          node->dropped_slots.push_back(slot.blade);
+        }
+      }
+    }
+    UntrackRegister(node);
+    node->reg.reset();
+  }
+}
+
+void Engine::MarkDirty(Node* node) {
+  if (!node->dirty) {
+    node->dirty = true;
+    dirty_.push_back(node);
+  }
+}
+
+Node* Engine::EnsureObject(Node* parent, Node* child, std::string_view key, const Stamp& s) {
+  if (child == nullptr) {
+    child = CreateChild(parent, key);
+  }
+  if (child->last < s) {
+    if (child->kind != Kind::kObject) {
+      DropValue(child);
+      child->kind = Kind::kObject;
+    }
+    child->last = s;
+    MarkDirty(child);
+  } else if (IsRegister(child->kind) && child->reg->boundary < s) {
+    CutRun(child, s);
+  }
+  return child;
+}
+
+void Engine::SetScalar(Node* parent, Node* child, std::string_view key, const Stamp& s,
+                       std::string_view value) {
+  if (child == nullptr) {
+    child = CreateChild(parent, key);
+  }
+  if (child->last < s) {
+    KillChildren(child);
+    DropValue(child);
+    child->kind = Kind::kScalar;
+    child->scalar.assign(value.data(), value.size());
+    child->last = s;
+    child->reset = s;
+    MarkDirty(child);
+  } else {
+    LateReset(child, s);
+  }
+}
+
+void Engine::Erase(Node* parent, Node* child, std::string_view key, const Stamp& s) {
+  if (child == nullptr) {
+    child = CreateChild(parent, key);
+  }
+  if (child->last < s) {
+    KillChildren(child);
+    DropValue(child);
+    child->kind = Kind::kAbsent;
+    child->last = s;
+    child->reset = s;
+    MarkDirty(child);
+    tombstones_.push_back({s.ts, {child, child->uid}});
+  } else {
+    LateReset(child, s);
+  }
+}
+
+void Engine::RegisterOp(Node* parent, Node* child, std::string_view key, const Stamp& s,
+                        Kind kind, const Number& n) {
+  if (child == nullptr) {
+    child = CreateChild(parent, key);
+  }
+  if (child->last < s) {
+    if (child->kind != kind) {
+      KillChildren(child);
+      const Stamp boundary = child->last;
+      DropValue(child);
+      child->kind = kind;
+      child->reg = std::make_unique<Register>();
+      child->reg->boundary = boundary;
+    }
+    child->last = s;
+    child->reset = s;
+    AddToRun(child, s, n);
+    MarkDirty(child);
+  } else if (child->kind == kind && child->reg->boundary < s) {
+    if (child->reset < s) {
+      child->reset = s;
+    }
+    AddToRun(child, s, n);
+    MarkDirty(child);
+  } else {
+    LateReset(child, s);
+  }
+}
+
+void Engine::LateReset(Node* node, const Stamp& s) {
+  if (IsRegister(node->kind)) {
+    if (node->reg->boundary < s) {
+      CutRun(node, s);
+    }
+  } else if (node->kind == Kind::kObject) {
+    KillOlder(node, s);
+  }
+  if (node->reset < s) {
+    node->reset = s;
+    MarkDirty(node);
+  }
+}
+
+void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
+  Register& reg = *node->reg;
+  const Kind kind = node->kind;
+  Slot* slot = nullptr;
+  if (kind == Kind::kCounter) {
+    auto it = std::lower_bound(
+        reg.slots.begin(), reg.slots.end(), s.blade,
+        [](const Slot& sl, const Blade* b) { return sl.blade != b && sl.blade->name < b->name; });
+    if (it == reg.slots.end() || it->blade != s.blade) {
+      it = reg.slots.insert(it, Slot{});
+      it->blade = s.blade;
+      it->value = Number::Int(0);
+    }
+    slot = &*it;
+  } else {
+    if (reg.slots.empty()) {
+      reg.slots.emplace_back();
+      reg.slots.back().value = n;
+      reg.slots.back().value_stamp = s;
+    }
+    slot = &reg.slots.front();
+  }
+  // Keep the history ordered (seq for counters, stamp for max/min); appends are the common case.
+  auto& h = slot->history;
+  const bool append =
+      h.empty() || (kind == Kind::kCounter ? h.back().stamp.seq < s.seq : h.back().stamp < s);
+  if (append) {
+    h.push_back({s, n});
+  } else {
+    auto pos = kind == Kind::kCounter
+                   ? std::upper_bound(h.begin(), h.end(), s.seq,
+                                      [](std::uint64_t q, const RunEntry& e) { return q < e.stamp.seq; })
+                   : std::upper_bound(h.begin(), h.end(), s,
+                                      [](const Stamp& q, const RunEntry& e) { return q < e.stamp; });
+    h.insert(pos, {s, n});
+  }
+  slot->dirty = true;
+  if (kind == Kind::kCounter) {
+    if (append) {
+      slot->value = AddNumbers(slot->value, n);
+    } else {
+      RecomputeSlot(kind, *slot);
+    }
+    if (reg.all_int && n.is_int && slot->value.is_int) {
+      reg.total = AddNumbers(reg.total, n);
+      if (!reg.total.is_int) {
+        RecomputeTotal(node);
+      }
+    } else {
+      RecomputeTotal(node);
+    }
+    NoteMagnitude(slot->value);
+    NoteMagnitude(reg.total);
+  } else {
+    if (Better(kind, n, s, slot->value, slot->value_stamp) || SameStamp(s, slot->value_stamp)) {
+      slot->value = n;
+      slot->value_stamp = s;
+    }
+    reg.total = slot->value;
+  }
+  TrackRegister(node);
+}
+
+void Engine::NoteMagnitude(const Number& n) {
+  if (n.is_int ? (n.i >= kBigInt || n.i <= -kBigInt) : std::fabs(n.d) >= kBigDouble) {
+    big_numbers_seen_ = true;
+  }
+}
+
+void Engine::RecomputeSlot(Kind kind, Slot& slot) {
+  if (kind == Kind::kCounter) {
+    Number v = slot.has_base ? slot.base : Number::Int(0);
+    for (const RunEntry& e : slot.history) {
+      v = AddNumbers(v, e.amount);
+    }
+    slot.value = v;
+    return;
+  }
+  bool have = slot.has_base;
+  Number best = slot.base;
+  Stamp best_s = slot.base_stamp;
+  for (const RunEntry& e : slot.history) {
+    if (!have || Better(kind, e.amount, e.stamp, best, best_s)) {
+      best = e.amount;
+      best_s = e.stamp;
+      have = true;
+    }
+  }
+  slot.value = best;
+  slot.value_stamp = best_s;
+}
+
+void Engine::RecomputeTotal(Node* node) {
+  Register& reg = *node->reg;
+  if (node->kind != Kind::kCounter) {
+    reg.total = reg.slots.empty() ? Number::Int(0) : reg.slots.front().value;
+    return;
+  }
+  Number t = Number::Int(0);
+  bool all_int = true;
+  for (const Slot& sl : reg.slots) {
+    t = AddNumbers(t, sl.value);
+    all_int = all_int && sl.value.is_int;
+  }
+  reg.total = t;
+  reg.all_int = all_int;
+}
+
+void Engine::CutRun(Node* node, const Stamp& s) {
+  Register& reg = *node->reg;
+  reg.boundary = s;
+  for (auto it = reg.slots.begin(); it != reg.slots.end();) {
+    Slot& slot = *it;
+    slot.has_base = false;
+    std::erase_if(slot.history, [&](const RunEntry& e) { return e.stamp < s; });
+    if (slot.history.empty()) {
+      if (slot.persisted) {
+        if (slot.blade == nullptr) {
+          node->has_dropped_max_slot = true;
+        } else {
+          node->dropped_slots.push_back(slot.blade);
+        }
+      }
+      it = reg.slots.erase(it);
+      continue;
+    }
+    RecomputeSlot(node->kind, slot);
+    slot.dirty = true;
+    ++it;
+  }
+  RecomputeTotal(node);
+  MarkDirty(node);
+}
+
+void Engine::TrackRegister(Node* node) {
+  if (node->reg->gc_index < 0) {
+    node->reg->gc_index = static_cast<std::int32_t>(regs_with_history_.size());
+    regs_with_history_.push_back(node);
+  }
+}
+
+void Engine::UntrackRegister(Node* node) {
+  const std::int32_t idx = node->reg->gc_index;
+  if (idx < 0) {
+    return;
+  }
+  Node* last = regs_with_history_.back();
+  regs_with_history_[static_cast<std::size_t>(idx)] = last;
+  last->reg->gc_index = idx;
+  regs_with_history_.pop_back();
+  node->reg->gc_index = -1;
+}
+
+void Engine::FoldRegister(Node* node, std::int64_t horizon) {
+  Register& reg = *node->reg;
+  bool any_history = false;
+  for (Slot& slot : reg.slots) {
+    auto& h = slot.history;
+    std::size_t k = 0;
+    if (node->kind == Kind::kCounter) {
+      // Fold the seq-ordered prefix that is final; the sum order stays the seq order.
+      Number base = slot.has_base ? slot.base : Number::Int(0);
+      while (k < h.size() && h[k].stamp.ts < horizon) {
+        base = AddNumbers(base, h[k].amount);
+        ++k;
+      }
+      if (k > 0) {
+        slot.base = base;
+        slot.has_base = true;
+      }
+    } else {
+      while (k < h.size() && h[k].stamp.ts < horizon) {
+        if (!slot.has_base || Better(node->kind, h[k].amount, h[k].stamp, slot.base, slot.base_stamp)) {
+          slot.base = h[k].amount;
+          slot.base_stamp = h[k].stamp;
+          slot.has_base = true;
+        }
+        ++k;
+      }
+    }
+    if (k > 0) {
+      h.erase(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(k));
+      slot.dirty = true;
+      MarkDirty(node);
+    }
+    any_history = any_history || !h.empty();
+  }
+  if (!any_history) {
+    UntrackRegister(node);
+  }
+}
+
+void Engine::AdvanceWatermark(std::int64_t watermark_ms) {
+  if (watermark_ms <= watermark_) {
+    return;
+  }
+  watermark_ = watermark_ms;
+  const std::int64_t horizon =
+      watermark_ms < std::numeric_limits<std::int64_t>::min() + options_.allowed_lateness_ms
+          ? std::numeric_limits<std::int64_t>::min()
+          : watermark_ms - options_.allowed_lateness_ms;
+  if (horizon <= gc_horizon_) {
+    return;
+  }
+  gc_horizon_ = horizon;
+  while (!tombstones_.empty() && tombstones_.front().first < horizon) {
+    auto [node, uid] = tombstones_.front().second;
+    tombstones_.pop_front();
+    if (node->uid == uid && !node->dead && node->kind == Kind::kAbsent &&
+        node->last.ts < horizon && node->first_child == nullptr) {
+      Unlink(node);
+      KillSubtree(node);
+    }
+  }
+  for (std::size_t i = 0; i < regs_with_history_.size();) {
+    Node* node = regs_with_history_[i];
+    FoldRegister(node, horizon);
+    if (i < regs_with_history_.size() && regs_with_history_[i] == node) {
+      ++i;
+    }
+  }
+}
+
+}  // namespace lattice::crdt::internal

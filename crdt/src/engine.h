@@ -1,0 +1,257 @@
+// The merge engine's internals: the path trie with per-node stamps, registers with per-blade
+// slots, the blade table, and the hooks the StateStore uses to persist and restore them.
+//
+// The rules it implements (DESIGN.md §3), per path p, with every event at p or at an ancestor:
+//  * p's own events are SET (scalar), ERASE (null), ENSURE (an object value, explicit `{}` or
+//    implied by any write below p) and OP ($inc/$max/$min). A SET, ERASE or OP at an ancestor
+//    kills p like an erase would.
+//  * p's visible state is decided by its newest event: SET -> that scalar; ERASE or an ancestor
+//    kill -> absent; ENSURE -> an object; OP -> a register folded over the trailing run of
+//    same-kind OPs (the run ends at the newest other event at p or kill from above).
+// Each node keeps `last` (its newest own event, which is also the newest stamp in its subtree,
+// since every write below implies an ENSURE here) and `reset` (its newest SET/ERASE/OP, which
+// kills everything below that is older). A write is dominated when it is older than the `reset`
+// of any ancestor. A register keeps its run as per-blade slots with the entries since `boundary`,
+// so a late event inside the run cuts it exactly; entries older than the GC horizon are folded into
+// a base, and tombstones older than it are dropped (DESIGN.md §3.1).
+#pragma once
+
+#include <absl/container/flat_hash_map.h>
+#include <xxhash.h>
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lattice/core/json_text.h"
+#include "lattice/core/path.h"
+#include "lattice/core/shard.h"
+#include "lattice/crdt/types.h"
+
+namespace lattice::crdt::internal {
+
+/// One emitting blade: its name, its id in the store, and what was applied of it.
+struct Blade {
+  static constexpr int kRing = 64;
+  std::string name;
+  std::uint32_t id = 0;
+  bool has_seq = false;
+  std::uint64_t last_seq = 0;
+  /// The most recently applied (seq, body hash) pairs, to tell a redelivery from a conflict.
+  std::array<std::pair<std::uint64_t, std::uint64_t>, kRing> ring{};
+  int ring_count = 0;  // entries used (<= kRing)
+  int ring_next = 0;   // where the next entry goes
+  bool dirty = false;
+};
+
+/// The stamp (ts, blade, seq) that orders shards; ordered lexicographically, blade by bytes.
+struct Stamp {
+  std::int64_t ts = std::numeric_limits<std::int64_t>::min();
+  const Blade* blade = nullptr;
+  std::uint64_t seq = 0;
+};
+
+inline bool operator<(const Stamp& a, const Stamp& b) {
+  if (a.ts != b.ts) {
+    return a.ts < b.ts;
+  }
+  if (a.blade != b.blade) {
+    if (a.blade == nullptr) {
+      return true;
+    }
+    if (b.blade == nullptr) {
+      return false;
+    }
+    return a.blade->name < b.blade->name;
+  }
+  return a.seq < b.seq;
+}
+inline bool operator>(const Stamp& a, const Stamp& b) { return b < a; }
+inline const Stamp& MaxStamp(const Stamp& a, const Stamp& b) { return a < b ? b : a; }
+
+enum class Kind : std::uint8_t { kAbsent = 0, kObject, kScalar, kCounter, kMax, kMin };
+
+inline bool IsRegister(Kind k) { return k == Kind::kCounter || k == Kind::kMax || k == Kind::kMin; }
+
+/// One operator application inside a register's run.
+struct RunEntry {
+  Stamp stamp;
+  core::Number amount;
+};
+
+/// A counter's per-blade slot, or the single slot of a max/min register (blade == nullptr).
+struct Slot {
+  const Blade* blade = nullptr;
+  bool has_base = false;
+  core::Number base;      // counters: the folded sum; max/min: the folded best
+  Stamp base_stamp;       // max/min: stamp of the folded best
+  std::vector<RunEntry> history;  // counters: in seq order; max/min: in stamp order
+  core::Number value;     // counters: base then history summed in seq order; max/min: the best
+  Stamp value_stamp;      // max/min: stamp of the best
+  bool dirty = false;
+  bool persisted = false;
+};
+
+/// The run of a counter or max/min register.
+struct Register {
+  Stamp boundary;            // the newest non-run event before the run
+  std::vector<Slot> slots;   // counters: sorted by blade name
+  core::Number total;        // the visible value
+  bool all_int = true;       // counters: every slot is an integer
+  std::int32_t gc_index = -1;  // position in Engine::regs_with_history_, or -1
+};
+
+struct Node {
+  Node* parent = nullptr;
+  Node* first_child = nullptr;
+  Node* next = nullptr;
+  Node* prev = nullptr;
+  std::string key;
+  Stamp last;
+  Stamp reset;
+  Kind kind = Kind::kAbsent;
+  bool dirty = false;
+  bool persisted = false;
+  bool dead = false;
+  std::uint64_t uid = 0;  // changes on every reuse of this memory
+  std::string scalar;     // kScalar: canonical JSON
+  std::unique_ptr<Register> reg;
+  /// Persisted slots of a dropped or cut register, to delete at the next commit.
+  std::vector<const Blade*> dropped_slots;
+  bool has_dropped_max_slot = false;
+};
+
+/// Receives the records of one commit. Keys are encoded paths (core::Path::Encode()).
+class ChangeSink {
+ public:
+  virtual ~ChangeSink() = default;
+  virtual void PutNode(std::string_view key, std::string_view value) = 0;
+  virtual void DeleteNode(std::string_view key) = 0;
+  virtual void PutSlot(std::string_view key, std::string_view value) = 0;
+  virtual void DeleteSlot(std::string_view key) = 0;
+  virtual void PutBlade(std::uint32_t id, std::string_view value) = 0;
+};
+
+class Engine {
+ public:
+  explicit Engine(EngineOptions options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  ApplyResult Apply(const core::Shard& shard);
+  void AdvanceWatermark(std::int64_t watermark_ms);
+
+  std::string Dump() const;
+  std::optional<std::string> Get(const core::Path& path) const;
+  const ApplyCounts& counts() const { return counts_; }
+  std::size_t node_count() const { return live_nodes_; }
+  std::int64_t watermark() const { return watermark_; }
+  std::int64_t gc_horizon() const { return gc_horizon_; }
+  bool has_changes() const { return !dirty_.empty() || !graveyard_.empty() || !dirty_blades_.empty(); }
+
+  /// Writes every change since the last call to `sink` (deletes before puts), then forgets it.
+  void CollectChanges(ChangeSink& sink);
+
+  // Restoring from a store: blades first, then nodes in key order, then slots.
+  Status LoadBlade(std::uint32_t id, std::string_view value);
+  Status LoadNode(std::string_view key, std::string_view value);
+  Status LoadSlot(std::string_view key, std::string_view value);
+  void LoadClocks(std::int64_t watermark, std::int64_t gc_horizon);
+
+ private:
+  struct Frame {
+    Node* node;
+    Stamp kill;
+  };
+  struct ChildKey {
+    const Node* parent;
+    std::string_view key;
+    bool operator==(const ChildKey& o) const { return parent == o.parent && key == o.key; }
+  };
+  struct ChildKeyHash {
+    std::size_t operator()(const ChildKey& k) const {
+      return XXH3_64bits_withSeed(k.key.data(), k.key.size(),
+                                  reinterpret_cast<std::uintptr_t>(k.parent));
+    }
+  };
+  // Heterogeneous lookup by std::string_view (Debian's Abseil does not alias std::string_view).
+  struct NameHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return XXH3_64bits(s.data(), s.size()); }
+  };
+  struct NameEq {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+  };
+
+  Blade* InternBlade(std::string_view name);
+  enum class SeqCheck { kNew, kDuplicate, kConflict };
+  SeqCheck CheckSeq(const Blade& blade, std::uint64_t seq, std::uint64_t hash) const;
+  void RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash);
+
+  bool AllDominated(const core::Shard& shard, const Stamp& s) const;
+  Status CheckOverflow(const core::Shard& shard, const Stamp& s) const;
+
+  Node* FindChild(const Node* parent, std::string_view key) const;
+  Node* CreateChild(Node* parent, std::string_view key);
+  void Unlink(Node* node);
+  void KillSubtree(Node* node);
+  void KillChildren(Node* node);
+  void KillOlder(Node* node, const Stamp& s);
+  void DropValue(Node* node);
+  void MarkDirty(Node* node);
+  Node* AllocNode();
+
+  Node* EnsureObject(Node* parent, Node* child, std::string_view key, const Stamp& s);
+  void SetScalar(Node* parent, Node* child, std::string_view key, const Stamp& s,
+                 std::string_view value);
+  void Erase(Node* parent, Node* child, std::string_view key, const Stamp& s);
+  void RegisterOp(Node* parent, Node* child, std::string_view key, const Stamp& s, Kind kind,
+                  const core::Number& n);
+  void LateReset(Node* node, const Stamp& s);
+  void AddToRun(Node* node, const Stamp& s, const core::Number& n);
+  void CutRun(Node* node, const Stamp& s);
+  void RecomputeSlot(Kind kind, Slot& slot);
+  void RecomputeTotal(Node* node);
+  void TrackRegister(Node* node);
+  void UntrackRegister(Node* node);
+  void FoldRegister(Node* node, std::int64_t horizon);
+  void NoteMagnitude(const core::Number& n);
+
+  void AppendKey(const Node* node, std::string& out) const;
+  void EncodeNode(const Node* node, std::string& out) const;
+  void EncodeSlot(const Slot& slot, std::string& out) const;
+  void EncodeBlade(const Blade& blade, std::string& out) const;
+  void WriteJson(const Node* node, std::string& out) const;
+
+  EngineOptions options_;
+  Node* root_;
+  absl::flat_hash_map<ChildKey, Node*, ChildKeyHash> children_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Blade>, NameHash, NameEq> blades_by_name_;
+  std::vector<Blade*> blades_by_id_;
+  std::vector<Frame> frames_;
+  std::vector<Node*> dirty_;
+  std::vector<Blade*> dirty_blades_;
+  std::vector<Node*> graveyard_;
+  std::vector<Node*> free_nodes_;
+  std::vector<std::unique_ptr<Node>> all_nodes_;
+  std::deque<std::pair<std::int64_t, std::pair<Node*, std::uint64_t>>> tombstones_;
+  std::vector<Node*> regs_with_history_;
+  std::uint64_t next_uid_ = 1;
+  std::size_t live_nodes_ = 0;
+  std::int64_t watermark_ = std::numeric_limits<std::int64_t>::min();
+  std::int64_t gc_horizon_ = std::numeric_limits<std::int64_t>::min();
+  bool big_numbers_seen_ = false;
+  ApplyCounts counts_;
+  mutable std::string key_scratch_;
+  std::string record_scratch_;
+};
+
+}  // namespace lattice::crdt::internal

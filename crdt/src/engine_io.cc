@@ -1,0 +1,390 @@
+// The merge engine's persistence hooks (collecting changes, restoring records) and its readers
+// (canonical dump and point reads of the in-memory state).
+#include <algorithm>
+
+#include "engine.h"
+#include "records.h"
+
+namespace lattice::crdt::internal {
+
+namespace {
+
+constexpr std::uint8_t kNodeFormat = 1;
+
+void PutStamp(std::string& out, const Stamp& s) {
+  PutVarint(out, ZigZag(s.ts));
+  PutVarint(out, s.blade == nullptr ? 0 : std::uint64_t{s.blade->id} + 1);
+  PutVarint(out, s.seq);
+}
+
+}  // namespace
+
+void Engine::AppendKey(const Node* node, std::string& out) const {
+  // Collect the chain root-ward, then encode root-first.
+  const Node* chain[128];
+  std::vector<const Node*> deep;
+  int depth = 0;
+  for (const Node* n = node; n != nullptr && n != root_; n = n->parent) {
+    if (depth < 128) {
+      chain[depth++] = n;
+    } else {
+      deep.push_back(n);
+    }
+  }
+  for (auto it = deep.rbegin(); it != deep.rend(); ++it) {
+    core::AppendEncodedSegment(out, (*it)->key);
+  }
+  for (int i = depth - 1; i >= 0; --i) {
+    core::AppendEncodedSegment(out, chain[i]->key);
+  }
+}
+
+void Engine::EncodeNode(const Node* node, std::string& out) const {
+  out.push_back(static_cast<char>(kNodeFormat));
+  out.push_back(static_cast<char>(node->kind));
+  PutStamp(out, node->last);
+  PutStamp(out, node->reset);
+  if (node->kind == Kind::kScalar) {
+    out.append(node->scalar);
+  } else if (IsRegister(node->kind)) {
+    PutStamp(out, node->reg->boundary);
+    PutNumber(out, node->reg->total);
+  }
+}
+
+void Engine::EncodeSlot(const Slot& slot, std::string& out) const {
+  out.push_back(static_cast<char>(slot.has_base ? 1 : 0));
+  if (slot.has_base) {
+    PutNumber(out, slot.base);
+    PutStamp(out, slot.base_stamp);
+  }
+  PutVarint(out, slot.history.size());
+  for (const RunEntry& e : slot.history) {
+    PutStamp(out, e.stamp);
+    PutNumber(out, e.amount);
+  }
+}
+
+void Engine::EncodeBlade(const Blade& blade, std::string& out) const {
+  PutVarint(out, blade.name.size());
+  out.append(blade.name);
+  out.push_back(static_cast<char>(blade.has_seq ? 1 : 0));
+  PutVarint(out, blade.last_seq);
+  PutVarint(out, static_cast<std::uint64_t>(blade.ring_count));
+  PutVarint(out, static_cast<std::uint64_t>(blade.ring_next));
+  for (int i = 0; i < blade.ring_count; ++i) {
+    PutVarint(out, blade.ring[static_cast<std::size_t>(i)].first);
+    PutVarint(out, blade.ring[static_cast<std::size_t>(i)].second);
+  }
+}
+
+void Engine::CollectChanges(ChangeSink& sink) {
+  std::string& key = key_scratch_;
+  std::string& value = record_scratch_;
+  auto slot_key = [&](const Node* node, const Blade* blade) {
+    key.clear();
+    AppendKey(node, key);
+    key.append(core::kKeySuffixMarker);
+    if (blade != nullptr) {
+      key.append(blade->name);
+    }
+  };
+  auto delete_dropped = [&](Node* node) {
+    for (const Blade* b : node->dropped_slots) {
+      slot_key(node, b);
+      sink.DeleteSlot(key);
+    }
+    if (node->has_dropped_max_slot) {
+      slot_key(node, nullptr);
+      sink.DeleteSlot(key);
+    }
+    node->dropped_slots.clear();
+    node->has_dropped_max_slot = false;
+  };
+  // Deletes first: a path can die and be born again within one batch.
+  for (Node* node : graveyard_) {
+    delete_dropped(node);
+    if (!node->persisted) {
+      continue;
+    }
+    key.clear();
+    AppendKey(node, key);
+    sink.DeleteNode(key);
+    if (node->reg) {
+      for (const Slot& slot : node->reg->slots) {
+        if (slot.persisted) {
+          slot_key(node, slot.blade);
+          sink.DeleteSlot(key);
+        }
+      }
+    }
+  }
+  for (Node* node : dirty_) {
+    if (!node->dead) {
+      delete_dropped(node);
+    }
+  }
+  for (Blade* blade : dirty_blades_) {
+    value.clear();
+    EncodeBlade(*blade, value);
+    sink.PutBlade(blade->id, value);
+    blade->dirty = false;
+  }
+  dirty_blades_.clear();
+  for (Node* node : dirty_) {
+    node->dirty = false;
+    if (node->dead) {
+      continue;
+    }
+    key.clear();
+    AppendKey(node, key);
+    value.clear();
+    EncodeNode(node, value);
+    sink.PutNode(key, value);
+    node->persisted = true;
+    if (node->reg) {
+      const std::size_t key_len = key.size();
+      for (Slot& slot : node->reg->slots) {
+        if (!slot.dirty) {
+          continue;
+        }
+        key.resize(key_len);
+        key.append(core::kKeySuffixMarker);
+        if (slot.blade != nullptr) {
+          key.append(slot.blade->name);
+        }
+        value.clear();
+        EncodeSlot(slot, value);
+        sink.PutSlot(key, value);
+        slot.dirty = false;
+        slot.persisted = true;
+      }
+    }
+  }
+  dirty_.clear();
+  for (Node* node : graveyard_) {
+    node->reg.reset();
+    node->scalar.clear();
+    node->dropped_slots.clear();
+    node->first_child = node->next = node->prev = nullptr;
+    free_nodes_.push_back(node);
+  }
+  graveyard_.clear();
+}
+
+namespace {
+
+bool ReadStamp(RecordReader& r, const std::vector<Blade*>& blades, Stamp& s) {
+  std::uint64_t ts, blade, seq;
+  if (!r.Varint(ts) || !r.Varint(blade) || !r.Varint(seq)) {
+    return false;
+  }
+  s.ts = UnZigZag(ts);
+  s.seq = seq;
+  if (blade == 0) {
+    s.blade = nullptr;
+    return true;
+  }
+  if (blade - 1 >= blades.size() || blades[blade - 1] == nullptr) {
+    return false;
+  }
+  s.blade = blades[blade - 1];
+  return true;
+}
+
+}  // namespace
+
+Status Engine::LoadBlade(std::uint32_t id, std::string_view value) {
+  RecordReader r(value);
+  std::uint64_t len, last_seq, count, next;
+  std::string_view name;
+  std::uint8_t has_seq;
+  if (!r.Varint(len) || !r.Bytes(len, name) || !r.Byte(has_seq) || !r.Varint(last_seq) ||
+      !r.Varint(count) || !r.Varint(next) || count > Blade::kRing || next >= Blade::kRing) {
+    return Status::Corruption("malformed blade record " + std::to_string(id));
+  }
+  auto blade = std::make_unique<Blade>();
+  blade->name = std::string(name);
+  blade->id = id;
+  blade->has_seq = has_seq != 0;
+  blade->last_seq = last_seq;
+  blade->ring_count = static_cast<int>(count);
+  blade->ring_next = static_cast<int>(next);
+  for (std::uint64_t i = 0; i < count; ++i) {
+    if (!r.Varint(blade->ring[i].first) || !r.Varint(blade->ring[i].second)) {
+      return Status::Corruption("malformed blade record " + std::to_string(id));
+    }
+  }
+  if (blades_by_id_.size() <= id) {
+    blades_by_id_.resize(id + 1, nullptr);
+  }
+  if (blades_by_id_[id] != nullptr || blades_by_name_.contains(blade->name)) {
+    return Status::Corruption("blade record " + std::to_string(id) + " is a duplicate");
+  }
+  blades_by_id_[id] = blade.get();
+  blades_by_name_.emplace(blade->name, std::move(blade));
+  return Status::Ok();
+}
+
+Status Engine::LoadNode(std::string_view key, std::string_view value) {
+  LATTICE_ASSIGN_OR_RETURN(core::Path::Decoded decoded, core::Path::Decode(key));
+  const auto& segments = decoded.path.segments();
+  if (segments.empty() || !decoded.rest.empty()) {
+    return Status::Corruption("node record with a malformed key");
+  }
+  Node* parent = root_;
+  for (std::size_t i = 0; i + 1 < segments.size(); ++i) {
+    parent = FindChild(parent, segments[i]);
+    if (parent == nullptr) {
+      return Status::Corruption("node record '" + decoded.path.ToString() + "' has no parent");
+    }
+  }
+  if (FindChild(parent, segments.back()) != nullptr) {
+    return Status::Corruption("node record '" + decoded.path.ToString() + "' appears twice");
+  }
+  Node* node = CreateChild(parent, segments.back());
+  RecordReader r(value);
+  std::uint8_t format, kind;
+  if (!r.Byte(format) || format != kNodeFormat || !r.Byte(kind) ||
+      kind > static_cast<std::uint8_t>(Kind::kMin) || !ReadStamp(r, blades_by_id_, node->last) ||
+      !ReadStamp(r, blades_by_id_, node->reset)) {
+    return Status::Corruption("malformed node record '" + decoded.path.ToString() + "'");
+  }
+  node->kind = static_cast<Kind>(kind);
+  node->persisted = true;
+  if (node->kind == Kind::kScalar) {
+    node->scalar = std::string(r.Rest());
+  } else if (IsRegister(node->kind)) {
+    node->reg = std::make_unique<Register>();
+    if (!ReadStamp(r, blades_by_id_, node->reg->boundary) || !r.Number(node->reg->total)) {
+      return Status::Corruption("malformed register record '" + decoded.path.ToString() + "'");
+    }
+  } else if (node->kind == Kind::kAbsent) {
+    tombstones_.push_back({node->last.ts, {node, node->uid}});
+  }
+  return Status::Ok();
+}
+
+Status Engine::LoadSlot(std::string_view key, std::string_view value) {
+  LATTICE_ASSIGN_OR_RETURN(core::Path::Decoded decoded, core::Path::Decode(key));
+  if (decoded.rest.size() < core::kKeySuffixMarker.size()) {
+    return Status::Corruption("slot record with a malformed key");
+  }
+  const std::string_view blade_name = decoded.rest.substr(core::kKeySuffixMarker.size());
+  Node* node = root_;
+  for (const auto& seg : decoded.path.segments()) {
+    node = FindChild(node, seg);
+    if (node == nullptr) {
+      return Status::Corruption("slot record for missing node '" + decoded.path.ToString() + "'");
+    }
+  }
+  if (!IsRegister(node->kind)) {
+    return Status::Corruption("slot record for non-register '" + decoded.path.ToString() + "'");
+  }
+  Slot slot;
+  if (!blade_name.empty()) {
+    auto it = blades_by_name_.find(blade_name);
+    if (it == blades_by_name_.end()) {
+      return Status::Corruption("slot record for unknown blade");
+    }
+    slot.blade = it->second.get();
+  }
+  RecordReader r(value);
+  std::uint8_t has_base;
+  std::uint64_t count;
+  if (!r.Byte(has_base)) {
+    return Status::Corruption("malformed slot record");
+  }
+  slot.has_base = has_base != 0;
+  if (slot.has_base && (!r.Number(slot.base) || !ReadStamp(r, blades_by_id_, slot.base_stamp))) {
+    return Status::Corruption("malformed slot record");
+  }
+  if (!r.Varint(count) || count > value.size()) {
+    return Status::Corruption("malformed slot record");
+  }
+  slot.history.resize(count);
+  for (auto& e : slot.history) {
+    if (!ReadStamp(r, blades_by_id_, e.stamp) || !r.Number(e.amount)) {
+      return Status::Corruption("malformed slot record");
+    }
+  }
+  slot.persisted = true;
+  RecomputeSlot(node->kind, slot);
+  Register& reg = *node->reg;
+  auto pos = std::lower_bound(reg.slots.begin(), reg.slots.end(), slot.blade,
+                              [](const Slot& sl, const Blade* b) {
+                                return b != nullptr && sl.blade != b && sl.blade->name < b->name;
+                              });
+  const bool has_history = !slot.history.empty();
+  reg.slots.insert(pos, std::move(slot));
+  RecomputeTotal(node);
+  NoteMagnitude(reg.total);
+  if (has_history) {
+    TrackRegister(node);
+  }
+  return Status::Ok();
+}
+
+void Engine::LoadClocks(std::int64_t watermark, std::int64_t gc_horizon) {
+  watermark_ = watermark;
+  gc_horizon_ = gc_horizon;
+}
+
+void Engine::WriteJson(const Node* node, std::string& out) const {
+  switch (node->kind) {
+    case Kind::kAbsent:
+      return;
+    case Kind::kScalar:
+      out.append(node->scalar);
+      return;
+    case Kind::kCounter:
+    case Kind::kMax:
+    case Kind::kMin:
+      core::AppendJsonNumber(out, node->reg->total);
+      return;
+    case Kind::kObject:
+      break;
+  }
+  std::vector<const Node*> kids;
+  for (const Node* c = node->first_child; c != nullptr; c = c->next) {
+    if (c->kind != Kind::kAbsent) {
+      kids.push_back(c);
+    }
+  }
+  std::sort(kids.begin(), kids.end(), [](const Node* a, const Node* b) { return a->key < b->key; });
+  out.push_back('{');
+  for (std::size_t i = 0; i < kids.size(); ++i) {
+    if (i > 0) {
+      out.push_back(',');
+    }
+    core::AppendJsonString(out, kids[i]->key);
+    out.push_back(':');
+    WriteJson(kids[i], out);
+  }
+  out.push_back('}');
+}
+
+std::string Engine::Dump() const {
+  std::string out;
+  WriteJson(root_, out);
+  out.push_back('\n');
+  return out;
+}
+
+std::optional<std::string> Engine::Get(const core::Path& path) const {
+  const Node* node = root_;
+  for (const auto& seg : path.segments()) {
+    node = node->kind == Kind::kObject ? FindChild(node, seg) : nullptr;
+    if (node == nullptr) {
+      return std::nullopt;
+    }
+  }
+  if (node->kind == Kind::kAbsent) {
+    return std::nullopt;
+  }
+  std::string out;
+  WriteJson(node, out);
+  return out;
+}
+
+}  // namespace lattice::crdt::internal

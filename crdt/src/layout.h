@@ -1,0 +1,53 @@
+// The on-disk layout of a state directory: column families and meta keys (docs/state-layout.md).
+#pragma once
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "lattice/core/status.h"
+
+namespace lattice::crdt::internal {
+
+inline constexpr std::string_view kStateCf = "state";        // encoded path -> node record
+inline constexpr std::string_view kCountersCf = "counters";  // encoded path + 00 02 + blade -> slot
+inline constexpr std::string_view kMetaCf = "meta";          // the keys below
+
+inline constexpr std::string_view kFormatKey = "format";     // "lattice-state 1"
+inline constexpr std::string_view kFormatValue = "lattice-state 1";
+inline constexpr std::string_view kClockKey = "clock";       // watermark, gc horizon (zigzag varints)
+inline constexpr char kBladePrefix = 'b';                    // 'b' + big-endian u32 id -> blade
+inline constexpr char kPositionPrefix = 'p';                 // 'p' + source -> offset, line varints
+
+inline std::string BladeKey(std::uint32_t id) {
+  std::string k(1, kBladePrefix);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    k.push_back(static_cast<char>((id >> shift) & 0xff));
+  }
+  return k;
+}
+
+inline Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) {
+    return Status::Ok();
+  }
+  std::string msg = std::string(what) + ": " + s.ToString();
+  if (s.IsNoSpace()) {
+    return Status::Unavailable(msg + " (disk full)");
+  }
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+    return Status::Unavailable(msg + " (is another process using this state directory?)");
+  }
+  if (s.IsCorruption()) {
+    return Status::Corruption(msg);
+  }
+  if (s.IsIOError() || s.IsBusy() || s.IsTryAgain()) {
+    return Status::Unavailable(msg);
+  }
+  return Status::Internal(msg);
+}
+
+}  // namespace lattice::crdt::internal

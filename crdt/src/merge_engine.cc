@@ -1,0 +1,23 @@
+// MergeEngine: the public face of the in-memory engine.
+#include "lattice/crdt/merge_engine.h"
+
+#include "engine.h"
+
+namespace lattice::crdt {
+
+MergeEngine::MergeEngine(EngineOptions options)
+    : engine_(std::make_unique<internal::Engine>(options)) {}
+MergeEngine::~MergeEngine() = default;
+
+ApplyResult MergeEngine::Apply(const core::Shard& shard) { return engine_->Apply(shard); }
+void MergeEngine::AdvanceWatermark(std::int64_t watermark_ms) {
+  engine_->AdvanceWatermark(watermark_ms);
+}
+std::string MergeEngine::Dump() const { return engine_->Dump(); }
+std::optional<std::string> MergeEngine::Get(const core::Path& path) const {
+  return engine_->Get(path);
+}
+const ApplyCounts& MergeEngine::counts() const { return engine_->counts(); }
+std::size_t MergeEngine::node_count() const { return engine_->node_count(); }
+
+}  // namespace lattice::crdt

@@ -1,0 +1,303 @@
+// StateStore: the engine plus RocksDB, with one WriteBatch per commit and a background writer.
+#include "lattice/crdt/state_store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "engine.h"
+#include "layout.h"
+#include "records.h"
+
+namespace lattice::crdt {
+
+using internal::FromRocks;
+
+namespace {
+
+class BatchSink final : public internal::ChangeSink {
+ public:
+  BatchSink(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* state,
+            rocksdb::ColumnFamilyHandle* counters, rocksdb::ColumnFamilyHandle* meta)
+      : batch_(batch), state_(state), counters_(counters), meta_(meta) {}
+  void PutNode(std::string_view key, std::string_view value) override {
+    (void)batch_.Put(state_, key, value);
+  }
+  void DeleteNode(std::string_view key) override { (void)batch_.Delete(state_, key); }
+  void PutSlot(std::string_view key, std::string_view value) override {
+    (void)batch_.Put(counters_, key, value);
+  }
+  void DeleteSlot(std::string_view key) override { (void)batch_.Delete(counters_, key); }
+  void PutBlade(std::uint32_t id, std::string_view value) override {
+    (void)batch_.Put(meta_, internal::BladeKey(id), value);
+  }
+
+ private:
+  rocksdb::WriteBatch& batch_;
+  rocksdb::ColumnFamilyHandle* state_;
+  rocksdb::ColumnFamilyHandle* counters_;
+  rocksdb::ColumnFamilyHandle* meta_;
+};
+
+}  // namespace
+
+struct StateStore::Impl {
+  StoreOptions options;
+  internal::Engine engine;
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::ColumnFamilyHandle* state_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* counters_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* meta_cf = nullptr;
+  std::map<std::string, SourcePosition> positions;         // committed (or in flight)
+  std::map<std::string, SourcePosition> staged_positions;  // for the next commit
+
+  // The background writer: at most one batch in flight.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::unique_ptr<rocksdb::WriteBatch> pending;
+  bool writing = false;
+  bool stop = false;
+  Status write_error;
+  std::thread writer;
+
+  explicit Impl(StoreOptions o) : options(o), engine(o.engine) {}
+
+  rocksdb::WriteOptions WriteOpts() const {
+    rocksdb::WriteOptions wo;
+    wo.sync = options.sync;
+    wo.disableWAL = options.disable_wal;
+    return wo;
+  }
+
+  void WriterLoop() {
+    std::unique_lock lock(mu);
+    while (true) {
+      cv.wait(lock, [&] { return stop || pending != nullptr; });
+      if (pending == nullptr && stop) {
+        return;
+      }
+      std::unique_ptr<rocksdb::WriteBatch> batch = std::move(pending);
+      writing = true;
+      lock.unlock();
+      rocksdb::Status s = db->Write(WriteOpts(), batch.get());
+      batch.reset();
+      lock.lock();
+      writing = false;
+      if (!s.ok() && write_error.ok()) {
+        write_error = FromRocks(s, "writing the state");
+      }
+      cv.notify_all();
+    }
+  }
+
+  Status WaitIdle() {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return pending == nullptr && !writing; });
+    return write_error;
+  }
+
+  ~Impl() {
+    if (writer.joinable()) {
+      {
+        std::lock_guard lock(mu);
+        stop = true;
+      }
+      cv.notify_all();
+      writer.join();
+    }
+    for (auto* h : handles) {
+      if (db) {
+        (void)db->DestroyColumnFamilyHandle(h);
+      }
+    }
+    if (db) {
+      (void)db->Close();
+    }
+  }
+};
+
+StateStore::StateStore(std::string dir) : dir_(std::move(dir)) {}
+
+StateStore::~StateStore() {
+  if (impl_) {
+    (void)impl_->WaitIdle();
+  }
+}
+
+namespace {
+
+rocksdb::Options DbOptions() {
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  o.create_missing_column_families = true;
+  o.IncreaseParallelism(2);
+  o.max_background_jobs = 2;
+  o.write_buffer_size = 64 << 20;
+  o.max_write_buffer_number = 3;
+  o.compression = rocksdb::kLZ4Compression;
+  o.bottommost_compression = rocksdb::kZSTD;
+  o.max_open_files = 256;
+  return o;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, StoreOptions options) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return Status::InvalidArgument("cannot create state directory '" + dir + "': " + ec.message());
+  }
+  std::unique_ptr<StateStore> store(new StateStore(dir));
+  store->impl_ = std::make_unique<Impl>(options);
+  Impl& im = *store->impl_;
+
+  rocksdb::Options db_options = DbOptions();
+  rocksdb::ColumnFamilyOptions cf_options(db_options);
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, cf_options},
+      {std::string(internal::kStateCf), cf_options},
+      {std::string(internal::kCountersCf), cf_options},
+      {std::string(internal::kMetaCf), cf_options},
+  };
+  rocksdb::DB* raw = nullptr;
+  LATTICE_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DB::Open(db_options, dir, cfs, &im.handles, &raw), "opening '" + dir + "'"));
+  im.db.reset(raw);
+  im.state_cf = im.handles[1];
+  im.counters_cf = im.handles[2];
+  im.meta_cf = im.handles[3];
+
+  // Check or write the format marker.
+  std::string format;
+  rocksdb::Status s = im.db->Get(rocksdb::ReadOptions(), im.meta_cf, internal::kFormatKey, &format);
+  if (s.IsNotFound()) {
+    LATTICE_RETURN_IF_ERROR(FromRocks(
+        im.db->Put(rocksdb::WriteOptions(), im.meta_cf, internal::kFormatKey, internal::kFormatValue),
+        "writing the format marker"));
+  } else if (!s.ok()) {
+    return FromRocks(s, "reading the format marker");
+  } else if (format != internal::kFormatValue) {
+    return Status::Corruption("'" + dir + "' has state format '" + format + "', expected '" +
+                              std::string(internal::kFormatValue) + "'");
+  }
+
+  // Load: blades, clocks and positions from meta; then nodes in key order; then slots.
+  {
+    std::unique_ptr<rocksdb::Iterator> it(im.db->NewIterator(rocksdb::ReadOptions(), im.meta_cf));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const std::string_view key(it->key().data(), it->key().size());
+      const std::string_view value(it->value().data(), it->value().size());
+      if (key.size() == 5 && key[0] == internal::kBladePrefix) {
+        std::uint32_t id = 0;
+        for (int i = 1; i <= 4; ++i) {
+          id = (id << 8) | static_cast<std::uint8_t>(key[static_cast<std::size_t>(i)]);
+        }
+        LATTICE_RETURN_IF_ERROR(im.engine.LoadBlade(id, value));
+      } else if (!key.empty() && key[0] == internal::kPositionPrefix) {
+        internal::RecordReader r(value);
+        SourcePosition p;
+        p.source = std::string(key.substr(1));
+        if (!r.Varint(p.offset) || !r.Varint(p.line)) {
+          return Status::Corruption("malformed position record for '" + p.source + "'");
+        }
+        im.positions[p.source] = p;
+      } else if (key == internal::kClockKey) {
+        internal::RecordReader r(value);
+        std::uint64_t wm, horizon;
+        if (!r.Varint(wm) || !r.Varint(horizon)) {
+          return Status::Corruption("malformed clock record");
+        }
+        im.engine.LoadClocks(internal::UnZigZag(wm), internal::UnZigZag(horizon));
+      }
+    }
+    LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "reading meta"));
+  }
+  for (auto [cf, is_node] : {std::pair{im.state_cf, true}, std::pair{im.counters_cf, false}}) {
+    std::unique_ptr<rocksdb::Iterator> it(im.db->NewIterator(rocksdb::ReadOptions(), cf));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const std::string_view key(it->key().data(), it->key().size());
+      const std::string_view value(it->value().data(), it->value().size());
+      LATTICE_RETURN_IF_ERROR(is_node ? im.engine.LoadNode(key, value)
+                                      : im.engine.LoadSlot(key, value));
+    }
+    LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "loading the state"));
+  }
+  if (options.pipelined) {
+    im.writer = std::thread([&im] { im.WriterLoop(); });
+  }
+  return store;
+}
+
+ApplyResult StateStore::Apply(const core::Shard& shard) { return impl_->engine.Apply(shard); }
+
+void StateStore::AdvanceWatermark(std::int64_t watermark_ms) {
+  impl_->engine.AdvanceWatermark(watermark_ms);
+}
+
+void StateStore::StagePosition(const SourcePosition& position) {
+  impl_->staged_positions[position.source] = position;
+}
+
+Status StateStore::Commit() {
+  Impl& im = *impl_;
+  auto batch = std::make_unique<rocksdb::WriteBatch>();
+  BatchSink sink(*batch, im.state_cf, im.counters_cf, im.meta_cf);
+  im.engine.CollectChanges(sink);
+  for (auto& [source, p] : im.staged_positions) {
+    std::string value;
+    internal::PutVarint(value, p.offset);
+    internal::PutVarint(value, p.line);
+    (void)batch->Put(im.meta_cf, std::string(1, internal::kPositionPrefix) + source, value);
+    im.positions[source] = p;
+  }
+  im.staged_positions.clear();
+  {
+    std::string clock;
+    internal::PutVarint(clock, internal::ZigZag(im.engine.watermark()));
+    internal::PutVarint(clock, internal::ZigZag(im.engine.gc_horizon()));
+    (void)batch->Put(im.meta_cf, internal::kClockKey, clock);
+  }
+  if (!im.options.pipelined) {
+    return FromRocks(im.db->Write(im.WriteOpts(), batch.get()), "writing the state");
+  }
+  std::unique_lock lock(im.mu);
+  im.cv.wait(lock, [&] { return im.pending == nullptr; });
+  if (!im.write_error.ok()) {
+    return im.write_error;
+  }
+  im.pending = std::move(batch);
+  im.cv.notify_all();
+  return Status::Ok();
+}
+
+Status StateStore::Flush() {
+  if (!impl_->options.pipelined) {
+    return Status::Ok();
+  }
+  return impl_->WaitIdle();
+}
+
+std::optional<SourcePosition> StateStore::Position(const std::string& source) const {
+  auto it = impl_->positions.find(source);
+  if (it == impl_->positions.end()) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+std::string StateStore::Dump() const { return impl_->engine.Dump(); }
+std::optional<std::string> StateStore::Get(const core::Path& path) const {
+  return impl_->engine.Get(path);
+}
+const ApplyCounts& StateStore::counts() const { return impl_->engine.counts(); }
+std::int64_t StateStore::watermark() const { return impl_->engine.watermark(); }
+std::size_t StateStore::node_count() const { return impl_->engine.node_count(); }
+
+}  // namespace lattice::crdt
