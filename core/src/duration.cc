@@ -1,0 +1,49 @@
+// Parsing and formatting of human-written durations.
+#include "lattice/core/duration.h"
+
+#include <charconv>
+
+namespace lattice::core {
+
+Result<std::int64_t> ParseDurationMs(std::string_view text) {
+  std::int64_t value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr == text.data() || value < 0) {
+    return Status::InvalidArgument("'" + std::string(text) +
+                                   "' is not a duration (use e.g. 250ms, 30s, 5m, 1h, 7d)");
+  }
+  const std::string_view unit(ptr, static_cast<std::size_t>(text.data() + text.size() - ptr));
+  std::int64_t scale;
+  if (unit.empty() || unit == "ms") {
+    scale = 1;
+  } else if (unit == "s") {
+    scale = 1000;
+  } else if (unit == "m") {
+    scale = 60 * 1000;
+  } else if (unit == "h") {
+    scale = 3600 * 1000;
+  } else if (unit == "d") {
+    scale = 24 * 3600 * 1000;
+  } else {
+    return Status::InvalidArgument("'" + std::string(text) +
+                                   "' has an unknown unit (use ms, s, m, h or d)");
+  }
+  std::int64_t out;
+  if (__builtin_mul_overflow(value, scale, &out)) {
+    return Status::InvalidArgument("duration '" + std::string(text) + "' is too large");
+  }
+  return out;
+}
+
+std::string FormatDurationMs(std::int64_t ms) {
+  static constexpr std::pair<std::int64_t, const char*> kUnits[] = {
+      {24 * 3600 * 1000, "d"}, {3600 * 1000, "h"}, {60 * 1000, "m"}, {1000, "s"}};
+  for (const auto& [scale, name] : kUnits) {
+    if (ms != 0 && ms % scale == 0) {
+      return std::to_string(ms / scale) + name;
+    }
+  }
+  return std::to_string(ms) + "ms";
+}
+
+}  // namespace lattice::core

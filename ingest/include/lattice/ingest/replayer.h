@@ -1,0 +1,52 @@
+// Replayer: merges NDJSON recordings into a state directory at full speed, resumably.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lattice/core/status.h"
+#include "lattice/crdt/state_store.h"
+
+namespace lattice::ingest {
+
+struct ReplayOptions {
+  /// Recordings to merge ("-" is stdin; .zst files are decompressed). Several files are merged
+  /// by ts (a k-way merge of their heads), so one recording per blade replays as well as one file.
+  std::vector<std::string> files;
+  /// Where rejected lines go, one JSON object each (appended).
+  std::string dead_letter_path;
+  /// Stop at the first rejected line (bad, conflict or late) with an error.
+  bool strict = false;
+  /// Shards per committed batch.
+  std::size_t batch_shards = 1 << 16;
+};
+
+/// What a replay did.
+struct ReplayReport {
+  std::uint64_t lines = 0;  // lines read (after resuming)
+  std::uint64_t applied = 0;
+  std::uint64_t duplicates = 0;
+  std::uint64_t conflicts = 0;
+  std::uint64_t late = 0;
+  std::uint64_t bad = 0;
+  std::uint64_t bytes = 0;
+  double seconds = 0;
+  std::uint64_t rejected() const { return conflicts + late + bad; }
+};
+
+/// Replays `options.files` into `store`, resuming each file from its committed position, and
+/// committing state, positions and dead letters batch by batch (dead letters are flushed before
+/// the positions that pass them are committed).
+///
+/// Errors: NotFound/InvalidArgument for unreadable files or a file shorter than its stored
+/// position; Unavailable for I/O failures (a full disk); with `strict`, InvalidArgument for the
+/// first rejected line (everything before it is committed).
+Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& options);
+
+/// The source id under which a file's position is stored: its canonical absolute path ("stdin"
+/// for "-").
+std::string SourceId(const std::string& file);
+
+}  // namespace lattice::ingest

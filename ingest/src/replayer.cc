@@ -1,0 +1,278 @@
+// Replay of recordings: read lines, decode, merge, dead-letter, commit with positions.
+#include "lattice/ingest/replayer.h"
+
+#include <fcntl.h>
+#include <cerrno>
+#include <cstring>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <string>
+
+#include "lattice/core/json_text.h"
+#include "lattice/core/line_reader.h"
+#include "lattice/core/shard.h"
+
+namespace lattice::ingest {
+
+namespace {
+
+/// Appends rejected lines to the dead-letter file; Sync() makes them durable.
+class DeadLetterFile {
+ public:
+  static Result<std::unique_ptr<DeadLetterFile>> Open(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return Status::InvalidArgument("cannot open dead-letter file '" + path +
+                                     "': " + std::strerror(errno));
+    }
+    return std::unique_ptr<DeadLetterFile>(new DeadLetterFile(fd, path));
+  }
+  ~DeadLetterFile() { ::close(fd_); }
+
+  void Add(const std::string& source, const core::Line& line, std::string_view outcome,
+           std::string_view reason) {
+    buf_ += "{\"source\":";
+    core::AppendJsonString(buf_, source);
+    buf_ += ",\"line\":";
+    buf_ += std::to_string(line.number);
+    buf_ += ",\"offset\":";
+    buf_ += std::to_string(line.offset);
+    buf_ += ",\"length\":";
+    buf_ += std::to_string(line.length);
+    buf_ += ",\"outcome\":\"";
+    buf_ += outcome;
+    buf_ += "\",\"reason\":";
+    core::AppendJsonString(buf_, reason);
+    buf_ += ",\"text\":";
+    // The text may be invalid UTF-8 or cut mid-character; keep it readable and valid JSON.
+    AppendLossy(buf_, line.text.substr(0, std::min<std::size_t>(line.text.size(), 1024)));
+    buf_ += "}\n";
+  }
+
+  Status Sync() {
+    if (buf_.empty()) {
+      return Status::Ok();
+    }
+    std::size_t done = 0;
+    while (done < buf_.size()) {
+      const ssize_t n = ::write(fd_, buf_.data() + done, buf_.size() - done);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        return Status::Unavailable("writing dead letters to '" + path_ +
+                                   "': " + std::strerror(errno));
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    buf_.clear();
+    if (::fdatasync(fd_) != 0) {
+      return Status::Unavailable("syncing '" + path_ + "': " + std::strerror(errno));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  DeadLetterFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+
+  // Escapes as JSON, replacing bytes that are not valid UTF-8 with U+FFFD.
+  static void AppendLossy(std::string& out, std::string_view s) {
+    std::string clean;
+    clean.reserve(s.size());
+    for (std::size_t i = 0; i < s.size();) {
+      const auto c = static_cast<unsigned char>(s[i]);
+      std::size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+      bool ok = len > 0 && i + len <= s.size();
+      for (std::size_t k = 1; ok && k < len; ++k) {
+        ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+      }
+      if (ok) {
+        clean.append(s.substr(i, len));
+        i += len;
+      } else {
+        clean += "\xEF\xBF\xBD";
+        ++i;
+      }
+    }
+    core::AppendJsonString(out, clean);
+  }
+
+  int fd_;
+  std::string path_;
+  std::string buf_;
+};
+
+/// One recording being merged: its reader, its decoder and its current decoded line.
+struct Source {
+  std::string file;
+  std::string id;
+  std::unique_ptr<core::LineReader> reader;
+  core::ShardDecoder decoder;
+  core::Line line;
+  Result<const core::Shard*> shard = Status::NotFound("no line yet");
+  bool done = false;
+  std::int64_t max_ts = std::numeric_limits<std::int64_t>::min();
+  std::uint64_t consumed_offset = 0;  // end of the last line consumed
+  std::uint64_t consumed_line = 0;
+  bool moved = false;  // consumed something since the last commit
+
+  // The ts that orders this source's head in the k-way merge (bad lines go first).
+  std::int64_t HeadTs() const {
+    return shard.ok() ? (*shard)->ts : std::numeric_limits<std::int64_t>::min();
+  }
+
+  Status Advance() {
+    LATTICE_ASSIGN_OR_RETURN(std::optional<core::Line> next, reader->Next());
+    if (!next) {
+      done = true;
+      return Status::Ok();
+    }
+    line = *next;
+    if (line.too_long) {
+      shard = Status::InvalidArgument("line of " + std::to_string(line.length) +
+                                      " bytes exceeds the limit of " +
+                                      std::to_string(decoder.limits().max_body_bytes) +
+                                      " bytes for a body");
+    } else {
+      shard = decoder.DecodeEnvelope(line.text, /*padded=*/true);
+    }
+    return Status::Ok();
+  }
+};
+
+}  // namespace
+
+std::string SourceId(const std::string& file) {
+  if (file == "-") {
+    return "stdin";
+  }
+  std::error_code ec;
+  auto canonical = std::filesystem::canonical(file, ec);
+  return ec ? file : canonical.string();
+}
+
+Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  ReplayReport report;
+  std::unique_ptr<DeadLetterFile> dead;
+  LATTICE_ASSIGN_OR_RETURN(dead, DeadLetterFile::Open(options.dead_letter_path));
+
+  std::vector<std::unique_ptr<Source>> sources;
+  for (const std::string& file : options.files) {
+    auto src = std::make_unique<Source>();
+    src->file = file;
+    src->id = SourceId(file);
+    core::LineReader::Options ro;
+    if (auto pos = store.Position(src->id); pos && file != "-") {
+      ro.start_offset = pos->offset;
+      ro.start_line = pos->line;
+    }
+    src->consumed_offset = ro.start_offset;
+    src->consumed_line = ro.start_line;
+    LATTICE_ASSIGN_OR_RETURN(src->reader, core::LineReader::Open(file, ro));
+    LATTICE_RETURN_IF_ERROR(src->Advance());
+    sources.push_back(std::move(src));
+  }
+
+  auto commit = [&]() -> Status {
+    LATTICE_RETURN_IF_ERROR(dead->Sync());
+    std::int64_t watermark = std::numeric_limits<std::int64_t>::max();
+    bool any_active = false;
+    for (auto& src : sources) {
+      if (src->moved) {
+        store.StagePosition({src->id, src->consumed_offset, src->consumed_line});
+        src->moved = false;
+      }
+      // The watermark follows the slowest source that is still delivering.
+      if (!src->done && src->max_ts != std::numeric_limits<std::int64_t>::min()) {
+        watermark = std::min(watermark, src->max_ts);
+        any_active = true;
+      }
+    }
+    if (!any_active) {
+      watermark = std::numeric_limits<std::int64_t>::min();
+      for (auto& src : sources) {
+        watermark = std::max(watermark, src->max_ts);
+      }
+    }
+    store.AdvanceWatermark(watermark);
+    return store.Commit();
+  };
+
+  std::size_t in_batch = 0;
+  while (true) {
+    // Pick the source whose head comes first by ts (linear: recordings are few).
+    Source* src = nullptr;
+    for (auto& s : sources) {
+      if (!s->done && (src == nullptr || s->HeadTs() < src->HeadTs())) {
+        src = s.get();
+      }
+    }
+    if (src == nullptr) {
+      break;
+    }
+    ++report.lines;
+    report.bytes += src->line.length + 1;
+    std::string_view outcome;
+    std::string reason;
+    if (!src->shard.ok()) {
+      ++report.bad;
+      outcome = "bad";
+      reason = src->shard.status().message();
+    } else {
+      const core::Shard& shard = **src->shard;
+      src->max_ts = std::max(src->max_ts, shard.ts);
+      crdt::ApplyResult r = store.Apply(shard);
+      switch (r.outcome) {
+        case crdt::Outcome::kApplied:
+          ++report.applied;
+          break;
+        case crdt::Outcome::kDuplicate:
+          ++report.duplicates;
+          break;
+        case crdt::Outcome::kConflict:
+          ++report.conflicts;
+          outcome = "conflict";
+          break;
+        case crdt::Outcome::kLate:
+          ++report.late;
+          outcome = "late";
+          break;
+        case crdt::Outcome::kInvalid:
+          ++report.bad;
+          outcome = "bad";
+          break;
+      }
+      reason = std::move(r.reason);
+    }
+    if (!outcome.empty()) {
+      if (options.strict) {
+        LATTICE_RETURN_IF_ERROR(commit());
+        LATTICE_RETURN_IF_ERROR(store.Flush());
+        return Status::InvalidArgument(src->file + ":" + std::to_string(src->line.number) + ": " +
+                                       std::string(outcome) + " shard: " + reason);
+      }
+      dead->Add(src->id, src->line, outcome, reason);
+    }
+    src->consumed_offset = src->line.end_offset;
+    src->consumed_line = src->line.number;
+    src->moved = true;
+    LATTICE_RETURN_IF_ERROR(src->Advance());
+    if (++in_batch >= options.batch_shards) {
+      LATTICE_RETURN_IF_ERROR(commit());
+      in_batch = 0;
+    }
+  }
+  LATTICE_RETURN_IF_ERROR(commit());
+  LATTICE_RETURN_IF_ERROR(store.Flush());
+  report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+}  // namespace lattice::ingest
