@@ -52,7 +52,8 @@ bool SameStamp(const Stamp& a, const Stamp& b) {
 
 }  // namespace
 
-Engine::Engine(EngineOptions options) : options_(options) {
+Engine::Engine(EngineOptions options, bool persistent)
+    : options_(options), persistent_(persistent) {
   root_ = AllocNode();
   root_->kind = Kind::kObject;
   frames_.reserve(72);
@@ -116,7 +117,7 @@ void Engine::RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash) {
     blade.last_seq = seq;
     blade.has_seq = true;
   }
-  if (!blade.dirty) {
+  if (!blade.dirty && persistent_) {
     blade.dirty = true;
     dirty_blades_.push_back(&blade);
   }
@@ -348,7 +349,19 @@ void Engine::KillSubtree(Node* node) {
   }
   node->dead = true;
   --live_nodes_;
-  graveyard_.push_back(node);
+  if (persistent_) {
+    graveyard_.push_back(node);  // freed after the next commit, which needs its key
+  } else {
+    FreeNode(node);
+  }
+}
+
+void Engine::FreeNode(Node* node) {
+  node->reg.reset();
+  node->scalar.clear();
+  node->dropped_slots.clear();
+  node->first_child = node->next = node->prev = nullptr;
+  free_nodes_.push_back(node);
 }
 
 void Engine::KillChildren(Node* node) {
@@ -380,14 +393,8 @@ void Engine::KillOlder(Node* node, const Stamp& s) {
 void Engine::DropValue(Node* node) {
   node->scalar.clear();
   if (node->reg) {
-    for (const Slot& slot : node->reg->slots) {
-      if (slot.persisted) {
-        if (slot.blade == nullptr) {
-          node->has_dropped_max_slot = true;
-        } else {
-          node->dropped_slots.push_back(slot.blade);
-        }
-      }
+    for (Slot& slot : node->reg->slots) {
+      DropSlot(node, slot);
     }
     UntrackRegister(node);
     node->reg.reset();
@@ -395,7 +402,7 @@ void Engine::DropValue(Node* node) {
 }
 
 void Engine::MarkDirty(Node* node) {
-  if (!node->dirty) {
+  if (!node->dirty && persistent_) {
     node->dirty = true;
     dirty_.push_back(node);
   }
@@ -501,15 +508,7 @@ void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
   const Kind kind = node->kind;
   Slot* slot = nullptr;
   if (kind == Kind::kCounter) {
-    auto it = std::lower_bound(
-        reg.slots.begin(), reg.slots.end(), s.blade,
-        [](const Slot& sl, const Blade* b) { return sl.blade != b && sl.blade->name < b->name; });
-    if (it == reg.slots.end() || it->blade != s.blade) {
-      it = reg.slots.insert(it, Slot{});
-      it->blade = s.blade;
-      it->value = Number::Int(0);
-    }
-    slot = &*it;
+    slot = &SlotFor(reg, s.blade);
   } else {
     if (reg.slots.empty()) {
       reg.slots.emplace_back();
@@ -524,7 +523,9 @@ void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
       h.empty() || (kind == Kind::kCounter ? h.back().stamp.seq < s.seq : h.back().stamp < s);
   if (append) {
     h.push_back({s, n});
+    ++slot->unpersisted;
   } else {
+    slot->rewrite = true;
     auto pos = kind == Kind::kCounter
                    ? std::upper_bound(h.begin(), h.end(), s.seq,
                                       [](std::uint64_t q, const RunEntry& e) { return q < e.stamp.seq; })
@@ -594,14 +595,102 @@ void Engine::RecomputeTotal(Node* node) {
     reg.total = reg.slots.empty() ? Number::Int(0) : reg.slots.front().value;
     return;
   }
-  Number t = Number::Int(0);
   bool all_int = true;
   for (const Slot& sl : reg.slots) {
-    t = AddNumbers(t, sl.value);
     all_int = all_int && sl.value.is_int;
+  }
+  Number t = Number::Int(0);
+  if (all_int) {
+    for (const Slot& sl : reg.slots) {
+      t = AddNumbers(t, sl.value);
+    }
+  } else {
+    // Floating-point sums depend on order: slots are summed in blade byte order.
+    std::vector<const Slot*> order;
+    order.reserve(reg.slots.size());
+    for (const Slot& sl : reg.slots) {
+      order.push_back(&sl);
+    }
+    std::sort(order.begin(), order.end(),
+              [](const Slot* a, const Slot* b) { return a->blade->name < b->blade->name; });
+    for (const Slot* sl : order) {
+      t = AddNumbers(t, sl->value);
+    }
   }
   reg.total = t;
   reg.all_int = all_int;
+}
+
+Slot& Engine::SlotFor(Register& reg, const Blade* blade) {
+  if (reg.slots.size() > Register::kIndexFrom) {
+    auto it = reg.index.find(blade);
+    if (it != reg.index.end()) {
+      return reg.slots[it->second];
+    }
+  } else {
+    for (Slot& sl : reg.slots) {
+      if (sl.blade == blade) {
+        return sl;
+      }
+    }
+  }
+  reg.slots.emplace_back();
+  Slot& sl = reg.slots.back();
+  sl.blade = blade;
+  sl.value = Number::Int(0);
+  if (reg.slots.size() > Register::kIndexFrom) {
+    if (reg.index.empty()) {
+      ReindexSlots(reg);
+    } else {
+      reg.index.emplace(blade, static_cast<std::uint32_t>(reg.slots.size() - 1));
+    }
+  }
+  return sl;
+}
+
+void Engine::ReindexSlots(Register& reg) {
+  reg.index.clear();
+  if (reg.slots.size() > Register::kIndexFrom) {
+    for (std::size_t i = 0; i < reg.slots.size(); ++i) {
+      reg.index.emplace(reg.slots[i].blade, static_cast<std::uint32_t>(i));
+    }
+  }
+}
+
+void Engine::DropSlot(Node* node, Slot& slot) {
+  if (!persistent_ || !slot.persisted && slot.chunks.empty() && slot.deleted_chunks.empty()) {
+    return;
+  }
+  DroppedSlot dropped;
+  dropped.blade = slot.blade;
+  for (const auto& [no, count] : slot.chunks) {
+    dropped.chunks.push_back(no);
+  }
+  dropped.chunks.insert(dropped.chunks.end(), slot.deleted_chunks.begin(),
+                        slot.deleted_chunks.end());
+  node->dropped_slots.push_back(std::move(dropped));
+  MarkDirty(node);
+}
+
+void Engine::DropFront(Slot& slot, std::size_t k) {
+  if (slot.rewrite || !persistent_) {
+    return;  // the whole history is rewritten at the next commit anyway
+  }
+  while (k > 0 && !slot.chunks.empty()) {
+    auto& [no, count] = slot.chunks.front();
+    const std::uint32_t avail = count - slot.front_skip;
+    if (k >= avail) {
+      k -= avail;
+      slot.deleted_chunks.push_back(no);
+      slot.chunks.pop_front();
+      slot.front_skip = 0;
+    } else {
+      slot.front_skip += static_cast<std::uint32_t>(k);
+      k = 0;
+    }
+  }
+  LATTICE_DCHECK(k <= slot.unpersisted);
+  slot.unpersisted -= static_cast<std::uint32_t>(k);
 }
 
 void Engine::CutRun(Node* node, const Stamp& s) {
@@ -610,15 +699,11 @@ void Engine::CutRun(Node* node, const Stamp& s) {
   for (auto it = reg.slots.begin(); it != reg.slots.end();) {
     Slot& slot = *it;
     slot.has_base = false;
-    std::erase_if(slot.history, [&](const RunEntry& e) { return e.stamp < s; });
+    if (std::erase_if(slot.history, [&](const RunEntry& e) { return e.stamp < s; }) > 0) {
+      slot.rewrite = true;
+    }
     if (slot.history.empty()) {
-      if (slot.persisted) {
-        if (slot.blade == nullptr) {
-          node->has_dropped_max_slot = true;
-        } else {
-          node->dropped_slots.push_back(slot.blade);
-        }
-      }
+      DropSlot(node, slot);
       it = reg.slots.erase(it);
       continue;
     }
@@ -626,6 +711,7 @@ void Engine::CutRun(Node* node, const Stamp& s) {
     slot.dirty = true;
     ++it;
   }
+  ReindexSlots(reg);
   RecomputeTotal(node);
   MarkDirty(node);
 }
@@ -678,6 +764,7 @@ void Engine::FoldRegister(Node* node, std::int64_t horizon) {
     }
     if (k > 0) {
       h.erase(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(k));
+      DropFront(slot, k);
       slot.dirty = true;
       MarkDirty(node);
     }

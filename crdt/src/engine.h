@@ -86,6 +86,9 @@ struct RunEntry {
 };
 
 /// A counter's per-blade slot, or the single slot of a max/min register (blade == nullptr).
+///
+/// Persistence: the slot record holds the base; the history is stored append-only in chunks (one
+/// per commit that added entries), so a commit writes only what is new, never the whole history.
 struct Slot {
   const Blade* blade = nullptr;
   bool has_base = false;
@@ -96,15 +99,30 @@ struct Slot {
   Stamp value_stamp;      // max/min: stamp of the best
   bool dirty = false;
   bool persisted = false;
+  // The persisted chunks (commit number, entries) covering `history` in order; the first
+  // `front_skip` entries of the first chunk were folded since.
+  std::deque<std::pair<std::uint64_t, std::uint32_t>> chunks;
+  std::uint32_t front_skip = 0;
+  std::uint32_t unpersisted = 0;  // entries at the end of `history` in no chunk yet
+  bool rewrite = false;           // history changed in the middle: rewrite it as one chunk
+  std::vector<std::uint64_t> deleted_chunks;  // fully folded chunks to delete
+};
+
+/// A slot that was removed while persisted: its records must be deleted at the next commit.
+struct DroppedSlot {
+  const Blade* blade = nullptr;
+  std::vector<std::uint64_t> chunks;
 };
 
 /// The run of a counter or max/min register.
 struct Register {
   Stamp boundary;            // the newest non-run event before the run
-  std::vector<Slot> slots;   // counters: sorted by blade name
+  std::vector<Slot> slots;   // in arrival order; `index` finds a blade's slot when there are many
+  absl::flat_hash_map<const Blade*, std::uint32_t> index;  // built when slots > kIndexFrom
   core::Number total;        // the visible value
   bool all_int = true;       // counters: every slot is an integer
   std::int32_t gc_index = -1;  // position in Engine::regs_with_history_, or -1
+  static constexpr std::size_t kIndexFrom = 8;
 };
 
 struct Node {
@@ -123,8 +141,7 @@ struct Node {
   std::string scalar;     // kScalar: canonical JSON
   std::unique_ptr<Register> reg;
   /// Persisted slots of a dropped or cut register, to delete at the next commit.
-  std::vector<const Blade*> dropped_slots;
-  bool has_dropped_max_slot = false;
+  std::vector<DroppedSlot> dropped_slots;
 };
 
 /// Receives the records of one commit. Keys are encoded paths (core::Path::Encode()).
@@ -135,12 +152,16 @@ class ChangeSink {
   virtual void DeleteNode(std::string_view key) = 0;
   virtual void PutSlot(std::string_view key, std::string_view value) = 0;
   virtual void DeleteSlot(std::string_view key) = 0;
+  virtual void PutHistory(std::string_view key, std::string_view value) = 0;
+  virtual void DeleteHistory(std::string_view key) = 0;
   virtual void PutBlade(std::uint32_t id, std::string_view value) = 0;
 };
 
 class Engine {
  public:
-  explicit Engine(EngineOptions options);
+  /// `persistent`: track changes for CollectChanges(). A non-persistent engine (persistence off)
+  /// frees dead nodes at once and keeps no change lists.
+  Engine(EngineOptions options, bool persistent);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -163,7 +184,10 @@ class Engine {
   Status LoadBlade(std::uint32_t id, std::string_view value);
   Status LoadNode(std::string_view key, std::string_view value);
   Status LoadSlot(std::string_view key, std::string_view value);
-  void LoadClocks(std::int64_t watermark, std::int64_t gc_horizon);
+  Status LoadHistory(std::string_view key, std::string_view value);
+  Status FinishLoad();
+  void LoadClocks(std::int64_t watermark, std::int64_t gc_horizon, std::uint64_t commits);
+  std::uint64_t commits() const { return commits_; }
 
  private:
   struct Frame {
@@ -217,6 +241,11 @@ class Engine {
                   const core::Number& n);
   void LateReset(Node* node, const Stamp& s);
   void AddToRun(Node* node, const Stamp& s, const core::Number& n);
+  Slot& SlotFor(Register& reg, const Blade* blade);
+  void ReindexSlots(Register& reg);
+  void DropSlot(Node* node, Slot& slot);
+  void DropFront(Slot& slot, std::size_t k);
+  Result<std::pair<Node*, Slot*>> FindSlot(std::string_view key);
   void CutRun(Node* node, const Stamp& s);
   void RecomputeSlot(Kind kind, Slot& slot);
   void RecomputeTotal(Node* node);
@@ -228,10 +257,14 @@ class Engine {
   void AppendKey(const Node* node, std::string& out) const;
   void EncodeNode(const Node* node, std::string& out) const;
   void EncodeSlot(const Slot& slot, std::string& out) const;
+  void WriteSlot(ChangeSink& sink, Slot& slot, std::string& key, std::size_t slot_key_len);
   void EncodeBlade(const Blade& blade, std::string& out) const;
   void WriteJson(const Node* node, std::string& out) const;
 
+  void FreeNode(Node* node);
+
   EngineOptions options_;
+  bool persistent_;
   Node* root_;
   absl::flat_hash_map<ChildKey, Node*, ChildKeyHash> children_;
   absl::flat_hash_map<std::string, std::unique_ptr<Blade>, NameHash, NameEq> blades_by_name_;
@@ -244,6 +277,8 @@ class Engine {
   std::vector<std::unique_ptr<Node>> all_nodes_;
   std::deque<std::pair<std::int64_t, std::pair<Node*, std::uint64_t>>> tombstones_;
   std::vector<Node*> regs_with_history_;
+  std::vector<Node*> loaded_registers_;
+  std::uint64_t commits_ = 0;  // numbers the history chunks
   std::uint64_t next_uid_ = 1;
   std::size_t live_nodes_ = 0;
   std::int64_t watermark_ = std::numeric_limits<std::int64_t>::min();

@@ -58,11 +58,60 @@ void Engine::EncodeSlot(const Slot& slot, std::string& out) const {
     PutNumber(out, slot.base);
     PutStamp(out, slot.base_stamp);
   }
-  PutVarint(out, slot.history.size());
-  for (const RunEntry& e : slot.history) {
-    PutStamp(out, e.stamp);
-    PutNumber(out, e.amount);
+  PutVarint(out, slot.front_skip);
+}
+
+namespace {
+
+void EncodeEntries(const std::vector<RunEntry>& history, std::size_t from, std::string& out) {
+  PutVarint(out, history.size() - from);
+  for (std::size_t i = from; i < history.size(); ++i) {
+    PutStamp(out, history[i].stamp);
+    PutNumber(out, history[i].amount);
   }
+}
+
+void AppendChunkNo(std::string& key, std::uint64_t no) {
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    key.push_back(static_cast<char>((no >> shift) & 0xff));
+  }
+}
+
+}  // namespace
+
+void Engine::WriteSlot(ChangeSink& sink, Slot& slot, std::string& key, std::size_t slot_key_len) {
+  std::string& value = record_scratch_;
+  auto chunk_key = [&](std::uint64_t no) -> std::string_view {
+    key.resize(slot_key_len);
+    AppendChunkNo(key, no);
+    return key;
+  };
+  for (std::uint64_t no : slot.deleted_chunks) {
+    sink.DeleteHistory(chunk_key(no));
+  }
+  slot.deleted_chunks.clear();
+  if (slot.rewrite) {
+    for (const auto& [no, count] : slot.chunks) {
+      sink.DeleteHistory(chunk_key(no));
+    }
+    slot.chunks.clear();
+    slot.front_skip = 0;
+    slot.unpersisted = static_cast<std::uint32_t>(slot.history.size());
+    slot.rewrite = false;
+  }
+  if (slot.unpersisted > 0) {
+    value.clear();
+    EncodeEntries(slot.history, slot.history.size() - slot.unpersisted, value);
+    sink.PutHistory(chunk_key(commits_), value);
+    slot.chunks.emplace_back(commits_, slot.unpersisted);
+    slot.unpersisted = 0;
+  }
+  key.resize(slot_key_len);
+  value.clear();
+  EncodeSlot(slot, value);
+  sink.PutSlot(key, value);
+  slot.dirty = false;
+  slot.persisted = true;
 }
 
 void Engine::EncodeBlade(const Blade& blade, std::string& out) const {
@@ -80,7 +129,6 @@ void Engine::EncodeBlade(const Blade& blade, std::string& out) const {
 
 void Engine::CollectChanges(ChangeSink& sink) {
   std::string& key = key_scratch_;
-  std::string& value = record_scratch_;
   auto slot_key = [&](const Node* node, const Blade* blade) {
     key.clear();
     AppendKey(node, key);
@@ -88,18 +136,23 @@ void Engine::CollectChanges(ChangeSink& sink) {
     if (blade != nullptr) {
       key.append(blade->name);
     }
+    return key.size();
+  };
+  auto delete_slot = [&](const Node* node, const Blade* blade,
+                         const std::vector<std::uint64_t>& chunks) {
+    const std::size_t len = slot_key(node, blade);
+    sink.DeleteSlot(key);
+    for (std::uint64_t no : chunks) {
+      key.resize(len);
+      AppendChunkNo(key, no);
+      sink.DeleteHistory(key);
+    }
   };
   auto delete_dropped = [&](Node* node) {
-    for (const Blade* b : node->dropped_slots) {
-      slot_key(node, b);
-      sink.DeleteSlot(key);
-    }
-    if (node->has_dropped_max_slot) {
-      slot_key(node, nullptr);
-      sink.DeleteSlot(key);
+    for (const DroppedSlot& d : node->dropped_slots) {
+      delete_slot(node, d.blade, d.chunks);
     }
     node->dropped_slots.clear();
-    node->has_dropped_max_slot = false;
   };
   // Deletes first: a path can die and be born again within one batch.
   for (Node* node : graveyard_) {
@@ -112,9 +165,12 @@ void Engine::CollectChanges(ChangeSink& sink) {
     sink.DeleteNode(key);
     if (node->reg) {
       for (const Slot& slot : node->reg->slots) {
-        if (slot.persisted) {
-          slot_key(node, slot.blade);
-          sink.DeleteSlot(key);
+        if (slot.persisted || !slot.chunks.empty() || !slot.deleted_chunks.empty()) {
+          std::vector<std::uint64_t> chunks = slot.deleted_chunks;
+          for (const auto& [no, count] : slot.chunks) {
+            chunks.push_back(no);
+          }
+          delete_slot(node, slot.blade, chunks);
         }
       }
     }
@@ -124,6 +180,7 @@ void Engine::CollectChanges(ChangeSink& sink) {
       delete_dropped(node);
     }
   }
+  std::string& value = record_scratch_;
   for (Blade* blade : dirty_blades_) {
     value.clear();
     EncodeBlade(*blade, value);
@@ -143,31 +200,24 @@ void Engine::CollectChanges(ChangeSink& sink) {
     sink.PutNode(key, value);
     node->persisted = true;
     if (node->reg) {
-      const std::size_t key_len = key.size();
+      const std::size_t node_key_len = key.size();
       for (Slot& slot : node->reg->slots) {
         if (!slot.dirty) {
           continue;
         }
-        key.resize(key_len);
+        key.resize(node_key_len);
         key.append(core::kKeySuffixMarker);
         if (slot.blade != nullptr) {
           key.append(slot.blade->name);
         }
-        value.clear();
-        EncodeSlot(slot, value);
-        sink.PutSlot(key, value);
-        slot.dirty = false;
-        slot.persisted = true;
+        WriteSlot(sink, slot, key, key.size());
       }
     }
   }
   dirty_.clear();
+  ++commits_;
   for (Node* node : graveyard_) {
-    node->reg.reset();
-    node->scalar.clear();
-    node->dropped_slots.clear();
-    node->first_child = node->next = node->prev = nullptr;
-    free_nodes_.push_back(node);
+    FreeNode(node);
   }
   graveyard_.clear();
 }
@@ -265,7 +315,7 @@ Status Engine::LoadNode(std::string_view key, std::string_view value) {
   return Status::Ok();
 }
 
-Status Engine::LoadSlot(std::string_view key, std::string_view value) {
+Result<std::pair<Node*, Slot*>> Engine::FindSlot(std::string_view key) {
   LATTICE_ASSIGN_OR_RETURN(core::Path::Decoded decoded, core::Path::Decode(key));
   if (decoded.rest.size() < core::kKeySuffixMarker.size()) {
     return Status::Corruption("slot record with a malformed key");
@@ -281,17 +331,39 @@ Status Engine::LoadSlot(std::string_view key, std::string_view value) {
   if (!IsRegister(node->kind)) {
     return Status::Corruption("slot record for non-register '" + decoded.path.ToString() + "'");
   }
-  Slot slot;
+  const Blade* blade = nullptr;
   if (!blade_name.empty()) {
     auto it = blades_by_name_.find(blade_name);
     if (it == blades_by_name_.end()) {
       return Status::Corruption("slot record for unknown blade");
     }
-    slot.blade = it->second.get();
+    blade = it->second.get();
   }
+  for (Slot& slot : node->reg->slots) {
+    if (slot.blade == blade) {
+      return std::pair<Node*, Slot*>(node, &slot);
+    }
+  }
+  return std::pair<Node*, Slot*>(node, nullptr);
+}
+
+Status Engine::LoadSlot(std::string_view key, std::string_view value) {
+  LATTICE_ASSIGN_OR_RETURN(auto found, FindSlot(key));
+  auto [node, existing] = found;
+  if (existing != nullptr) {
+    return Status::Corruption("slot record appears twice");
+  }
+  Register& reg = *node->reg;
+  if (reg.slots.empty()) {
+    loaded_registers_.push_back(node);
+  }
+  LATTICE_ASSIGN_OR_RETURN(core::Path::Decoded decoded, core::Path::Decode(key));
+  const std::string_view blade_name = decoded.rest.substr(core::kKeySuffixMarker.size());
+  Slot& slot = blade_name.empty() ? reg.slots.emplace_back()
+                                  : SlotFor(reg, blades_by_name_.find(blade_name)->second.get());
   RecordReader r(value);
   std::uint8_t has_base;
-  std::uint64_t count;
+  std::uint64_t front_skip;
   if (!r.Byte(has_base)) {
     return Status::Corruption("malformed slot record");
   }
@@ -299,35 +371,71 @@ Status Engine::LoadSlot(std::string_view key, std::string_view value) {
   if (slot.has_base && (!r.Number(slot.base) || !ReadStamp(r, blades_by_id_, slot.base_stamp))) {
     return Status::Corruption("malformed slot record");
   }
-  if (!r.Varint(count) || count > value.size()) {
+  if (!r.Varint(front_skip)) {
     return Status::Corruption("malformed slot record");
   }
-  slot.history.resize(count);
-  for (auto& e : slot.history) {
-    if (!ReadStamp(r, blades_by_id_, e.stamp) || !r.Number(e.amount)) {
-      return Status::Corruption("malformed slot record");
-    }
-  }
+  slot.front_skip = static_cast<std::uint32_t>(front_skip);
   slot.persisted = true;
-  RecomputeSlot(node->kind, slot);
-  Register& reg = *node->reg;
-  auto pos = std::lower_bound(reg.slots.begin(), reg.slots.end(), slot.blade,
-                              [](const Slot& sl, const Blade* b) {
-                                return b != nullptr && sl.blade != b && sl.blade->name < b->name;
-                              });
-  const bool has_history = !slot.history.empty();
-  reg.slots.insert(pos, std::move(slot));
-  RecomputeTotal(node);
-  NoteMagnitude(reg.total);
-  if (has_history) {
-    TrackRegister(node);
-  }
   return Status::Ok();
 }
 
-void Engine::LoadClocks(std::int64_t watermark, std::int64_t gc_horizon) {
+Status Engine::LoadHistory(std::string_view key, std::string_view value) {
+  if (key.size() < 8) {
+    return Status::Corruption("history record with a malformed key");
+  }
+  std::uint64_t no = 0;
+  for (std::size_t i = key.size() - 8; i < key.size(); ++i) {
+    no = (no << 8) | static_cast<std::uint8_t>(key[i]);
+  }
+  LATTICE_ASSIGN_OR_RETURN(auto found, FindSlot(key.substr(0, key.size() - 8)));
+  Slot* slot = found.second;
+  if (slot == nullptr) {
+    return Status::Corruption("history record without its slot");
+  }
+  RecordReader r(value);
+  std::uint64_t count;
+  if (!r.Varint(count) || count > value.size()) {
+    return Status::Corruption("malformed history record");
+  }
+  const std::uint64_t skip = slot->chunks.empty() ? slot->front_skip : 0;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    RunEntry e;
+    if (!ReadStamp(r, blades_by_id_, e.stamp) || !r.Number(e.amount)) {
+      return Status::Corruption("malformed history record");
+    }
+    if (i >= skip) {
+      slot->history.push_back(e);
+    }
+  }
+  if (!slot->chunks.empty() && slot->chunks.back().first >= no) {
+    return Status::Corruption("history records out of order");
+  }
+  slot->chunks.emplace_back(no, static_cast<std::uint32_t>(count));
+  return Status::Ok();
+}
+
+Status Engine::FinishLoad() {
+  for (Node* node : loaded_registers_) {
+    Register& reg = *node->reg;
+    bool has_history = false;
+    for (Slot& slot : reg.slots) {
+      RecomputeSlot(node->kind, slot);
+      has_history = has_history || !slot.history.empty();
+    }
+    RecomputeTotal(node);
+    NoteMagnitude(reg.total);
+    if (has_history) {
+      TrackRegister(node);
+    }
+  }
+  loaded_registers_.clear();
+  return Status::Ok();
+}
+
+void Engine::LoadClocks(std::int64_t watermark, std::int64_t gc_horizon, std::uint64_t commits) {
   watermark_ = watermark;
   gc_horizon_ = gc_horizon;
+  commits_ = commits;
 }
 
 void Engine::WriteJson(const Node* node, std::string& out) const {

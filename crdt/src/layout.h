@@ -14,11 +14,12 @@ namespace lattice::crdt::internal {
 
 inline constexpr std::string_view kStateCf = "state";        // encoded path -> node record
 inline constexpr std::string_view kCountersCf = "counters";  // encoded path + 00 02 + blade -> slot
+inline constexpr std::string_view kHistoryCf = "history";    // slot key + BE u64 commit -> entries
 inline constexpr std::string_view kMetaCf = "meta";          // the keys below
 
-inline constexpr std::string_view kFormatKey = "format";     // "lattice-state 1"
-inline constexpr std::string_view kFormatValue = "lattice-state 1";
-inline constexpr std::string_view kClockKey = "clock";       // watermark, gc horizon (zigzag varints)
+inline constexpr std::string_view kFormatKey = "format";     // "lattice-state 2"
+inline constexpr std::string_view kFormatValue = "lattice-state 2";
+inline constexpr std::string_view kClockKey = "clock";  // watermark, gc horizon, commits (varints)
 inline constexpr char kBladePrefix = 'b';                    // 'b' + big-endian u32 id -> blade
 inline constexpr char kPositionPrefix = 'p';                 // 'p' + source -> offset, line varints
 

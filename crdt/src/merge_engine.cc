@@ -6,7 +6,7 @@
 namespace lattice::crdt {
 
 MergeEngine::MergeEngine(EngineOptions options)
-    : engine_(std::make_unique<internal::Engine>(options)) {}
+    : engine_(std::make_unique<internal::Engine>(options, /*persistent=*/false)) {}
 MergeEngine::~MergeEngine() = default;
 
 ApplyResult MergeEngine::Apply(const core::Shard& shard) { return engine_->Apply(shard); }

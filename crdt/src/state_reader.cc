@@ -140,6 +140,7 @@ Result<std::unique_ptr<StateReader>> StateReader::Open(const std::string& dir) {
       {std::string(internal::kStateCf), rocksdb::ColumnFamilyOptions()},
       {std::string(internal::kCountersCf), rocksdb::ColumnFamilyOptions()},
       {std::string(internal::kMetaCf), rocksdb::ColumnFamilyOptions()},
+      {std::string(internal::kHistoryCf), rocksdb::ColumnFamilyOptions()},
   };
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::OpenForReadOnly(options, dir, cfs, &im.handles, &raw);

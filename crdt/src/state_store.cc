@@ -2,6 +2,7 @@
 #include "lattice/crdt/state_store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/memtablerep.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
@@ -23,8 +24,9 @@ namespace {
 class BatchSink final : public internal::ChangeSink {
  public:
   BatchSink(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* state,
-            rocksdb::ColumnFamilyHandle* counters, rocksdb::ColumnFamilyHandle* meta)
-      : batch_(batch), state_(state), counters_(counters), meta_(meta) {}
+            rocksdb::ColumnFamilyHandle* counters, rocksdb::ColumnFamilyHandle* history,
+            rocksdb::ColumnFamilyHandle* meta)
+      : batch_(batch), state_(state), counters_(counters), history_(history), meta_(meta) {}
   void PutNode(std::string_view key, std::string_view value) override {
     (void)batch_.Put(state_, key, value);
   }
@@ -33,6 +35,10 @@ class BatchSink final : public internal::ChangeSink {
     (void)batch_.Put(counters_, key, value);
   }
   void DeleteSlot(std::string_view key) override { (void)batch_.Delete(counters_, key); }
+  void PutHistory(std::string_view key, std::string_view value) override {
+    (void)batch_.Put(history_, key, value);
+  }
+  void DeleteHistory(std::string_view key) override { (void)batch_.Delete(history_, key); }
   void PutBlade(std::uint32_t id, std::string_view value) override {
     (void)batch_.Put(meta_, internal::BladeKey(id), value);
   }
@@ -41,6 +47,7 @@ class BatchSink final : public internal::ChangeSink {
   rocksdb::WriteBatch& batch_;
   rocksdb::ColumnFamilyHandle* state_;
   rocksdb::ColumnFamilyHandle* counters_;
+  rocksdb::ColumnFamilyHandle* history_;
   rocksdb::ColumnFamilyHandle* meta_;
 };
 
@@ -54,6 +61,7 @@ struct StateStore::Impl {
   rocksdb::ColumnFamilyHandle* state_cf = nullptr;
   rocksdb::ColumnFamilyHandle* counters_cf = nullptr;
   rocksdb::ColumnFamilyHandle* meta_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* history_cf = nullptr;
   std::map<std::string, SourcePosition> positions;         // committed (or in flight)
   std::map<std::string, SourcePosition> staged_positions;  // for the next commit
 
@@ -61,12 +69,13 @@ struct StateStore::Impl {
   std::mutex mu;
   std::condition_variable cv;
   std::unique_ptr<rocksdb::WriteBatch> pending;
+  std::unique_ptr<rocksdb::WriteBatch> spare;  // a written batch kept for its buffer
   bool writing = false;
   bool stop = false;
   Status write_error;
   std::thread writer;
 
-  explicit Impl(StoreOptions o) : options(o), engine(o.engine) {}
+  explicit Impl(StoreOptions o) : options(o), engine(o.engine, /*persistent=*/true) {}
 
   rocksdb::WriteOptions WriteOpts() const {
     rocksdb::WriteOptions wo;
@@ -86,8 +95,8 @@ struct StateStore::Impl {
       writing = true;
       lock.unlock();
       rocksdb::Status s = db->Write(WriteOpts(), batch.get());
-      batch.reset();
       lock.lock();
+      spare = std::move(batch);
       writing = false;
       if (!s.ok() && write_error.ok()) {
         write_error = FromRocks(s, "writing the state");
@@ -143,6 +152,10 @@ rocksdb::Options DbOptions() {
   o.compression = rocksdb::kLZ4Compression;
   o.bottommost_compression = rocksdb::kZSTD;
   o.max_open_files = 256;
+  // The aggregator never reads its own memtable after loading (readers open the directory
+  // separately), so an append-only vector memtable, sorted once at flush, beats the skiplist.
+  o.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
+  o.allow_concurrent_memtable_write = false;
   return o;
 }
 
@@ -165,6 +178,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
       {std::string(internal::kStateCf), cf_options},
       {std::string(internal::kCountersCf), cf_options},
       {std::string(internal::kMetaCf), cf_options},
+      {std::string(internal::kHistoryCf), cf_options},
   };
   rocksdb::DB* raw = nullptr;
   LATTICE_RETURN_IF_ERROR(
@@ -173,6 +187,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
   im.state_cf = im.handles[1];
   im.counters_cf = im.handles[2];
   im.meta_cf = im.handles[3];
+  im.history_cf = im.handles[4];
 
   // Check or write the format marker.
   std::string format;
@@ -210,25 +225,29 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
         im.positions[p.source] = p;
       } else if (key == internal::kClockKey) {
         internal::RecordReader r(value);
-        std::uint64_t wm, horizon;
-        if (!r.Varint(wm) || !r.Varint(horizon)) {
+        std::uint64_t wm, horizon, commits;
+        if (!r.Varint(wm) || !r.Varint(horizon) || !r.Varint(commits)) {
           return Status::Corruption("malformed clock record");
         }
-        im.engine.LoadClocks(internal::UnZigZag(wm), internal::UnZigZag(horizon));
+        im.engine.LoadClocks(internal::UnZigZag(wm), internal::UnZigZag(horizon), commits);
       }
     }
     LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "reading meta"));
   }
-  for (auto [cf, is_node] : {std::pair{im.state_cf, true}, std::pair{im.counters_cf, false}}) {
+  for (int pass = 0; pass < 3; ++pass) {
+    rocksdb::ColumnFamilyHandle* cf =
+        pass == 0 ? im.state_cf : pass == 1 ? im.counters_cf : im.history_cf;
     std::unique_ptr<rocksdb::Iterator> it(im.db->NewIterator(rocksdb::ReadOptions(), cf));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       const std::string_view key(it->key().data(), it->key().size());
       const std::string_view value(it->value().data(), it->value().size());
-      LATTICE_RETURN_IF_ERROR(is_node ? im.engine.LoadNode(key, value)
-                                      : im.engine.LoadSlot(key, value));
+      LATTICE_RETURN_IF_ERROR(pass == 0   ? im.engine.LoadNode(key, value)
+                              : pass == 1 ? im.engine.LoadSlot(key, value)
+                                          : im.engine.LoadHistory(key, value));
     }
     LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "loading the state"));
   }
+  LATTICE_RETURN_IF_ERROR(im.engine.FinishLoad());
   if (options.pipelined) {
     im.writer = std::thread([&im] { im.WriterLoop(); });
   }
@@ -247,8 +266,17 @@ void StateStore::StagePosition(const SourcePosition& position) {
 
 Status StateStore::Commit() {
   Impl& im = *impl_;
-  auto batch = std::make_unique<rocksdb::WriteBatch>();
-  BatchSink sink(*batch, im.state_cf, im.counters_cf, im.meta_cf);
+  // Reuse a spare batch: its buffer keeps its capacity, so building it does not page-fault.
+  std::unique_ptr<rocksdb::WriteBatch> batch;
+  {
+    std::lock_guard lock(im.mu);
+    batch = std::move(im.spare);
+  }
+  if (batch == nullptr) {
+    batch = std::make_unique<rocksdb::WriteBatch>();
+  }
+  batch->Clear();
+  BatchSink sink(*batch, im.state_cf, im.counters_cf, im.history_cf, im.meta_cf);
   im.engine.CollectChanges(sink);
   for (auto& [source, p] : im.staged_positions) {
     std::string value;
@@ -262,6 +290,7 @@ Status StateStore::Commit() {
     std::string clock;
     internal::PutVarint(clock, internal::ZigZag(im.engine.watermark()));
     internal::PutVarint(clock, internal::ZigZag(im.engine.gc_horizon()));
+    internal::PutVarint(clock, im.engine.commits());
     (void)batch->Put(im.meta_cf, internal::kClockKey, clock);
   }
   if (!im.options.pipelined) {
