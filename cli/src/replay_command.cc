@@ -1,6 +1,9 @@
 // `lattice replay`: merge recordings into a state directory.
 #include <fmt/format.h>
 
+#include <atomic>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
@@ -12,6 +15,10 @@
 namespace lattice::cli {
 
 namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void OnStopSignal(int /*signal*/) { g_stop.store(true); }
 
 struct ReplayArgs {
   std::vector<std::string> files;
@@ -40,6 +47,10 @@ int RunReplay(const ReplayArgs& args) {
   options.files = args.files;
   options.strict = args.strict;
   options.batch_shards = std::max<std::size_t>(args.batch, 1);
+  // SIGINT/SIGTERM: commit what was merged and stop; a rerun continues from there.
+  options.stop = &g_stop;
+  std::signal(SIGINT, OnStopSignal);
+  std::signal(SIGTERM, OnStopSignal);
   options.dead_letter_path = args.dead_letter.empty()
                                  ? (std::filesystem::path(args.state) / "dead-letter.ndjson").string()
                                  : args.dead_letter;
@@ -52,8 +63,9 @@ int RunReplay(const ReplayArgs& args) {
   if (args.json) {
     fmt::print(
         "{{\"lines\":{},\"applied\":{},\"duplicates\":{},\"conflicts\":{},\"late\":{},\"bad\":{},"
-        "\"bytes\":{},\"seconds\":{:.6f},\"shards_per_s\":{:.0f}}}\n",
-        r.lines, r.applied, r.duplicates, r.conflicts, r.late, r.bad, r.bytes, r.seconds, rate);
+        "\"bytes\":{},\"seconds\":{:.6f},\"shards_per_s\":{:.0f},\"interrupted\":{}}}\n",
+        r.lines, r.applied, r.duplicates, r.conflicts, r.late, r.bad, r.bytes, r.seconds, rate,
+        r.interrupted);
   } else {
     fmt::print("replayed {} lines from {} file(s) in {:.2f} s: {:.0f} shards/s, {:.1f} MB/s\n",
                r.lines, args.files.size(), r.seconds, rate,
@@ -64,6 +76,11 @@ int RunReplay(const ReplayArgs& args) {
     if (r.rejected() > 0) {
       fmt::print("  rejected lines are in {}\n", options.dead_letter_path);
     }
+  }
+  if (r.interrupted) {
+    std::fprintf(stderr, "lattice: interrupted; everything read so far is committed, run the "
+                         "same command again to continue\n");
+    return 130;
   }
   return 0;
 }

@@ -298,8 +298,16 @@ Status Engine::CheckOverflow(const core::Shard& shard, const Stamp& s) const {
 }
 
 Node* Engine::FindChild(const Node* parent, std::string_view key) const {
-  auto it = children_.find(ChildKey{parent, key});
-  return it == children_.end() ? nullptr : it->second;
+  if (parent->index) {
+    auto it = parent->index->find(key);
+    return it == parent->index->end() ? nullptr : it->second;
+  }
+  for (Node* c = parent->first_child; c != nullptr; c = c->next) {
+    if (c->key == key) {
+      return c;
+    }
+  }
+  return nullptr;
 }
 
 Node* Engine::CreateChild(Node* parent, std::string_view key) {
@@ -313,13 +321,22 @@ Node* Engine::CreateChild(Node* parent, std::string_view key) {
   n->persisted = false;
   n->dead = false;
   n->first_child = nullptr;
+  n->child_count = 0;
   n->prev = nullptr;
   n->next = parent->first_child;
   if (parent->first_child != nullptr) {
     parent->first_child->prev = n;
   }
   parent->first_child = n;
-  children_.emplace(ChildKey{parent, n->key}, n);
+  ++parent->child_count;
+  if (parent->index) {
+    parent->index->emplace(n->key, n);
+  } else if (parent->child_count > Node::kIndexFrom) {
+    parent->index = std::make_unique<absl::flat_hash_map<std::string_view, Node*, NameHash, NameEq>>();
+    for (Node* c = parent->first_child; c != nullptr; c = c->next) {
+      parent->index->emplace(c->key, c);
+    }
+  }
   return n;
 }
 
@@ -334,6 +351,13 @@ void Engine::Unlink(Node* node) {
     node->next->prev = node->prev;
   }
   node->prev = node->next = nullptr;
+  --parent->child_count;
+  if (parent->index) {
+    parent->index->erase(std::string_view(node->key));
+    if (parent->child_count <= Node::kIndexFrom / 2) {
+      parent->index.reset();
+    }
+  }
 }
 
 void Engine::KillSubtree(Node* node) {
@@ -343,7 +367,8 @@ void Engine::KillSubtree(Node* node) {
     c = next;
   }
   node->first_child = nullptr;
-  children_.erase(ChildKey{node->parent, node->key});
+  node->child_count = 0;
+  node->index.reset();
   if (node->reg) {
     UntrackRegister(node);
   }
@@ -371,6 +396,8 @@ void Engine::KillChildren(Node* node) {
     c = next;
   }
   node->first_child = nullptr;
+  node->child_count = 0;
+  node->index.reset();
 }
 
 void Engine::KillOlder(Node* node, const Stamp& s) {

@@ -125,18 +125,33 @@ struct Register {
   static constexpr std::size_t kIndexFrom = 8;
 };
 
+// Heterogeneous lookup by std::string_view (Debian's Abseil does not alias std::string_view).
+struct NameHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return XXH3_64bits(s.data(), s.size()); }
+};
+struct NameEq {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+};
+
 struct Node {
-  Node* parent = nullptr;
-  Node* first_child = nullptr;
-  Node* next = nullptr;
-  Node* prev = nullptr;
+  // Hot fields first: a path step reads key, kind, stamps and the children.
   std::string key;
   Stamp last;
   Stamp reset;
+  Node* first_child = nullptr;
+  std::uint32_t child_count = 0;
   Kind kind = Kind::kAbsent;
   bool dirty = false;
   bool persisted = false;
   bool dead = false;
+  Node* parent = nullptr;
+  Node* next = nullptr;
+  Node* prev = nullptr;
+  /// Children by key, kept only while there are more than kIndexFrom (else a scan is faster).
+  std::unique_ptr<absl::flat_hash_map<std::string_view, Node*, NameHash, NameEq>> index;
+  static constexpr std::uint32_t kIndexFrom = 8;
   std::uint64_t uid = 0;  // changes on every reuse of this memory
   std::string scalar;     // kScalar: canonical JSON
   std::unique_ptr<Register> reg;
@@ -194,26 +209,6 @@ class Engine {
     Node* node;
     Stamp kill;
   };
-  struct ChildKey {
-    const Node* parent;
-    std::string_view key;
-    bool operator==(const ChildKey& o) const { return parent == o.parent && key == o.key; }
-  };
-  struct ChildKeyHash {
-    std::size_t operator()(const ChildKey& k) const {
-      return XXH3_64bits_withSeed(k.key.data(), k.key.size(),
-                                  reinterpret_cast<std::uintptr_t>(k.parent));
-    }
-  };
-  // Heterogeneous lookup by std::string_view (Debian's Abseil does not alias std::string_view).
-  struct NameHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return XXH3_64bits(s.data(), s.size()); }
-  };
-  struct NameEq {
-    using is_transparent = void;
-    bool operator()(std::string_view a, std::string_view b) const { return a == b; }
-  };
 
   Blade* InternBlade(std::string_view name);
   enum class SeqCheck { kNew, kDuplicate, kConflict };
@@ -266,7 +261,6 @@ class Engine {
   EngineOptions options_;
   bool persistent_;
   Node* root_;
-  absl::flat_hash_map<ChildKey, Node*, ChildKeyHash> children_;
   absl::flat_hash_map<std::string, std::unique_ptr<Blade>, NameHash, NameEq> blades_by_name_;
   std::vector<Blade*> blades_by_id_;
   std::vector<Frame> frames_;

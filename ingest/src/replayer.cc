@@ -16,6 +16,7 @@
 #include "lattice/core/json_text.h"
 #include "lattice/core/line_reader.h"
 #include "lattice/core/shard.h"
+#include "decode_stage.h"
 
 namespace lattice::ingest {
 
@@ -34,23 +35,24 @@ class DeadLetterFile {
   }
   ~DeadLetterFile() { ::close(fd_); }
 
-  void Add(const std::string& source, const core::Line& line, std::string_view outcome,
+  void Add(const std::string& source, std::uint64_t number, std::uint64_t offset,
+           std::uint64_t length, std::string_view text, std::string_view outcome,
            std::string_view reason) {
     buf_ += "{\"source\":";
     core::AppendJsonString(buf_, source);
     buf_ += ",\"line\":";
-    buf_ += std::to_string(line.number);
+    buf_ += std::to_string(number);
     buf_ += ",\"offset\":";
-    buf_ += std::to_string(line.offset);
+    buf_ += std::to_string(offset);
     buf_ += ",\"length\":";
-    buf_ += std::to_string(line.length);
+    buf_ += std::to_string(length);
     buf_ += ",\"outcome\":\"";
     buf_ += outcome;
     buf_ += "\",\"reason\":";
     core::AppendJsonString(buf_, reason);
     buf_ += ",\"text\":";
     // The text may be invalid UTF-8 or cut mid-character; keep it readable and valid JSON.
-    AppendLossy(buf_, line.text.substr(0, std::min<std::size_t>(line.text.size(), 1024)));
+    AppendLossy(buf_, text.substr(0, std::min<std::size_t>(text.size(), 1024)));
     buf_ += "}\n";
   }
 
@@ -107,42 +109,15 @@ class DeadLetterFile {
   std::string buf_;
 };
 
-/// One recording being merged: its reader, its decoder and its current decoded line.
-struct Source {
+/// Where one recording stands in the merge thread.
+struct SourceState {
   std::string file;
   std::string id;
-  std::unique_ptr<core::LineReader> reader;
-  core::ShardDecoder decoder;
-  core::Line line;
-  Result<const core::Shard*> shard = Status::NotFound("no line yet");
-  bool done = false;
   std::int64_t max_ts = std::numeric_limits<std::int64_t>::min();
   std::uint64_t consumed_offset = 0;  // end of the last line consumed
   std::uint64_t consumed_line = 0;
+  bool done = false;
   bool moved = false;  // consumed something since the last commit
-
-  // The ts that orders this source's head in the k-way merge (bad lines go first).
-  std::int64_t HeadTs() const {
-    return shard.ok() ? (*shard)->ts : std::numeric_limits<std::int64_t>::min();
-  }
-
-  Status Advance() {
-    LATTICE_ASSIGN_OR_RETURN(std::optional<core::Line> next, reader->Next());
-    if (!next) {
-      done = true;
-      return Status::Ok();
-    }
-    line = *next;
-    if (line.too_long) {
-      shard = Status::InvalidArgument("line of " + std::to_string(line.length) +
-                                      " bytes exceeds the limit of " +
-                                      std::to_string(decoder.limits().max_body_bytes) +
-                                      " bytes for a body");
-    } else {
-      shard = decoder.DecodeEnvelope(line.text, /*padded=*/true);
-    }
-    return Status::Ok();
-  }
 };
 
 }  // namespace
@@ -162,42 +137,45 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
   std::unique_ptr<DeadLetterFile> dead;
   LATTICE_ASSIGN_OR_RETURN(dead, DeadLetterFile::Open(options.dead_letter_path));
 
-  std::vector<std::unique_ptr<Source>> sources;
+  std::vector<SourceState> sources;
+  std::vector<internal::DecodeStage::Input> inputs;
   for (const std::string& file : options.files) {
-    auto src = std::make_unique<Source>();
-    src->file = file;
-    src->id = SourceId(file);
+    SourceState src;
+    src.file = file;
+    src.id = SourceId(file);
     core::LineReader::Options ro;
-    if (auto pos = store.Position(src->id); pos && file != "-") {
+    if (auto pos = store.Position(src.id); pos && file != "-") {
       ro.start_offset = pos->offset;
       ro.start_line = pos->line;
     }
-    src->consumed_offset = ro.start_offset;
-    src->consumed_line = ro.start_line;
-    LATTICE_ASSIGN_OR_RETURN(src->reader, core::LineReader::Open(file, ro));
-    LATTICE_RETURN_IF_ERROR(src->Advance());
+    src.consumed_offset = ro.start_offset;
+    src.consumed_line = ro.start_line;
     sources.push_back(std::move(src));
+    inputs.push_back({file, ro});
   }
+  // Reading and decoding run on their own thread; this thread merges and commits.
+  internal::DecodeStage stage;
+  LATTICE_RETURN_IF_ERROR(stage.Start(inputs, 4096));
 
   auto commit = [&]() -> Status {
     LATTICE_RETURN_IF_ERROR(dead->Sync());
     std::int64_t watermark = std::numeric_limits<std::int64_t>::max();
     bool any_active = false;
-    for (auto& src : sources) {
-      if (src->moved) {
-        store.StagePosition({src->id, src->consumed_offset, src->consumed_line});
-        src->moved = false;
+    for (SourceState& src : sources) {
+      if (src.moved) {
+        store.StagePosition({src.id, src.consumed_offset, src.consumed_line});
+        src.moved = false;
       }
       // The watermark follows the slowest source that is still delivering.
-      if (!src->done && src->max_ts != std::numeric_limits<std::int64_t>::min()) {
-        watermark = std::min(watermark, src->max_ts);
+      if (!src.done && src.max_ts != std::numeric_limits<std::int64_t>::min()) {
+        watermark = std::min(watermark, src.max_ts);
         any_active = true;
       }
     }
     if (!any_active) {
       watermark = std::numeric_limits<std::int64_t>::min();
-      for (auto& src : sources) {
-        watermark = std::max(watermark, src->max_ts);
+      for (const SourceState& src : sources) {
+        watermark = std::max(watermark, src.max_ts);
       }
     }
     store.AdvanceWatermark(watermark);
@@ -206,68 +184,72 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
 
   std::size_t in_batch = 0;
   while (true) {
-    // Pick the source whose head comes first by ts (linear: recordings are few).
-    Source* src = nullptr;
-    for (auto& s : sources) {
-      if (!s->done && (src == nullptr || s->HeadTs() < src->HeadTs())) {
-        src = s.get();
-      }
-    }
-    if (src == nullptr) {
+    if (options.stop != nullptr && options.stop->load(std::memory_order_relaxed)) {
+      report.interrupted = true;
       break;
     }
-    ++report.lines;
-    report.bytes += src->line.length + 1;
-    std::string_view outcome;
-    std::string reason;
-    if (!src->shard.ok()) {
-      ++report.bad;
-      outcome = "bad";
-      reason = src->shard.status().message();
-    } else {
-      const core::Shard& shard = **src->shard;
-      src->max_ts = std::max(src->max_ts, shard.ts);
-      crdt::ApplyResult r = store.Apply(shard);
-      switch (r.outcome) {
-        case crdt::Outcome::kApplied:
-          ++report.applied;
-          break;
-        case crdt::Outcome::kDuplicate:
-          ++report.duplicates;
-          break;
-        case crdt::Outcome::kConflict:
-          ++report.conflicts;
-          outcome = "conflict";
-          break;
-        case crdt::Outcome::kLate:
-          ++report.late;
-          outcome = "late";
-          break;
-        case crdt::Outcome::kInvalid:
-          ++report.bad;
-          outcome = "bad";
-          break;
-      }
-      reason = std::move(r.reason);
+    LATTICE_ASSIGN_OR_RETURN(internal::DecodedBatch * batch, stage.Next());
+    if (batch == nullptr) {
+      break;
     }
-    if (!outcome.empty()) {
-      if (options.strict) {
+    for (std::size_t i = 0; i < batch->size; ++i) {
+      const internal::DecodedLine& line = batch->lines[i];
+      SourceState& src = sources[line.source];
+      ++report.lines;
+      report.bytes += line.length + 1;
+      std::string_view outcome;
+      std::string reason;
+      if (!line.ok) {
+        ++report.bad;
+        outcome = "bad";
+        reason = std::string(line.error);
+      } else {
+        src.max_ts = std::max(src.max_ts, line.shard.ts);
+        crdt::ApplyResult r = store.Apply(line.shard);
+        switch (r.outcome) {
+          case crdt::Outcome::kApplied:
+            ++report.applied;
+            break;
+          case crdt::Outcome::kDuplicate:
+            ++report.duplicates;
+            break;
+          case crdt::Outcome::kConflict:
+            ++report.conflicts;
+            outcome = "conflict";
+            break;
+          case crdt::Outcome::kLate:
+            ++report.late;
+            outcome = "late";
+            break;
+          case crdt::Outcome::kInvalid:
+            ++report.bad;
+            outcome = "bad";
+            break;
+        }
+        reason = std::move(r.reason);
+      }
+      if (!outcome.empty()) {
+        if (options.strict) {
+          stage.Stop();
+          LATTICE_RETURN_IF_ERROR(commit());
+          LATTICE_RETURN_IF_ERROR(store.Flush());
+          return Status::InvalidArgument(src.file + ":" + std::to_string(line.number) + ": " +
+                                         std::string(outcome) + " shard: " + reason);
+        }
+        dead->Add(src.id, line.number, line.offset, line.length, line.text, outcome, reason);
+      }
+      src.consumed_offset = line.end_offset;
+      src.consumed_line = line.number;
+      src.moved = true;
+      src.done = line.source_done;
+      if (++in_batch >= options.batch_shards) {
         LATTICE_RETURN_IF_ERROR(commit());
-        LATTICE_RETURN_IF_ERROR(store.Flush());
-        return Status::InvalidArgument(src->file + ":" + std::to_string(src->line.number) + ": " +
-                                       std::string(outcome) + " shard: " + reason);
+        in_batch = 0;
       }
-      dead->Add(src->id, src->line, outcome, reason);
     }
-    src->consumed_offset = src->line.end_offset;
-    src->consumed_line = src->line.number;
-    src->moved = true;
-    LATTICE_RETURN_IF_ERROR(src->Advance());
-    if (++in_batch >= options.batch_shards) {
-      LATTICE_RETURN_IF_ERROR(commit());
-      in_batch = 0;
-    }
+    stage.Recycle(batch);
   }
+  stage.Stop();
   LATTICE_RETURN_IF_ERROR(commit());
   LATTICE_RETURN_IF_ERROR(store.Flush());
   report.seconds =

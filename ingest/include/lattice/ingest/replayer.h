@@ -1,6 +1,7 @@
 // Replayer: merges NDJSON recordings into a state directory at full speed, resumably.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -21,6 +22,8 @@ struct ReplayOptions {
   bool strict = false;
   /// Shards per committed batch.
   std::size_t batch_shards = 1 << 16;
+  /// When set (e.g. by a SIGINT handler), the replay commits what it merged and returns early.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 /// What a replay did.
@@ -33,6 +36,7 @@ struct ReplayReport {
   std::uint64_t bad = 0;
   std::uint64_t bytes = 0;
   double seconds = 0;
+  bool interrupted = false;  // stopped early by ReplayOptions::stop
   std::uint64_t rejected() const { return conflicts + late + bad; }
 };
 
