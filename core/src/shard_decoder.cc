@@ -175,23 +175,17 @@ struct ShardDecoder::Impl {
   }
 
   // Returns true and fills `entry` if `obj` is an operator object ({"$op": n}).
+  // An object with more keys than one is never an operator: a `$` key among others is reported
+  // by WalkObject as "beside other keys".
   Result<bool> ReadOperator(object obj, BodyEntry& entry) {
-    bool has_operator_key = false;
-    for (auto field : obj) {
-      if (field.key.size() >= 1 && field.key[0] == '$' &&
-          !(field.key.size() >= 2 && field.key[1] == '$')) {
-        has_operator_key = true;
-        break;
-      }
-    }
-    if (!has_operator_key) {
-      return false;
-    }
     if (obj.size() != 1) {
-      return Bad("an operator must be the only key of its object");
+      return false;
     }
     auto field = *obj.begin();
     const std::string_view op = field.key;
+    if (op.empty() || op[0] != '$' || (op.size() >= 2 && op[1] == '$')) {
+      return false;
+    }
     if (op == "$inc") {
       entry.kind = OpKind::kInc;
     } else if (op == "$max") {

@@ -23,13 +23,18 @@ std::string_view StatusCodeName(StatusCode code) {
   return "unknown";
 }
 
+const std::string& Status::message() const {
+  static const std::string kEmpty;
+  return state_ ? state_->message : kEmpty;
+}
+
 std::string Status::ToString() const {
   if (ok()) {
     return "ok";
   }
-  std::string out(StatusCodeName(code_));
+  std::string out(StatusCodeName(state_->code));
   out += ": ";
-  out += message_;
+  out += state_->message;
   return out;
 }
 
@@ -39,8 +44,8 @@ Status Status::WithContext(std::string_view context) const {
   }
   std::string msg(context);
   msg += ": ";
-  msg += message_;
-  return {code_, std::move(msg)};
+  msg += state_->message;
+  return {state_->code, std::move(msg)};
 }
 
 namespace internal {
