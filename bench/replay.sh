@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# End-to-end replay throughput against baselines measured in the same run, on the same file.
+#
+#   bench/replay.sh [BUILD_DIR]      (default: build; needs a Release build with LATTICE_BENCH=ON)
+#
+# It writes one recording with `lattice gen --shards 2000000 --blades 64 --seed 7` (SHARDS=N in
+# the environment changes the count) and measures, one after the other:
+#   (a)  baseline: simdjson's DOM parser on every line, reading every key and value
+#        (BM_SimdjsonParseTouchAll in bench/core/shard_decoder_bench.cc);
+#   (a') ShardDecoder::DecodeEnvelope alone (BM_ShardDecoderDecodeEnvelope, same program);
+#   (b)  parse + merge, persistence off, one thread: decode and MergeEngine::Apply of every line,
+#        AdvanceWatermark every 65,536 shards (BM_MergeEngineParseAndMerge);
+#   (c)  `lattice replay FILE --state FRESH_DIR`: end to end with the RocksDB WAL on (no fsync,
+#        the default), timed around the whole process (open, read, merge, commit, close);
+#   (r)  for scale: raw RocksDB writes of every leaf of every shard, WAL on, one WriteBatch per
+#        65,536 shards, only DB::Write timed (BM_RocksDbPutEveryLeaf).
+# (a), (a'), (b) and (r) run the Google Benchmark programs with LATTICE_BENCH_FILE pointing at
+# the recording, so they read exactly the lines (c) replays. They hold the file in memory and do
+# not time loading it; (c) reads it from the page cache (the file was just written). Each figure
+# is one pass over the file (Google Benchmark stops after the first iteration longer than the
+# minimum time), so expect a few percent of noise.
+#
+# Throughput is shards per second of wall-clock time. On a busy machine wall clock overstates the
+# cost of one-thread figures, so the CPU-time figures of (a), (a') and (b) are printed too; the
+# load average is printed at the start. Runtime: about 1-2 minutes on 2 cores.
+#
+# Targets: (b) >= 2,000,000 shards/s and >= 40% of (a); (c) >= 1,000,000 shards/s.
+# Exit status: 0 when every figure was measured (a missed target is reported, not an error).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+case "$build" in /*) ;; *) build="$root/$build" ;; esac
+shards=${SHARDS:-2000000}
+
+lattice="$build/cli/lattice"
+for bin in "$lattice" "$build/bench/shard_decoder_bench" "$build/bench/merge_engine_bench" \
+  "$build/bench/rocksdb_put_bench"; do
+  if [ ! -x "$bin" ]; then
+    echo "replay.sh: $bin not found; build first:" >&2
+    echo "  cmake -S $root -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release && ninja -C $build" >&2
+    exit 1
+  fi
+done
+for tool in jq python3; do
+  command -v "$tool" >/dev/null || { echo "replay.sh: needs $tool" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-replay-bench.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+rec="$tmp/recording.ndjson"
+
+echo "== lattice replay benchmark: $shards shards, 64 blades, seed 7"
+echo "   $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg); build $build"
+"$lattice" gen --shards "$shards" --blades 64 --seed 7 -o "$rec"
+echo "   recording: $(wc -l <"$rec") lines, $(du -m "$rec" | cut -f1) MB"
+
+# Runs a Google Benchmark program on the recording and prints "wall_shards_per_s cpu_shards_per_s"
+# of the named benchmark.
+run_bench() {  # program filter min_time
+  local out="$tmp/$2.json"
+  LATTICE_BENCH_FILE="$rec" "$build/bench/$1" --benchmark_filter="^$2(/real_time)?\$" \
+    --benchmark_min_time="$3" --benchmark_format=json >"$out" 2>"$tmp/$2.err" || {
+    echo "replay.sh: $1 failed:" >&2
+    cat "$tmp/$2.err" >&2
+    exit 1
+  }
+  jq -r --arg name "$2" '
+    [.benchmarks[] | select(.run_name == $name or .run_name == ($name + "/real_time"))][0] as $b
+    | if $b == null then error("no result for " + $name)
+      elif $b.error_occurred then error($b.error_message)
+      else
+        ($b.time_unit | {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1}[.]) as $u
+        | "\($b.shards / ($b.real_time * $u)) \($b.shards / ($b.cpu_time * $u))"
+      end' "$out"
+}
+
+echo "-- (a)  simdjson DOM parse, every field read (baseline)"
+read -r a_wall a_cpu < <(run_bench shard_decoder_bench BM_SimdjsonParseTouchAll 0.5)
+echo "-- (a') ShardDecoder::DecodeEnvelope"
+read -r d_wall d_cpu < <(run_bench shard_decoder_bench BM_ShardDecoderDecodeEnvelope 0.5)
+echo "-- (b)  parse + merge, persistence off, one thread"
+read -r b_wall b_cpu < <(run_bench merge_engine_bench BM_MergeEngineParseAndMerge 0.5)
+
+echo "-- (c)  lattice replay into a fresh state dir (WAL on)"
+state="$tmp/state"
+# A subshell, so that `time` counts only this process (not earlier process substitutions).
+(
+  TIMEFORMAT='%R %U %S'
+  time "$lattice" replay "$rec" --state "$state" --json >"$tmp/replay.json"
+) 2>"$tmp/replay.time"
+read -r c_real c_user c_sys < <(tail -n 1 "$tmp/replay.time")
+c_lines=$(jq -r .lines "$tmp/replay.json")
+c_inner=$(jq -r .shards_per_s "$tmp/replay.json")
+if [ "$c_lines" != "$shards" ] || [ "$(jq -r .applied "$tmp/replay.json")" != "$shards" ]; then
+  echo "replay.sh: lattice replay did not apply every line: $(cat "$tmp/replay.json")" >&2
+  exit 1
+fi
+c_wall=$(python3 -c "print($c_lines / $c_real)")
+state_mb=$(du -sm "$state" | cut -f1)
+rm -rf "$state"
+
+echo "-- (r)  raw RocksDB write of every leaf (for scale)"
+read -r r_wall _ < <(run_bench rocksdb_put_bench BM_RocksDbPutEveryLeaf 0.1)
+leaves=$(jq -r '.benchmarks[0].leaves' "$tmp/BM_RocksDbPutEveryLeaf.json")
+
+python3 - "$shards" "$a_wall" "$a_cpu" "$d_wall" "$d_cpu" "$b_wall" "$b_cpu" "$c_wall" "$c_inner" \
+  "$c_real" "$c_user" "$c_sys" "$r_wall" "$leaves" "$state_mb" <<'EOF'
+import sys
+(shards, a, a_cpu, d, d_cpu, b, b_cpu, c, c_inner, c_real, c_user, c_sys, r, leaves,
+ state_mb) = map(float, sys.argv[1:])
+
+def rate(x):
+    return f"{x / 1e6:6.2f} M shards/s"
+
+def check(ok):
+    return "met" if ok else "MISSED"
+
+print()
+print(f"results for {int(shards):,} shards (wall clock; CPU time in brackets)")
+print(f"  (a)  simdjson parse, every field    {rate(a)}  [{rate(a_cpu)}]")
+print(f"  (a') ShardDecoder decode            {rate(d)}  [{rate(d_cpu)}]")
+print(f"  (b)  parse + merge, 1 thread        {rate(b)}  [{rate(b_cpu)}]")
+print(f"  (c)  lattice replay, WAL on         {rate(c)}  "
+      f"({c_real:.2f} s wall, {c_user + c_sys:.2f} s CPU; replay loop alone "
+      f"{c_inner / 1e6:.2f} M/s; state {int(state_mb)} MB)")
+print(f"  (r)  raw RocksDB put of every leaf  {rate(r)}  ({int(leaves):,} leaf writes, "
+      f"{leaves / shards * r / 1e6:.2f} M writes/s)")
+print()
+print("ratios")
+print(f"  a'/a = {d / a:5.1%}   b/a = {b / a:5.1%} (CPU {b_cpu / a_cpu:5.1%})   "
+      f"c/b = {c / b:5.1%}   c/r = {c / r:5.1%}")
+print()
+print("targets")
+print(f"  (b) >= 2,000,000 shards/s   {b:>12,.0f}   {check(b >= 2e6)}")
+print(f"  (b) >= 40% of (a)           {b / a:>12.1%}   {check(b >= 0.4 * a)}")
+print(f"  (c) >= 1,000,000 shards/s   {c:>12,.0f}   {check(c >= 1e6)}")
+EOF
