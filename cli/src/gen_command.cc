@@ -43,16 +43,26 @@ void AddGenCommand(CLI::App& app) {
       "gen", "Write a deterministic synthetic recording (counters, node statuses, intents) for "
              "load tests");
   auto& o = args->options;
-  cmd->add_option("--shards", o.shards, "Number of shards")->capture_default_str();
-  cmd->add_option("--blades", o.blades, "Number of blades")->capture_default_str();
+  cmd->add_option("--shards", o.shards, "Number of shards")
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 40))
+      ->capture_default_str();
+  cmd->add_option("--blades", o.blades, "Number of blades")
+      ->check(CLI::Range(1u, 1u << 20))
+      ->capture_default_str();
   cmd->add_option("--seed", o.seed, "Random seed")->capture_default_str();
   cmd->add_flag("--plain", o.plain,
                 "Plain numbers and no erasures (the merge equals jq's recursive merge)");
   cmd->add_option("--start-ts", o.start_ts, "Event time of the first shard (ms)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 50))
       ->capture_default_str();
-  cmd->add_option("--step-ms", o.step_ms, "Event time between shards (ms)")->capture_default_str();
-  cmd->add_option("--domains", o.domains, "Distinct scrape domains")->capture_default_str();
+  cmd->add_option("--step-ms", o.step_ms, "Event time between shards (ms)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 32))
+      ->capture_default_str();
+  cmd->add_option("--domains", o.domains, "Distinct scrape domains")
+      ->check(CLI::Range(1u, 1u << 24))
+      ->capture_default_str();
   cmd->add_option("--intent-window", o.intent_window, "Live intents before the oldest is erased")
+      ->check(CLI::Range(2u, 1u << 24))
       ->capture_default_str();
   cmd->add_option("-o,--out", args->out, "Output file (- for stdout)")->capture_default_str();
   cmd->callback([args] { std::exit(RunGen(*args)); });

@@ -101,7 +101,9 @@ void AddReplayCommand(CLI::App& app) {
   cmd->add_option("--allowed-lateness", args->allowed_lateness,
                   "How far behind the watermark a shard may arrive and still merge exactly")
       ->capture_default_str();
-  cmd->add_option("--batch", args->batch, "Shards per committed batch")->capture_default_str();
+  cmd->add_option("--batch", args->batch, "Shards per committed batch")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))
+      ->capture_default_str();
   cmd->add_flag("--strict", args->strict, "Stop with a non-zero exit at the first rejected line");
   cmd->add_flag("--json", args->json, "Print the summary as one JSON object");
   cmd->add_flag("--sync", args->sync, "fsync the write-ahead log on every commit");
