@@ -1,1 +1,697 @@
-// placeholder
+// Tests of ShardDecoder (shard.h): every bad shard of DESIGN.md §2.3 is rejected with
+// InvalidArgument and a reason naming the problem, and good shards flatten to the documented
+// BodyEntry list with canonical values and a hash of ts and the canonical body.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "lattice/core/shard.h"
+
+namespace lattice::core {
+namespace {
+
+const char* KindName(OpKind k) {
+  switch (k) {
+    case OpKind::kObject:
+      return "object";
+    case OpKind::kSet:
+      return "set";
+    case OpKind::kErase:
+      return "erase";
+    case OpKind::kInc:
+      return "inc";
+    case OpKind::kMax:
+      return "max";
+    case OpKind::kMin:
+      return "min";
+  }
+  return "?";
+}
+
+// One entry as "depth key kind end [value]", e.g. "1 a set 1 [1,2]" or "2 c inc 4 3".
+std::vector<std::string> Describe(const Shard& shard) {
+  std::vector<std::string> out;
+  for (const BodyEntry& e : shard.entries) {
+    std::string s = std::to_string(e.depth) + " " + std::string(e.key) + " " + KindName(e.kind) +
+                    " " + std::to_string(e.end);
+    if (e.kind == OpKind::kSet) {
+      s += " " + std::string(e.value);
+    } else if (e.kind == OpKind::kInc || e.kind == OpKind::kMax || e.kind == OpKind::kMin) {
+      s += " ";
+      AppendJsonNumber(s, e.number);
+      s += e.number.is_int ? "i" : "d";
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::string Envelope(std::string_view body, std::int64_t ts = 1000, std::uint64_t seq = 1,
+                     std::string_view blade = "b-1") {
+  return "{\"blade\":\"" + std::string(blade) + "\",\"seq\":" + std::to_string(seq) +
+         ",\"ts\":" + std::to_string(ts) + ",\"shard\":" + std::string(body) + "}";
+}
+
+// True if `message` contains `part`, or one of its '|'-separated alternatives.
+bool ContainsAlternative(std::string_view message, std::string_view part) {
+  while (true) {
+    const std::size_t bar = part.find('|');
+    if (message.find(part.substr(0, bar)) != std::string_view::npos) {
+      return true;
+    }
+    if (bar == std::string_view::npos) {
+      return false;
+    }
+    part.remove_prefix(bar + 1);
+  }
+}
+
+// Checks that `r` is InvalidArgument whose message contains every one of `parts` (a part may
+// list alternatives separated by '|').
+void ExpectBad(const Result<const Shard*>& r, std::string_view input,
+               std::initializer_list<std::string_view> parts) {
+  ASSERT_FALSE(r.ok()) << "accepted: " << input;
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  for (std::string_view part : parts) {
+    EXPECT_TRUE(ContainsAlternative(r.status().message(), part))
+        << "reason for " << input.substr(0, 200) << "\n  is: " << r.status().message()
+        << "\n  expected it to contain: " << part;
+  }
+}
+
+class ShardDecoderTest : public ::testing::Test {
+ protected:
+  // Decodes `line` as an envelope and as a bare body (`body` given separately) and expects both
+  // to fail alike.
+  void ExpectBadBody(std::string_view body, std::initializer_list<std::string_view> parts) {
+    const std::string line = Envelope(body);
+    {
+      SCOPED_TRACE("DecodeEnvelope");
+      ExpectBad(decoder_.DecodeEnvelope(line), line, parts);
+    }
+    {
+      SCOPED_TRACE("DecodeBody");
+      ExpectBad(decoder_.DecodeBody(body, "b-1", 1, 1000), body, parts);
+    }
+  }
+
+  void ExpectBadLine(std::string_view line, std::initializer_list<std::string_view> parts) {
+    ExpectBad(decoder_.DecodeEnvelope(line), line, parts);
+  }
+
+  std::vector<std::string> Flatten(std::string_view body) {
+    auto r = decoder_.DecodeBody(body, "b-1", 1, 1000);
+    EXPECT_TRUE(r.ok()) << body << ": " << r.status().ToString();
+    if (!r.ok()) {
+      return {"<error>"};
+    }
+    std::vector<std::string> via_body = Describe(**r);
+    auto e = decoder_.DecodeEnvelope(Envelope(body));
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    if (e.ok()) {
+      EXPECT_EQ(Describe(**e), via_body) << "envelope and bare body decode alike";
+    }
+    return via_body;
+  }
+
+  // The canonical value of a body {"v": <value>}.
+  std::string CanonicalValue(std::string_view value) {
+    auto lines = Flatten("{\"v\":" + std::string(value) + "}");
+    if (lines.size() != 1 || lines[0].rfind("1 v set 1 ", 0) != 0) {
+      ADD_FAILURE() << value << " flattened to " << ::testing::PrintToString(lines);
+      return "<not a set>";
+    }
+    return lines[0].substr(10);
+  }
+
+  std::uint64_t HashOf(std::string_view line) {
+    auto r = decoder_.DecodeEnvelope(line);
+    EXPECT_TRUE(r.ok()) << line << ": " << r.status().ToString();
+    return r.ok() ? (*r)->hash : 0;
+  }
+
+  ShardDecoder decoder_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Good shards
+
+TEST_F(ShardDecoderTest, DecodesTheEnvelope) {
+  auto r = decoder_.DecodeEnvelope(
+      R"({"blade":"b-17","seq":42,"ts":1732350000123,"shard":{"msg":"Hello World"}})");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const Shard& s = **r;
+  EXPECT_EQ(s.blade, "b-17");
+  EXPECT_EQ(s.seq, 42u);
+  EXPECT_EQ(s.ts, 1732350000123);
+  EXPECT_EQ(Describe(s), (std::vector<std::string>{"1 msg set 1 \"Hello World\""}));
+  EXPECT_EQ(s.topic, "");
+  EXPECT_EQ(s.partition, -1);
+  EXPECT_EQ(s.offset, -1);
+}
+
+TEST_F(ShardDecoderTest, EnvelopeFieldsInAnyOrderWithProvenanceAndUnknownFields) {
+  auto r = decoder_.DecodeEnvelope(
+      R"({"shard":{},"offset":7,"future_field":[1,{"x":null}],"ts":0,"partition":3,)"
+      R"("topic":"lattice.shards","seq":18446744073709551615,"blade":"b"})");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)->blade, "b");
+  EXPECT_EQ((*r)->seq, std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ((*r)->ts, 0);
+  EXPECT_EQ((*r)->topic, "lattice.shards");
+  EXPECT_EQ((*r)->partition, 3);
+  EXPECT_EQ((*r)->offset, 7);
+  EXPECT_TRUE((*r)->entries.empty());
+  // Provenance does not leak into the next shard.
+  auto next = decoder_.DecodeEnvelope(Envelope("{}"));
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ((*next)->topic, "");
+  EXPECT_EQ((*next)->partition, -1);
+  EXPECT_EQ((*next)->offset, -1);
+}
+
+TEST_F(ShardDecoderTest, FlattensDepthFirstWithKindsDepthsAndEnds) {
+  EXPECT_EQ(Flatten(R"({"a":1,"b":{"c":"x","d":null,"e":{}},"f":{"$inc":2},"g":{"$max":1.5},)"
+                    R"("h":{"$min":-3},"i":{"j":{"k":true}},"l":false})"),
+            (std::vector<std::string>{
+                "1 a set 1 1",
+                "1 b object 5",
+                "2 c set 3 \"x\"",
+                "2 d erase 4",
+                "2 e object 5",
+                "1 f inc 6 2i",
+                "1 g max 7 1.5d",
+                "1 h min 8 -3i",
+                "1 i object 11",
+                "2 j object 11",
+                "3 k set 11 true",
+                "1 l set 12 false",
+            }));
+}
+
+TEST_F(ShardDecoderTest, EmptyBodyHasNoEntries) { EXPECT_TRUE(Flatten("{}").empty()); }
+
+TEST_F(ShardDecoderTest, OperatorsNestedInObjects) {
+  EXPECT_EQ(Flatten(R"({"scrape":{"example.com":{"items":{"$inc":-7},"best":{"$max":9007199254740993}}}})"),
+            (std::vector<std::string>{
+                "1 scrape object 4",
+                "2 example.com object 4",
+                "3 items inc 3 -7i",
+                "3 best max 4 9007199254740993i",
+            }));
+}
+
+TEST_F(ShardDecoderTest, ChildrenAreContiguousAndOneLevelDeeper) {
+  auto r = decoder_.DecodeBody(R"({"a":{"b":{"c":1,"d":{}},"e":[1]},"f":{"g":null}})", "b", 1, 1);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const auto& es = (*r)->entries;
+  for (std::uint32_t i = 0; i < es.size(); ++i) {
+    ASSERT_GT(es[i].end, i);
+    ASSERT_LE(es[i].end, es.size());
+    for (std::uint32_t j = i + 1; j < es[i].end; ++j) {
+      EXPECT_GT(es[j].depth, es[i].depth);
+      EXPECT_LE(es[j].end, es[i].end);
+    }
+    if (es[i].end < es.size()) {
+      EXPECT_LE(es[es[i].end].depth, es[i].depth);
+    }
+  }
+}
+
+TEST_F(ShardDecoderTest, DoubleDollarIsALiteralDollarKey) {
+  EXPECT_EQ(Flatten(R"({"$$x":1,"o":{"$$inc":{"$inc":1},"$$":"d"},"$$$y":{}})"),
+            (std::vector<std::string>{
+                "1 $x set 1 1",
+                "1 o object 4",
+                "2 $inc inc 3 1i",
+                "2 $ set 4 \"d\"",
+                "1 $$y object 5",
+            }));
+}
+
+TEST_F(ShardDecoderTest, LiteralDollarKeyBesideOtherKeysIsNotAnOperator) {
+  EXPECT_EQ(Flatten(R"({"o":{"$$inc":5,"b":2}})"),
+            (std::vector<std::string>{"1 o object 3", "2 $inc set 2 5", "2 b set 3 2"}));
+}
+
+TEST_F(ShardDecoderTest, KeysAreUnescaped) {
+  EXPECT_EQ(Flatten(R"({"\u0061\"\\\n":1,"caf\u00e9":2,"k\ud83d\ude00":3})"),
+            (std::vector<std::string>{"1 a\"\\\n set 1 1", "1 caf\xc3\xa9 set 2 2",
+                                      "1 k\xf0\x9f\x98\x80 set 3 3"}));
+}
+
+TEST_F(ShardDecoderTest, SetValuesAreCanonical) {
+  EXPECT_EQ(CanonicalValue(R"([1.0,{"b":1,"a":"\u00e9"}])"), "[1,{\"a\":\"\xc3\xa9\",\"b\":1}]");
+  EXPECT_EQ(CanonicalValue(" [ 1 , 2 ,\t3 ] "), "[1,2,3]");
+  EXPECT_EQ(CanonicalValue("1.0"), "1");
+  EXPECT_EQ(CanonicalValue("0.1"), "0.1");
+  EXPECT_EQ(CanonicalValue("1.50"), "1.5");
+  EXPECT_EQ(CanonicalValue("1e2"), "100");
+  EXPECT_EQ(CanonicalValue("2.5E-3"), "0.0025");
+  EXPECT_EQ(CanonicalValue("-0"), "0");
+  EXPECT_EQ(CanonicalValue("9223372036854775807"), "9223372036854775807");
+  EXPECT_EQ(CanonicalValue("-9223372036854775808"), "-9223372036854775808");
+  EXPECT_EQ(CanonicalValue(R"("a\/b")"), "\"a/b\"");
+  EXPECT_EQ(CanonicalValue(R"("\u0041\t\u001F\u007f")"), "\"A\\t\\u001f\x7f\"");
+  EXPECT_EQ(CanonicalValue(R"("\ud83d\ude00")"), "\"\xf0\x9f\x98\x80\"");
+  EXPECT_EQ(CanonicalValue("\"caf\xc3\xa9\""), "\"caf\xc3\xa9\"");
+  EXPECT_EQ(CanonicalValue("true"), "true");
+  EXPECT_EQ(CanonicalValue("[]"), "[]");
+  EXPECT_EQ(CanonicalValue("[[],{},null,[{}]]"), "[[],{},null,[{}]]");
+  EXPECT_EQ(CanonicalValue(R"([{"z":{"y":[{"b":2,"a":1}],"x":0}}])"),
+            R"([{"z":{"x":0,"y":[{"a":1,"b":2}]}}])");
+  EXPECT_EQ(CanonicalValue(R"([{"$inc":1,"$$x":null}])"), R"([{"$$x":null,"$inc":1}])")
+      << "objects inside arrays are plain values: no operators, no $$ unescaping";
+}
+
+TEST_F(ShardDecoderTest, CanonicalValuesAreAFixpoint) {
+  for (std::string_view v : {R"([1.0,{"b":1,"a":"\u00e9"}])", "0.1", "1e300", "-2.5e-7", "1e19",
+                             "9.3e18", R"("\u001f\n\"")", "[[],{}]", "-9223372036854775808"}) {
+    const std::string once = CanonicalValue(v);
+    EXPECT_EQ(CanonicalValue(once), once) << v;
+  }
+}
+
+// BUG (core/src/json_text.cc, AppendJsonDouble; found by shard_decoder_fuzz): a double of
+// magnitude >= 2^63 can be written as an integer literal beyond int64, which the decoder then
+// rejects, so the canonical value of an accepted shard is not itself acceptable. Repro:
+// {"v":12345678901234567890.0} -> value 12345678901234567168 -> {"v":12345678901234567168} is
+// "an integer out of the signed 64-bit range". See JsonTextTest.DISABLED_LargeDoublesAre...
+TEST_F(ShardDecoderTest, DISABLED_CanonicalValuesReadBack) {
+  for (std::string_view v : {"12345678901234567890.0", "-12345678901234567890.0",
+                             "9223372036854775808.0", "[14184744607370955161.5]"}) {
+    const std::string once = CanonicalValue(v);
+    EXPECT_EQ(CanonicalValue(once), once) << v;
+  }
+}
+
+// Noted, not filed as a bug: -0.0 is written "-0", which reads back as the integer 0, so
+// {"a":-0.0} and {"a":0} dump differently although -0.0 == 0.
+TEST_F(ShardDecoderTest, NegativeZeroDouble) {
+  EXPECT_EQ(CanonicalValue("-0.0"), "-0");
+  EXPECT_EQ(CanonicalValue("-0"), "0");
+}
+
+TEST_F(ShardDecoderTest, OperandsKeepTheirNumberKind) {
+  EXPECT_EQ(Flatten(R"({"a":{"$inc":1.0},"b":{"$inc":1},"c":{"$max":-0.5},"d":{"$min":1e3}})"),
+            (std::vector<std::string>{"1 a inc 1 1d", "1 b inc 2 1i", "1 c max 3 -0.5d",
+                                      "1 d min 4 1000d"}));
+}
+
+TEST_F(ShardDecoderTest, ReportsIncrementSummary) {
+  auto r = decoder_.DecodeBody(R"({"a":{"$inc":-5},"b":{"$inc":3},"c":{"$max":100}})", "b", 1, 1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE((*r)->has_int_inc);
+  EXPECT_FALSE((*r)->has_float_inc);
+  EXPECT_EQ((*r)->max_abs_inc, 5u);
+  r = decoder_.DecodeBody(R"({"a":{"$inc":0.5}})", "b", 1, 1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE((*r)->has_int_inc);
+  EXPECT_TRUE((*r)->has_float_inc);
+  EXPECT_EQ((*r)->max_abs_inc, 0u);
+  r = decoder_.DecodeBody(R"({"a":{"$inc":-9223372036854775808}})", "b", 1, 1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->max_abs_inc, std::uint64_t{1} << 63);
+  r = decoder_.DecodeBody(R"({"a":1})", "b", 1, 1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE((*r)->has_int_inc);
+  EXPECT_FALSE((*r)->has_float_inc);
+  EXPECT_EQ((*r)->max_abs_inc, 0u);
+}
+
+TEST_F(ShardDecoderTest, DecodeBodyTakesTheEnvelopeFromTheCaller) {
+  auto r = decoder_.DecodeBody(R"({"nodes":{"n1":{"status":"working"}}})", "blade-9", 77, 123456);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)->blade, "blade-9");
+  EXPECT_EQ((*r)->seq, 77u);
+  EXPECT_EQ((*r)->ts, 123456);
+  EXPECT_EQ(Describe(**r), (std::vector<std::string>{"1 nodes object 3", "2 n1 object 3",
+                                                     "3 status set 3 \"working\""}));
+  const std::uint64_t body_hash = (*r)->hash;
+  EXPECT_EQ(HashOf(Envelope(R"({"nodes":{"n1":{"status":"working"}}})", 123456, 77, "blade-9")),
+            body_hash);
+}
+
+TEST_F(ShardDecoderTest, DecodeBodyRejectsBadBladeIds) {
+  ExpectBad(decoder_.DecodeBody("{}", "", 1, 1), "(empty blade)", {"blade"});
+  const std::string long_blade(257, 'b');
+  ExpectBad(decoder_.DecodeBody("{}", long_blade, 1, 1), "(long blade)", {"blade", "256"});
+  EXPECT_TRUE(decoder_.DecodeBody("{}", std::string(256, 'b'), 1, 1).ok());
+}
+
+TEST_F(ShardDecoderTest, PaddedLinesDecodeWithoutACopy) {
+  std::string buf = Envelope(R"({"a":[1,2]})");
+  const std::size_t n = buf.size();
+  buf.append(ShardDecoder::kPadding, ' ');
+  auto r = decoder_.DecodeEnvelope(std::string_view(buf.data(), n), /*padded=*/true);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(Describe(**r), (std::vector<std::string>{"1 a set 1 [1,2]"}));
+}
+
+TEST_F(ShardDecoderTest, DecoderIsReusableAfterErrors) {
+  ASSERT_TRUE(decoder_.DecodeEnvelope(Envelope(R"({"a":{"b":1,"c":2}})")).ok());
+  ASSERT_FALSE(decoder_.DecodeEnvelope(Envelope(R"({"x":{"y":1,"$inc":2}})")).ok());
+  ASSERT_FALSE(decoder_.DecodeEnvelope("{not json").ok());
+  auto r = decoder_.DecodeEnvelope(Envelope(R"({"z":[true]})", 5, 2));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(Describe(**r), (std::vector<std::string>{"1 z set 1 [true]"}));
+  EXPECT_EQ((*r)->seq, 2u);
+  EXPECT_EQ((*r)->ts, 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hash
+
+TEST_F(ShardDecoderTest, SameCanonicalBodyWithDifferentWhitespaceHasTheSameHash) {
+  const std::uint64_t h = HashOf(Envelope(R"({"a":{"b":[1,{"c":2,"d":3}]},"e":{"$inc":1}})"));
+  EXPECT_EQ(h, HashOf(R"(  { "blade" : "b-1" , "seq":1, "ts" : 1000 ,)"
+                      "\n\t\"shard\" : { \"a\" : { \"b\" : [ 1.0 , { \"d\" : 3 , \"c\" : 2 } ] } ,"
+                      " \"e\" : { \"$inc\" : 1 } } }  "));
+  // Escapes in keys and strings that denote the same text.
+  EXPECT_EQ(HashOf(Envelope(R"({"a":"é"})")), HashOf(Envelope(R"({"\u0061":"\u00e9"})")));
+  // Blade, seq and provenance are not part of the hash (they identify the shard).
+  EXPECT_EQ(h, HashOf(Envelope(R"({"a":{"b":[1,{"c":2,"d":3}]},"e":{"$inc":1}})", 1000, 9, "x")));
+}
+
+TEST_F(ShardDecoderTest, DifferentTsGivesADifferentHash) {
+  EXPECT_NE(HashOf(Envelope(R"({"a":1})", 1000)), HashOf(Envelope(R"({"a":1})", 1001)));
+}
+
+TEST_F(ShardDecoderTest, DifferentBodiesGiveDifferentHashes) {
+  const char* bodies[] = {
+      R"({})",
+      R"({"a":1})",
+      R"({"a":2})",
+      R"({"a":"1"})",
+      R"({"a":[1]})",
+      R"({"a":null})",
+      R"({"a":{}})",
+      R"({"b":1})",
+      R"({"a":{"$inc":1}})",
+      R"({"a":{"$inc":1.0}})",
+      R"({"a":{"$max":1}})",
+      R"({"a":{"$min":1}})",
+      R"({"a":{"b":1}})",
+      R"({"a":{},"b":1})",
+      R"({"a":{"b":1},"c":{}})",
+      R"({"a":{"b":1,"c":{}}})",
+      R"({"$$a":1})",
+  };
+  std::vector<std::uint64_t> hashes;
+  for (const char* b : bodies) {
+    hashes.push_back(HashOf(Envelope(b)));
+  }
+  for (std::size_t i = 0; i < hashes.size(); ++i) {
+    for (std::size_t j = i + 1; j < hashes.size(); ++j) {
+      EXPECT_NE(hashes[i], hashes[j]) << bodies[i] << " vs " << bodies[j];
+    }
+  }
+}
+
+// BUG? (core/src/shard_decoder.cc, DecodeBodyElement): shard.h documents the hash as "ts and the
+// canonical body", but the body's own keys are hashed in document order, so a redelivery whose
+// producer re-serialised the object with another key order (same meaning: keys are unique) is
+// reported as a conflict and dead-lettered. Arrays' objects are already key-sorted. Repro:
+// {"a":1,"b":2} and {"b":2,"a":1} with the same ts get different hashes.
+TEST_F(ShardDecoderTest, DISABLED_KeyOrderDoesNotChangeTheHash) {
+  EXPECT_EQ(HashOf(Envelope(R"({"a":1,"b":{"c":2,"d":3}})")),
+            HashOf(Envelope(R"({"b":{"d":3,"c":2},"a":1})")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad lines and envelopes
+
+TEST_F(ShardDecoderTest, RejectsInvalidJson) {
+  ExpectBadLine("{not json}", {"invalid JSON"});
+  ExpectBadLine("{\"blade\":\"b\",}", {"invalid JSON"});
+  ExpectBadLine(Envelope("{}") + "x", {"invalid JSON"});
+  ExpectBadLine(Envelope("{}") + "{}", {"invalid JSON"});
+  ExpectBadLine("{'blade':'b'}", {"invalid JSON"});
+  ExpectBadLine("", {"empty"});
+  ExpectBadBody(R"({"a":1,})", {"invalid JSON"});
+  ExpectBadBody(R"({"a":tru})", {"invalid JSON"});
+  ExpectBadBody(R"({"a":"\x"})", {"invalid JSON"});
+  ExpectBadBody(R"({"a":01})", {"number"});
+}
+
+TEST_F(ShardDecoderTest, RejectsTruncatedLines) {
+  const std::string line = Envelope(R"({"a":{"b":[1,2,3]},"c":"text"})");
+  for (std::size_t n : {std::size_t{1}, std::size_t{10}, line.size() / 2, line.size() - 8,
+                        line.size() - 1}) {
+    ExpectBadLine(line.substr(0, n), {"invalid JSON"});
+  }
+}
+
+TEST_F(ShardDecoderTest, RejectsAnEnvelopeThatIsNotAnObject) {
+  for (std::string_view line : {"[1,2]", "\"text\"", "42", "null", "true"}) {
+    ExpectBadLine(line, {"envelope must be a JSON object"});
+  }
+}
+
+TEST_F(ShardDecoderTest, RejectsWrongEnvelopeTypes) {
+  ExpectBadLine(R"({"blade":17,"seq":1,"ts":1,"shard":{}})", {"'blade' must be a string"});
+  ExpectBadLine(R"({"blade":null,"seq":1,"ts":1,"shard":{}})", {"'blade' must be a string"});
+  ExpectBadLine(R"({"blade":"","seq":1,"ts":1,"shard":{}})", {"'blade'", "1 to 256 bytes"});
+  ExpectBadLine(Envelope("{}", 1, 1, std::string(257, 'b')), {"'blade'", "1 to 256 bytes"});
+  for (std::string_view seq : {"\"1\"", "-1", "1.5", "1.0", "null", "[1]", "1e3"}) {
+    ExpectBadLine(R"({"blade":"b","seq":)" + std::string(seq) + R"(,"ts":1,"shard":{}})",
+                  {"'seq' must be a non-negative integer"});
+  }
+  for (std::string_view ts : {"\"1\"", "-1", "1.5", "true", "{}", "9223372036854775808"}) {
+    ExpectBadLine(R"({"blade":"b","seq":1,"ts":)" + std::string(ts) + R"(,"shard":{}})",
+                  {"'ts' must be a non-negative integer"});
+  }
+  ExpectBadLine(R"({"blade":"b","seq":1,"ts":1,"shard":{},"topic":5})", {"'topic' must be a string"});
+  ExpectBadLine(R"({"blade":"b","seq":1,"ts":1,"shard":{},"partition":-1})", {"'partition'"});
+  ExpectBadLine(R"({"blade":"b","seq":1,"ts":1,"shard":{},"offset":"3"})", {"'offset'"});
+}
+
+TEST_F(ShardDecoderTest, RejectsMissingEnvelopeFields) {
+  ExpectBadLine(R"({"seq":1,"ts":1,"shard":{}})", {"'blade' is missing"});
+  ExpectBadLine(R"({"blade":"b","ts":1,"shard":{}})", {"'seq' is missing"});
+  ExpectBadLine(R"({"blade":"b","seq":1,"shard":{}})", {"'ts' is missing"});
+  ExpectBadLine(R"({"blade":"b","seq":1,"ts":1})", {"'shard' is missing"});
+  ExpectBadLine("{}", {"is missing"});
+}
+
+TEST_F(ShardDecoderTest, RejectsDuplicateEnvelopeFields) {
+  ExpectBadLine(R"({"blade":"a","seq":1,"ts":1,"shard":{},"blade":"b"})", {"'blade' appears twice"});
+  ExpectBadLine(R"({"blade":"a","seq":1,"seq":2,"ts":1,"shard":{}})", {"'seq' appears twice"});
+  ExpectBadLine(R"({"blade":"a","seq":1,"ts":1,"ts":1,"shard":{}})", {"'ts' appears twice"});
+  ExpectBadLine(R"({"blade":"a","seq":1,"ts":1,"shard":{},"shard":{"x":1}})",
+                {"'shard' appears twice"});
+  ExpectBadLine(R"({"blade":"a","seq":1,"ts":1,"shard":{},"topic":"t","topic":"u"})",
+                {"'topic' appears twice"});
+}
+
+TEST_F(ShardDecoderTest, RejectsABodyThatIsNotAnObject) {
+  for (std::string_view body : {"[]", "[{\"a\":1}]", "\"a\"", "1", "null", "true"}) {
+    ExpectBadBody(body, {"body must be a JSON object"});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad bodies
+
+TEST_F(ShardDecoderTest, RejectsUnknownOperators) {
+  ExpectBadBody(R"({"a":{"$foo":1}})", {"at a", "unknown operator '$foo'"});
+  ExpectBadBody(R"({"a":{"b":{"$set":1}}})", {"at a.b", "unknown operator '$set'"});
+  ExpectBadBody(R"({"a":{"$":1}})", {"unknown operator '$'"});
+  ExpectBadBody(R"({"a":{"$INC":1}})", {"unknown operator '$INC'"});
+}
+
+// Either wording names the problem; the second also names the operator.
+constexpr std::string_view kBeside = "only key|beside other keys";
+
+TEST_F(ShardDecoderTest, RejectsAnOperatorBesideOtherKeys) {
+  ExpectBadBody(R"({"a":{"$inc":1,"b":2}})", {"at a", "operator", kBeside});
+  ExpectBadBody(R"({"a":{"b":2,"$inc":1}})", {"at a", "operator", kBeside});
+  ExpectBadBody(R"({"a":{"$inc":1,"$max":2}})", {"at a", "operator", kBeside});
+  ExpectBadBody(R"({"a":{"$inc":1,"$$lit":2}})", {"at a", "operator", kBeside});
+  ExpectBadBody(R"({"a":{"$foo":1,"b":2}})", {"at a", "operator", kBeside});
+  ExpectBadBody(R"({"x":{"y":{"$max":1,"z":null}}})", {"at x.y", kBeside});
+  ExpectBadBody(R"({"x":{"y":{"z":null,"$max":1}}})", {"at x.y", kBeside});
+}
+
+TEST_F(ShardDecoderTest, RejectsAnOperatorAtTheTopLevel) {
+  ExpectBadBody(R"({"$inc":1})", {"operator '$inc'", "top level"});
+  ExpectBadBody(R"({"a":1,"$max":2})", {"operator '$max'", "top level"});
+  ExpectBadBody(R"({"$foo":{}})", {"'$foo'", "top level"});
+}
+
+TEST_F(ShardDecoderTest, RejectsNonNumberOperands) {
+  ExpectBadBody(R"({"a":{"$inc":"5"}})", {"at a", "operand of $inc must be a number"});
+  ExpectBadBody(R"({"a":{"b":{"$inc":"x"}}})", {"at a.b", "$inc", "number"});
+  for (std::string_view operand : {"true", "null", "[1]", "{}", "{\"$inc\":1}"}) {
+    for (std::string_view op : {"$inc", "$max", "$min"}) {
+      ExpectBadBody("{\"c\":{\"" + std::string(op) + "\":" + std::string(operand) + "}}",
+                    {"at c", op, "must be a number"});
+    }
+  }
+}
+
+TEST_F(ShardDecoderTest, RejectsDuplicateKeys) {
+  ExpectBadBody(R"({"a":1,"a":2})", {"duplicate key 'a'"});
+  ExpectBadBody(R"({"a":1,"b":{},"a":{}})", {"duplicate key 'a'"});
+  ExpectBadBody(R"({"x":{"k":1,"k":1}})", {"at x", "duplicate key 'k'"});
+  ExpectBadBody(R"({"a":1,"\u0061":2})", {"duplicate key 'a'"});
+  ExpectBadBody(R"({"$$a":1,"$$a":2})", {"duplicate key"});
+  // Big objects take another code path (sorting).
+  ExpectBadBody(R"({"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k4":0})",
+                {"duplicate key 'k4'"});
+  EXPECT_EQ(Flatten(R"({"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9})")
+                .size(),
+            10u);
+}
+
+TEST_F(ShardDecoderTest, RejectsDuplicateKeysInsideArrays) {
+  ExpectBadBody(R"({"a":[{"x":1,"x":2}]})", {"duplicate key 'x'"});
+  ExpectBadBody(R"({"a":[1,[{"y":{"z":1,"z":1}}]]})", {"duplicate key 'z'"});
+  ExpectBadBody(R"({"a":[{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k1":0}]})",
+                {"duplicate key 'k1'"});
+}
+
+TEST_F(ShardDecoderTest, RejectsInvalidUtf8) {
+  ExpectBadBody("{\"a\":\"\xff\"}", {"invalid UTF-8"});
+  ExpectBadBody("{\"\xc3\":1}", {"invalid UTF-8"});
+  ExpectBadBody("{\"a\":\"\xc0\xaf\"}", {"invalid UTF-8"});          // overlong '/'
+  ExpectBadBody("{\"a\":\"\xed\xa0\x80\"}", {"invalid UTF-8"});      // a surrogate
+  ExpectBadBody("{\"a\":\"\xf4\x90\x80\x80\"}", {"invalid UTF-8"});  // above U+10FFFF
+  ExpectBadBody("{\"a\":[\"ok\",\"\xe2\x82\"]}", {"invalid UTF-8"});  // cut short
+  ExpectBadLine("{\"blade\":\"b\xfe\",\"seq\":1,\"ts\":1,\"shard\":{}}", {"invalid UTF-8"});
+  ExpectBadLine("{\"blade\":\"b\",\"seq\":1,\"ts\":1,\"shard\":{},\"x\":\"\x80\"}",
+                {"invalid UTF-8"});
+}
+
+// `objects` nested objects, the body being the first, the innermost holding {"a": leaf}:
+// NestedObjects(2, "1") is {"a":{"a":1}}. A container leaf adds one more level of nesting.
+std::string NestedObjects(int objects, std::string_view leaf) {
+  std::string s;
+  for (int i = 1; i < objects; ++i) {
+    s += "{\"a\":";
+  }
+  s += "{\"a\":" + std::string(leaf) + "}";
+  s.append(static_cast<std::size_t>(objects - 1), '}');
+  return s;
+}
+
+TEST_F(ShardDecoderTest, NestingOf64ObjectsIsAccepted) {
+  // 63 objects whose innermost key holds {}: 64 objects, the limit.
+  const auto entries = Flatten(NestedObjects(63, "{}"));
+  ASSERT_EQ(entries.size(), 63u);
+  EXPECT_EQ(entries.front(), "1 a object 63");
+  EXPECT_EQ(entries.back(), "63 a object 63");
+  EXPECT_EQ(Flatten(NestedObjects(63, "{\"$inc\":1}")).back(), "63 a inc 63 1i");
+  EXPECT_EQ(Flatten(NestedObjects(63, "[]")).back(), "63 a set 63 []");
+}
+
+// BUG (core/src/shard_decoder.cc, WalkObject): a plain value is written with
+// WriteCanonical(value, depth + 1), which applies the container-depth limit to the value itself,
+// so a scalar in the 64th object (nesting 64, the limit) is rejected as "nesting deeper than 64",
+// while an empty object or an operator at the same place is accepted. Likewise a scalar inside an
+// array that is itself the 64th container. Fix: check the limit only when the value is an array
+// (or object) — scalars add no nesting. Repro: {"a":{"a":...{"a":1}...}} with 64 objects.
+TEST_F(ShardDecoderTest, DISABLED_ScalarInThe64thObjectIsAccepted) {
+  EXPECT_EQ(Flatten(NestedObjects(64, "1")).size(), 64u);
+  EXPECT_EQ(Flatten(NestedObjects(63, "[1,\"s\"]")).size(), 63u);
+}
+
+TEST_F(ShardDecoderTest, NestingDeeperThan64IsRejected) {
+  ExpectBadBody(NestedObjects(64, "{}"), {"nesting deeper than 64"});
+  ExpectBadBody(NestedObjects(65, "1"), {"nesting deeper than 64"});
+  ExpectBadBody(NestedObjects(66, "1"), {"nesting deeper than 64"});
+  ExpectBadBody(NestedObjects(64, "[1]"), {"nesting deeper than 64"});
+  ExpectBadBody(NestedObjects(60, "[[[[[1]]]]]"), {"nesting deeper than 64"});
+  ExpectBadBody(NestedObjects(1, std::string(64, '[') + std::string(64, ']')),
+                {"nesting deeper than 64"});
+}
+
+TEST_F(ShardDecoderTest, ArraysCountTowardsNesting) {
+  // The body object plus 63 arrays is 64 containers.
+  EXPECT_EQ(Flatten(NestedObjects(1, std::string(63, '[') + std::string(63, ']'))).size(), 1u);
+}
+
+TEST_F(ShardDecoderTest, VeryDeepNestingIsRejectedWithoutCrashing) {
+  const std::string deep_objects = NestedObjects(10000, "1");
+  ExpectBadBody(deep_objects, {"nesting deeper than 64"});
+  const std::string deep_arrays = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  ExpectBadBody(deep_arrays, {"nesting deeper than 64"});
+  // Unbalanced: deep and truncated.
+  ExpectBadLine(Envelope("") + std::string(50000, '['), {});
+}
+
+TEST_F(ShardDecoderTest, SmallerDepthLimitIsHonoured) {
+  DecodeLimits limits;
+  limits.max_depth = 3;
+  ShardDecoder d(limits);
+  EXPECT_TRUE(d.DecodeBody(R"({"a":{"b":{}}})", "b", 1, 1).ok());
+  ExpectBad(d.DecodeBody(R"({"a":{"b":{"c":{}}}})", "b", 1, 1), "depth 4", {"deeper than 3"});
+  ExpectBad(d.DecodeEnvelope(Envelope(R"({"a":{"b":{"c":{}}}})")), "depth 4", {"deeper than 3"});
+}
+
+std::string BodyOfSize(std::size_t n) {
+  // {"a":"xxx..."} of exactly n bytes.
+  return "{\"a\":\"" + std::string(n - 8, 'x') + "\"}";
+}
+
+TEST_F(ShardDecoderTest, BodyOfExactly1MiBIsAccepted) {
+  const std::string body = BodyOfSize(1 << 20);
+  ASSERT_EQ(body.size(), std::size_t{1} << 20);
+  EXPECT_TRUE(decoder_.DecodeEnvelope(Envelope(body)).ok());
+  EXPECT_TRUE(decoder_.DecodeBody(body, "b", 1, 1).ok());
+}
+
+TEST_F(ShardDecoderTest, RejectsABodyOver1MiB) {
+  ExpectBadBody(BodyOfSize((1 << 20) + 1), {"exceeds the limit of 1048576 bytes"});
+  ExpectBadBody(BodyOfSize(3 << 20), {"exceeds", "1048576"});
+  // Many small keys rather than one big string.
+  std::string body = "{";
+  for (int i = 0; body.size() < (1 << 20) + 100; ++i) {
+    body += "\"k" + std::to_string(i) + "\":" + std::to_string(i) + ",";
+  }
+  body.back() = '}';
+  ExpectBadBody(body, {"exceeds"});
+}
+
+TEST_F(ShardDecoderTest, BodySizeIsMeasuredWithoutInsignificantWhitespace) {
+  // An envelope whose body is over the limit only because of spaces is fine: the canonical body
+  // is what counts.
+  std::string body = BodyOfSize((1 << 20) - 100);
+  body.insert(1, std::string(1000, ' '));
+  EXPECT_TRUE(decoder_.DecodeEnvelope(Envelope(body)).ok());
+}
+
+TEST_F(ShardDecoderTest, SmallerBodyLimitIsHonoured) {
+  DecodeLimits limits;
+  limits.max_body_bytes = 100;
+  ShardDecoder d(limits);
+  EXPECT_TRUE(d.DecodeEnvelope(Envelope(BodyOfSize(100))).ok());
+  ExpectBad(d.DecodeEnvelope(Envelope(BodyOfSize(101))), "101 bytes", {"exceeds the limit of 100"});
+  ExpectBad(d.DecodeBody(BodyOfSize(101), "b", 1, 1), "101 bytes", {"exceeds the limit of 100"});
+}
+
+TEST_F(ShardDecoderTest, RejectsIntegersOutOfInt64Range) {
+  ExpectBadBody(R"({"a":9223372036854775808})", {"at a", "out of the signed 64-bit range"});
+  ExpectBadBody(R"({"a":18446744073709551615})", {"out of the signed 64-bit range"});
+  ExpectBadBody(R"({"a":{"$inc":9223372036854775808}})", {"at a", "$inc", "64-bit range"});
+  ExpectBadBody(R"({"a":[1,9223372036854775808]})", {"64-bit range"});
+  ExpectBadBody(R"({"a":-9223372036854775809})", {"range"});
+  ExpectBadBody(R"({"a":{"$max":18446744073709551616}})", {"range"});
+  ExpectBadBody(R"({"a":1e400})", {"number"});
+  // The boundaries themselves are fine.
+  EXPECT_EQ(Flatten(R"({"a":{"$inc":9223372036854775807},"b":{"$min":-9223372036854775808}})"),
+            (std::vector<std::string>{"1 a inc 1 9223372036854775807i",
+                                      "1 b min 2 -9223372036854775808i"}));
+}
+
+TEST_F(ShardDecoderTest, ReasonsNameThePathOfTheProblem) {
+  ExpectBadBody(R"({"jobs":{"17":{"progress":{"$inc":"half"}}}})", {"at jobs.17.progress"});
+  ExpectBadBody(R"({"ok":1,"nodes":{"n1":{"status":"up","x":{"$nope":1}}}})",
+                {"at nodes.n1.x", "$nope"});
+}
+
+}  // namespace
+}  // namespace lattice::core

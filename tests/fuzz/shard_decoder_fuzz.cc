@@ -1,0 +1,231 @@
+// libFuzzer target for ShardDecoder: untrusted bytes go to DecodeEnvelope (copied and padded) and
+// DecodeBody, and every shard that comes back ok must satisfy the flattening invariants of
+// shard.h. Any crash, sanitizer report or failed invariant is a bug. See README.md for how to run.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lattice/core/json_text.h"
+#include "lattice/core/shard.h"
+
+namespace {
+
+using lattice::core::BodyEntry;
+using lattice::core::CompareNumbers;
+using lattice::core::DecodeLimits;
+using lattice::core::Number;
+using lattice::core::OpKind;
+using lattice::core::Shard;
+using lattice::core::ShardDecoder;
+
+#define FUZZ_CHECK(cond)                                                        \
+  do {                                                                          \
+    if (!(cond)) {                                                              \
+      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, \
+                   #cond);                                                      \
+      std::abort();                                                             \
+    }                                                                           \
+  } while (false)
+
+int Sign(int v) { return v < 0 ? -1 : (v > 0 ? 1 : 0); }
+
+// Exact comparison through long double (x87: a 64-bit mantissa holds every int64 and double).
+int ReferenceCompare(const Number& a, const Number& b) {
+  const long double x = a.is_int ? static_cast<long double>(a.i) : static_cast<long double>(a.d);
+  const long double y = b.is_int ? static_cast<long double>(b.i) : static_cast<long double>(b.d);
+  return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+// Doubles in [2^63, 9.3e18] in magnitude hit a known CompareNumbers bug (see
+// tests/core/json_text_test.cc, DISABLED_CompareNumbersJustAboveInt64Range). Remove this filter
+// when it is fixed.
+bool InKnownBadRange(const Number& n) {
+  return !n.is_int && std::fabs(n.d) >= 9223372036854775808.0 && std::fabs(n.d) <= 9.3e18;
+}
+
+// True if canonical text `v` holds a number that reads back differently for a known reason:
+// "-0" (the double -0.0, read back as the integer 0; noted in shard_decoder_test.cc,
+// NegativeZeroDouble), or an integer literal of 20+ digits (a double >= 2^63 written without
+// exponent: ShardDecoderTest.DISABLED_CanonicalValuesReadBack). Remove when those are fixed.
+bool HasKnownNonFixpointNumber(std::string_view v) {
+  bool in_string = false;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const char c = v[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      continue;
+    }
+    if (c != '-' && (c < '0' || c > '9')) {
+      continue;
+    }
+    std::size_t j = i + (c == '-' ? 1 : 0);
+    std::size_t digits = 0;
+    while (j < v.size() && v[j] >= '0' && v[j] <= '9') {
+      ++j;
+      ++digits;
+    }
+    const bool plain_integer = j >= v.size() || (v[j] != '.' && v[j] != 'e' && v[j] != 'E');
+    if (plain_integer) {
+      const std::string_view magnitude = v.substr(j - digits, digits);
+      const std::string_view limit = c == '-' ? "9223372036854775808" : "9223372036854775807";
+      if (digits > 19 || (digits == 19 && magnitude > limit) ||
+          (c == '-' && magnitude == "0")) {
+        return true;
+      }
+    }
+    while (j < v.size() && v[j] != ',' && v[j] != ']' && v[j] != '}') {
+      ++j;  // the rest of the number
+    }
+    i = j - 1;
+  }
+  return false;
+}
+
+// A decoder with generous limits, used to re-read canonical values.
+ShardDecoder& Rereader() {
+  static ShardDecoder* decoder = [] {
+    DecodeLimits limits;
+    limits.max_body_bytes = std::size_t{64} << 20;
+    limits.max_depth = 256;
+    return new ShardDecoder(limits);
+  }();
+  return *decoder;
+}
+
+void CheckShard(const Shard& shard) {
+  const std::vector<BodyEntry>& es = shard.entries;
+  const auto n = static_cast<std::uint32_t>(es.size());
+  bool any_int_inc = false;
+  bool any_float_inc = false;
+  std::uint64_t max_abs = 0;
+  std::vector<Number> numbers;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const BodyEntry& e = es[i];
+    FUZZ_CHECK(e.depth >= 1);
+    FUZZ_CHECK(e.end > i);
+    FUZZ_CHECK(e.end <= n);
+    if (e.kind == OpKind::kObject) {
+      // Direct children are one level deeper and tile [i + 1, end) exactly.
+      std::uint32_t j = i + 1;
+      while (j < e.end) {
+        FUZZ_CHECK(es[j].depth == e.depth + 1);
+        FUZZ_CHECK(es[j].end > j && es[j].end <= e.end);
+        j = es[j].end;
+      }
+      FUZZ_CHECK(j == e.end);
+    } else {
+      FUZZ_CHECK(e.end == i + 1);
+    }
+    if (e.kind == OpKind::kSet) {
+      FUZZ_CHECK(!e.value.empty());
+      // Canonical text is a fixpoint: reading it back gives the same text.
+      std::string wrapped = "{\"v\":";
+      wrapped.append(e.value);
+      wrapped.push_back('}');
+      auto again = Rereader().DecodeBody(wrapped, "fuzz", 1, 0);
+      if (!HasKnownNonFixpointNumber(e.value)) {
+        FUZZ_CHECK(again.ok());
+        FUZZ_CHECK((*again)->entries.size() == 1);
+        FUZZ_CHECK((*again)->entries[0].kind == OpKind::kSet);
+        FUZZ_CHECK((*again)->entries[0].value == e.value);
+      }
+    }
+    if (e.kind == OpKind::kInc || e.kind == OpKind::kMax || e.kind == OpKind::kMin) {
+      FUZZ_CHECK(e.number.is_int || std::isfinite(e.number.d));
+      numbers.push_back(e.number);
+      if (e.kind == OpKind::kInc) {
+        if (e.number.is_int) {
+          any_int_inc = true;
+          const std::uint64_t mag = e.number.i < 0 ? 0 - static_cast<std::uint64_t>(e.number.i)
+                                                   : static_cast<std::uint64_t>(e.number.i);
+          max_abs = mag > max_abs ? mag : max_abs;
+        } else {
+          any_float_inc = true;
+        }
+      }
+    }
+  }
+  // The top level tiles the whole vector with depth-1 entries.
+  for (std::uint32_t i = 0; i < n; i = es[i].end) {
+    FUZZ_CHECK(es[i].depth == 1);
+  }
+  FUZZ_CHECK(shard.has_int_inc == any_int_inc);
+  FUZZ_CHECK(shard.has_float_inc == any_float_inc);
+  FUZZ_CHECK(shard.max_abs_inc == max_abs);
+  // Operands compare exactly and antisymmetrically.
+  const std::size_t m = numbers.size() < 8 ? numbers.size() : 8;
+  for (std::size_t a = 0; a < m; ++a) {
+    for (std::size_t b = 0; b < m; ++b) {
+      if (InKnownBadRange(numbers[a]) || InKnownBadRange(numbers[b])) {
+        continue;
+      }
+      const int ab = Sign(CompareNumbers(numbers[a], numbers[b]));
+      FUZZ_CHECK(ab == -Sign(CompareNumbers(numbers[b], numbers[a])));
+      FUZZ_CHECK(ab == ReferenceCompare(numbers[a], numbers[b]));
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static ShardDecoder* decoder = new ShardDecoder();
+  const std::string_view input(reinterpret_cast<const char*>(data), size);
+
+  // As an envelope, unpadded (the decoder copies) ...
+  std::uint64_t envelope_hash = 0;
+  bool envelope_ok = false;
+  {
+    auto r = decoder->DecodeEnvelope(input);
+    if (r.ok()) {
+      CheckShard(**r);
+      envelope_ok = true;
+      envelope_hash = (*r)->hash;
+      FUZZ_CHECK(!(*r)->blade.empty());
+    } else {
+      FUZZ_CHECK(r.status().code() == lattice::StatusCode::kInvalidArgument);
+      FUZZ_CHECK(!r.status().message().empty());
+    }
+  }
+  // ... and padded (no copy): same outcome, same hash.
+  {
+    std::string padded(input);
+    padded.append(ShardDecoder::kPadding, '\0');
+    auto r = decoder->DecodeEnvelope(std::string_view(padded.data(), size), /*padded=*/true);
+    FUZZ_CHECK(r.ok() == envelope_ok);
+    if (r.ok()) {
+      CheckShard(**r);
+      FUZZ_CHECK((*r)->hash == envelope_hash);
+    }
+  }
+  // As a bare body.
+  {
+    auto r = decoder->DecodeBody(input, "fuzz-blade", 7, 1732350000000);
+    if (r.ok()) {
+      CheckShard(**r);
+      FUZZ_CHECK((*r)->blade == "fuzz-blade");
+      FUZZ_CHECK((*r)->seq == 7);
+      FUZZ_CHECK((*r)->ts == 1732350000000);
+      // Deterministic: the same body decodes to the same hash.
+      const std::uint64_t h = (*r)->hash;
+      auto again = decoder->DecodeBody(input, "fuzz-blade", 7, 1732350000000);
+      FUZZ_CHECK(again.ok() && (*again)->hash == h);
+    } else {
+      FUZZ_CHECK(r.status().code() == lattice::StatusCode::kInvalidArgument);
+    }
+  }
+  return 0;
+}
