@@ -8,9 +8,14 @@ namespace lattice::core {
 Result<std::int64_t> ParseDurationMs(std::string_view text) {
   std::int64_t value = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  // Messages are built with append: g++ 12 warns falsely (-Wrestrict) on chained operator+.
+  auto bad = [&](std::string_view what) {
+    std::string msg("'");
+    msg.append(text).append("' ").append(what);
+    return Status::InvalidArgument(std::move(msg));
+  };
   if (ec != std::errc() || ptr == text.data() || value < 0) {
-    return Status::InvalidArgument("'" + std::string(text) +
-                                   "' is not a duration (use e.g. 250ms, 30s, 5m, 1h, 7d)");
+    return bad("is not a duration (use e.g. 250ms, 30s, 5m, 1h, 7d)");
   }
   const std::string_view unit(ptr, static_cast<std::size_t>(text.data() + text.size() - ptr));
   std::int64_t scale;
@@ -25,12 +30,11 @@ Result<std::int64_t> ParseDurationMs(std::string_view text) {
   } else if (unit == "d") {
     scale = 24 * 3600 * 1000;
   } else {
-    return Status::InvalidArgument("'" + std::string(text) +
-                                   "' has an unknown unit (use ms, s, m, h or d)");
+    return bad("has an unknown unit (use ms, s, m, h or d)");
   }
   std::int64_t out;
   if (__builtin_mul_overflow(value, scale, &out)) {
-    return Status::InvalidArgument("duration '" + std::string(text) + "' is too large");
+    return bad("is too large a duration");
   }
   return out;
 }

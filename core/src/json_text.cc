@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <string_view>
 
 namespace lattice::core {
 
@@ -57,8 +58,19 @@ void AppendJsonInt(std::string& out, std::int64_t v) {
 }
 
 void AppendJsonDouble(std::string& out, double v) {
+  if (v == 0.0) {
+    out.push_back('0');  // -0.0 too: numerically equal values print the same
+    return;
+  }
   char buf[32];
   auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  // The shortest form of a double of 2^63 or more can look like an integer out of the 64-bit
+  // range ("12345678901234567168"), which no reader would take back as this double.
+  if (std::fabs(v) >= 9223372036854775808.0 &&
+      std::string_view(buf, static_cast<std::size_t>(end - buf)).find_first_of(".eE") ==
+          std::string_view::npos) {
+    end = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::scientific).ptr;
+  }
   out.append(buf, static_cast<std::size_t>(end - buf));
 }
 
@@ -82,9 +94,9 @@ int CompareNumbers(const Number& a, const Number& b) {
   const std::int64_t iv = a_int ? a.i : b.i;
   const double dv = a_int ? b.d : a.d;
   int r;  // sign of (iv - dv)
-  if (dv >= 9.3e18) {
+  if (dv >= 9223372036854775808.0) {  // 2^63: above every int64
     r = -1;
-  } else if (dv <= -9.3e18) {
+  } else if (dv < -9223372036854775808.0) {  // below -2^63 = INT64_MIN
     r = 1;
   } else {
     const double fl = std::floor(dv);

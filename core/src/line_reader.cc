@@ -7,6 +7,7 @@
 #include <zstd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 namespace lattice::core {
@@ -26,6 +27,7 @@ struct LineReader::Zstd {
   std::size_t in_cap = 0;
   ZSTD_inBuffer input{nullptr, 0, 0};
   bool input_eof = false;
+  std::size_t last_rc = 0;  // 0 when the last frame is complete
   ~Zstd() {
     if (ctx != nullptr) {
       ZSTD_freeDCtx(ctx);
@@ -142,6 +144,11 @@ Status LineReader::Fill() {
     while (output.pos == 0) {
       if (z.input.pos == z.input.size) {
         if (z.input_eof) {
+          if (z.last_rc != 0) {
+            return Status::InvalidArgument("'" + path_ +
+                                           "': the zstd stream is truncated (its last frame is "
+                                           "incomplete)");
+          }
           eof_ = true;
           break;
         }
@@ -153,6 +160,7 @@ Status LineReader::Fill() {
         z.input = ZSTD_inBuffer{z.in.get(), got, 0};
       }
       const std::size_t rc = ZSTD_decompressStream(z.ctx, &output, &z.input);
+      z.last_rc = rc;
       if (ZSTD_isError(rc)) {
         return Status::InvalidArgument("'" + path_ + "': corrupt zstd stream: " +
                                        ZSTD_getErrorName(rc));
@@ -183,7 +191,7 @@ Result<std::optional<Line>> LineReader::Next() {
       have_line = true;
     } else if (avail > options_.max_line_bytes) {
       // An overlong line: keep a prefix, then skip to its newline without buffering it.
-      long_prefix_.assign(start, kPrefixBytes);
+      long_prefix_.assign(start, std::min(kPrefixBytes, avail));
       Line line;
       line.number = ++line_no_;
       line.offset = offset_;
@@ -213,8 +221,10 @@ Result<std::optional<Line>> LineReader::Next() {
       }
       line.length = length;
       line.end_offset = offset_;
+      const std::size_t prefix = std::min<std::uint64_t>(long_prefix_.size(), length);
+      long_prefix_.resize(prefix);
       long_prefix_.append(kPadding, '\0');
-      line.text = std::string_view(long_prefix_.data(), kPrefixBytes);
+      line.text = std::string_view(long_prefix_.data(), prefix);
       return std::optional<Line>(line);
     } else {
       LATTICE_RETURN_IF_ERROR(Fill());
@@ -234,10 +244,11 @@ Result<std::optional<Line>> LineReader::Next() {
         --text_len;
       }
       if (len > options_.max_line_bytes) {
-        long_prefix_.assign(start, kPrefixBytes);
+        const std::size_t prefix = std::min(kPrefixBytes, len);
+        long_prefix_.assign(start, prefix);
         long_prefix_.append(kPadding, '\0');
         line.too_long = true;
-        line.text = std::string_view(long_prefix_.data(), kPrefixBytes);
+        line.text = std::string_view(long_prefix_.data(), prefix);
         return std::optional<Line>(line);
       }
       line.text = std::string_view(start, text_len);

@@ -43,6 +43,7 @@ struct ShardDecoder::Impl {
   std::vector<std::string_view> path;  // keys from the body root to the current position
   std::vector<std::string_view> key_scratch;
   std::string hash_scratch;
+  std::vector<std::uint64_t> subtree_hash;
   std::string minify_scratch;
   DecodeLimits limits;
 
@@ -111,11 +112,14 @@ struct ShardDecoder::Impl {
   }
 
   // Writes `e` (inside an atomic array value) canonically: sorted keys, no whitespace.
+  // `depth` is the nesting `e` has if it is a container; scalars do not nest.
   Status WriteCanonical(element e, std::uint32_t depth) {
-    if (depth > limits.max_depth) {
+    const element_type type = e.type();
+    if (depth > limits.max_depth &&
+        (type == element_type::ARRAY || type == element_type::OBJECT)) {
       return Bad("nesting deeper than " + std::to_string(limits.max_depth));
     }
-    switch (e.type()) {
+    switch (type) {
       case element_type::ARRAY: {
         arena.push_back('[');
         bool first = true;
@@ -160,7 +164,7 @@ struct ShardDecoder::Impl {
       case element_type::INT64:
       case element_type::UINT64:
       case element_type::DOUBLE: {
-        LATTICE_ASSIGN_OR_RETURN(Number n, ReadNumber(e, "a number inside an array"));
+        LATTICE_ASSIGN_OR_RETURN(Number n, ReadNumber(e, "a number"));
         AppendJsonNumber(arena, n);
         return Status::Ok();
       }
@@ -243,6 +247,9 @@ struct ShardDecoder::Impl {
           break;
         case element_type::OBJECT: {
           object child = value.get_object().value_unsafe();
+          if (depth + 1 > limits.max_depth) {
+            return Bad("nesting deeper than " + std::to_string(limits.max_depth));
+          }
           BodyEntry op_entry;
           LATTICE_ASSIGN_OR_RETURN(bool is_op, ReadOperator(child, op_entry));
           if (is_op) {
@@ -301,30 +308,43 @@ struct ShardDecoder::Impl {
         shard.entries[i].value = std::string_view(arena.data() + spans[i].first, spans[i].second);
       }
     }
-    // Hash ts and the canonical body so a conflicting redelivery is recognised.
-    hash_scratch.clear();
-    hash_scratch.append(reinterpret_cast<const char*>(&shard.ts), sizeof(shard.ts));
-    for (const BodyEntry& e : shard.entries) {
-      char header[6];
-      std::memcpy(header, &e.depth, 4);
-      header[4] = static_cast<char>(e.kind);
-      header[5] = static_cast<char>(e.number.is_int);
-      hash_scratch.append(header, sizeof(header));
-      const auto key_size = static_cast<std::uint32_t>(e.key.size());
-      hash_scratch.append(reinterpret_cast<const char*>(&key_size), 4);
-      hash_scratch.append(e.key);
+    // Hash ts and the canonical body so a conflicting redelivery is recognised. Key order does
+    // not matter (a body re-serialised with other key order is the same shard): a subtree's hash
+    // mixes its entry with the SUM of its children's hashes, which is order-independent.
+    const std::size_t n = shard.entries.size();
+    subtree_hash.resize(n);
+    for (std::size_t i = n; i-- > 0;) {
+      const BodyEntry& e = shard.entries[i];
+      std::uint64_t children = 0;
+      for (std::size_t j = i + 1; j < e.end; j = shard.entries[j].end) {
+        children += subtree_hash[j];
+      }
+      hash_scratch.clear();
+      char header[2] = {static_cast<char>(e.kind), static_cast<char>(e.number.is_int)};
+      hash_scratch.append(header, 2);
+      hash_scratch.append(reinterpret_cast<const char*>(&children), 8);
       if (e.kind == OpKind::kSet) {
-        const auto value_size = static_cast<std::uint32_t>(e.value.size());
-        hash_scratch.append(reinterpret_cast<const char*>(&value_size), 4);
+        const auto key_size = static_cast<std::uint32_t>(e.key.size());
+        hash_scratch.append(reinterpret_cast<const char*>(&key_size), 4);
+        hash_scratch.append(e.key);
         hash_scratch.append(e.value);
-      } else if (e.kind == OpKind::kInc || e.kind == OpKind::kMax || e.kind == OpKind::kMin) {
-        if (e.number.is_int) {
-          hash_scratch.append(reinterpret_cast<const char*>(&e.number.i), 8);
-        } else {
-          hash_scratch.append(reinterpret_cast<const char*>(&e.number.d), 8);
+      } else {
+        hash_scratch.append(e.key);
+        if (e.kind != OpKind::kObject && e.kind != OpKind::kErase) {
+          hash_scratch.append(reinterpret_cast<const char*>(e.number.is_int ? static_cast<const void*>(&e.number.i)
+                                                                            : static_cast<const void*>(&e.number.d)),
+                              8);
         }
       }
+      subtree_hash[i] = XXH3_64bits(hash_scratch.data(), hash_scratch.size());
     }
+    std::uint64_t top = 0;
+    for (std::size_t j = 0; j < n; j = shard.entries[j].end) {
+      top += subtree_hash[j];
+    }
+    hash_scratch.clear();
+    hash_scratch.append(reinterpret_cast<const char*>(&shard.ts), sizeof(shard.ts));
+    hash_scratch.append(reinterpret_cast<const char*>(&top), sizeof(top));
     shard.hash = XXH3_64bits(hash_scratch.data(), hash_scratch.size());
     return Status::Ok();
   }

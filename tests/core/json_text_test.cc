@@ -127,7 +127,7 @@ TEST(JsonTextTest, ShortestDoublesReadBackToTheSameBits) {
 // state value, a dump replayed as a shard), and other readers see an integer, not a double. Fix:
 // for |v| >= 2^63 use std::chars_format::scientific (or append ".0"). Repro: the values below;
 // see also ShardDecoderTest.DISABLED_CanonicalValuesReadBack.
-TEST(JsonTextTest, DISABLED_LargeDoublesAreNotWrittenAsOutOfRangeIntegers) {
+TEST(JsonTextTest, LargeDoublesAreNotWrittenAsOutOfRangeIntegers) {
   for (double d : {9223372036854775808.0, 12345678901234567890.0, -12345678901234567890.0,
                    14184744607370955161.5, 123456789012345678901.0}) {
     const std::string text = Dbl(d);
@@ -207,7 +207,7 @@ TEST(JsonTextTest, CompareNumbersWithDoublesFarOutsideInt64Range) {
 // int64 (undefined behaviour; on x86 it yields INT64_MIN), so e.g. 0 compares greater than
 // 9.25e18 and INT64_MAX compares greater than 2^63. Fix: compare against 2^63 exactly
 // (dv >= 0x1p63 -> int is smaller; dv < -0x1p63 -> int is larger).
-TEST(JsonTextTest, DISABLED_CompareNumbersJustAboveInt64Range) {
+TEST(JsonTextTest, CompareNumbersJustAboveInt64Range) {
   const auto max = std::numeric_limits<std::int64_t>::max();
   const auto min = std::numeric_limits<std::int64_t>::min();
   const double two63 = 9223372036854775808.0;  // 2^63

@@ -258,7 +258,7 @@ TEST_F(LineReaderTest, CorruptZstIsInvalidArgument) {
 // complete; line_reader.h promises InvalidArgument for a corrupt stream. At input EOF, a
 // non-zero hint from the last ZSTD_decompressStream (frame not finished) should be an error.
 // Repro: compress 100 KB of lines, drop the last 100 bytes of the .zst, read: no error.
-TEST_F(LineReaderTest, DISABLED_TruncatedZstIsAnError) {
+TEST_F(LineReaderTest, TruncatedZstIsAnError) {
   std::string content;
   for (int i = 0; i < 10000; ++i) {
     content += "{\"seq\":" + std::to_string(i) + ",\"pad\":\"" + std::string(i % 17, 'p') + "\"}\n";
@@ -366,7 +366,7 @@ TEST_F(LineReaderTest, LineOfExactlyTheLimitIsNotTooLong) {
 // the line sits near the end of the buffer the copy reads past the buffer (heap overflow). Fix:
 // copy min(kPrefixBytes, available bytes of the line). Repro: max_line_bytes = 10 and the file
 // "aaaaaaaaaaaaaaaaaaaa\nb\n": the first Line's text is 1024 bytes including "\nb\n" and zeros.
-TEST_F(LineReaderTest, DISABLED_OverlongPrefixNeverExceedsTheLine) {
+TEST_F(LineReaderTest, OverlongPrefixNeverExceedsTheLine) {
   LineReader::Options options;
   options.max_line_bytes = 10;
   const auto lines = ReadAll(Write("small.ndjson", std::string(20, 'a') + "\nb\n"), options);
@@ -379,7 +379,7 @@ TEST_F(LineReaderTest, DISABLED_OverlongPrefixNeverExceedsTheLine) {
 // The same bug, out of bounds: the buffer holds max_line_bytes + 4 MiB + 64 bytes; an overlong
 // 20-byte line starting 100 bytes before the end of the first fill makes the 1 KiB prefix copy
 // read ~900 bytes past the allocation (an ASan heap-buffer-overflow in a sanitizer build).
-TEST_F(LineReaderTest, DISABLED_OverlongPrefixNearTheBufferEndStaysInBounds) {
+TEST_F(LineReaderTest, OverlongPrefixNearTheBufferEndStaysInBounds) {
   LineReader::Options options;
   options.max_line_bytes = 10;
   const std::size_t first_fill = options.max_line_bytes + (4u << 20);  // cap - padding
