@@ -225,6 +225,13 @@ if [ -e busy/dead-letter.ndjson ] && kill -0 "$bg_pid" 2>/dev/null; then
     fail "a second replay on a busy state dir: expected a non-zero exit and a message about the directory being in use, got exit $rc: $(cat second.err second.out | head -c 400)"
   fi
   [ $still_running == yes ] || fail "the first replay finished before the second was refused (inconclusive)"
+  # Readers open the directory read-only and are not locked out (DESIGN.md §5).
+  if "$lattice" state dump --state busy >busy.dump 2>busy-dump.err && jq -e 'type == "object"' \
+      busy.dump >/dev/null; then
+    ok "state dump works while a replay holds the directory"
+  else
+    fail "state dump while a replay holds the directory: $(head -c 300 busy-dump.err)"
+  fi
   wait "$bg_pid"
   rc=$?
   bg_pid=""
