@@ -36,6 +36,13 @@ int RunReplay(const ReplayArgs& args) {
   if (!lateness.ok()) {
     return Fail("--allowed-lateness: " + lateness.status().message());
   }
+  for (const std::string& file : args.files) {
+    std::error_code ec;
+    if (file != "-" && !std::filesystem::is_regular_file(file, ec) &&
+        !std::filesystem::is_fifo(file, ec)) {
+      return Fail("cannot read '" + file + "': no such file");
+    }
+  }
   crdt::StoreOptions store_options;
   store_options.engine.allowed_lateness_ms = *lateness;
   store_options.sync = args.sync;
@@ -63,9 +70,10 @@ int RunReplay(const ReplayArgs& args) {
   if (args.json) {
     fmt::print(
         "{{\"lines\":{},\"applied\":{},\"duplicates\":{},\"conflicts\":{},\"late\":{},\"bad\":{},"
-        "\"bytes\":{},\"seconds\":{:.6f},\"shards_per_s\":{:.0f},\"interrupted\":{}}}\n",
+        "\"bytes\":{},\"seconds\":{:.6f},\"shards_per_s\":{:.0f},\"interrupted\":{},"
+        "\"held_back\":{}}}\n",
         r.lines, r.applied, r.duplicates, r.conflicts, r.late, r.bad, r.bytes, r.seconds, rate,
-        r.interrupted);
+        r.interrupted, r.held_back);
   } else {
     fmt::print("replayed {} lines from {} file(s) in {:.2f} s: {:.0f} shards/s, {:.1f} MB/s\n",
                r.lines, args.files.size(), r.seconds, rate,
@@ -76,6 +84,12 @@ int RunReplay(const ReplayArgs& args) {
     if (r.rejected() > 0) {
       fmt::print("  rejected lines are in {}\n", options.dead_letter_path);
     }
+  }
+  if (r.held_back > 0) {
+    std::fprintf(stderr,
+                 "lattice: the last line of a file has no newline and does not decode (%s); it "
+                 "is probably still being written, so it was left for the next run\n",
+                 r.held_back_reason.c_str());
   }
   if (r.interrupted) {
     std::fprintf(stderr, "lattice: interrupted; everything read so far is committed, run the "

@@ -44,10 +44,14 @@ std::string FormatDurationMs(std::int64_t ms) {
       {24 * 3600 * 1000, "d"}, {3600 * 1000, "h"}, {60 * 1000, "m"}, {1000, "s"}};
   for (const auto& [scale, name] : kUnits) {
     if (ms != 0 && ms % scale == 0) {
-      return std::to_string(ms / scale) + name;
+      std::string out = std::to_string(ms / scale);
+      out.append(name);
+      return out;
     }
   }
-  return std::to_string(ms) + "ms";
+  std::string out = std::to_string(ms);
+  out.append("ms");
+  return out;
 }
 
 }  // namespace lattice::core

@@ -239,6 +239,7 @@ Result<std::optional<Line>> LineReader::Next() {
       begin_ += consumed;
       offset_ += consumed;
       line.end_offset = offset_;
+      line.unterminated = nl == nullptr;
       std::size_t text_len = len;
       if (text_len > 0 && start[text_len - 1] == '\r') {
         --text_len;

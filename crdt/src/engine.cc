@@ -685,7 +685,7 @@ void Engine::ReindexSlots(Register& reg) {
 }
 
 void Engine::DropSlot(Node* node, Slot& slot) {
-  if (!persistent_ || !slot.persisted && slot.chunks.empty() && slot.deleted_chunks.empty()) {
+  if (!persistent_ || (!slot.persisted && slot.chunks.empty() && slot.deleted_chunks.empty())) {
     return;
   }
   DroppedSlot dropped;

@@ -91,6 +91,7 @@ void DecodeStage::Fill(DecodedBatch& batch, Source& src, std::uint32_t index, De
   out.end_offset = line.end_offset;
   out.length = line.length;
   out.source_done = false;
+  out.unterminated = line.unterminated;
   out.text = batch.arena.Copy(line.text.substr(0, std::min(line.text.size(), kDeadLetterTextBytes)));
   out.ok = src.shard.ok();
   if (!out.ok) {

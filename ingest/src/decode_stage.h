@@ -43,6 +43,7 @@ struct DecodedLine {
   std::string_view error;        // when !ok: the reason
   std::string_view text;         // the line (its first 1 KiB), for dead letters
   bool source_done = false;      // this source has no line after this one
+  bool unterminated = false;     // the source's last line, without a newline
 };
 
 /// A batch of decoded lines. Recycled: vectors keep their capacity, the arena its blocks.

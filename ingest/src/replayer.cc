@@ -195,6 +195,13 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
     for (std::size_t i = 0; i < batch->size; ++i) {
       const internal::DecodedLine& line = batch->lines[i];
       SourceState& src = sources[line.source];
+      if (!line.ok && line.unterminated) {
+        // A partly written last line: leave it (and its position) for the next run.
+        ++report.held_back;
+        report.held_back_reason = std::string(line.error);
+        src.done = true;
+        continue;
+      }
       ++report.lines;
       report.bytes += line.length + 1;
       std::string_view outcome;

@@ -20,6 +20,8 @@ struct Line {
   std::uint64_t end_offset = 0;  // offset just past the line's newline: where to resume
   std::uint64_t length = 0;      // the line's full length in bytes
   bool too_long = false;         // longer than max_line_bytes: only a prefix is in `text`
+  bool unterminated = false;     // the last line of the stream, without a newline (it may be
+                                 // still being written)
 };
 
 /// Reads lines with bounded memory. A line longer than max_line_bytes is returned once with

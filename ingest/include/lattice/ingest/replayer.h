@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string>
 #include <vector>
 
 #include "lattice/core/status.h"
@@ -37,6 +38,10 @@ struct ReplayReport {
   std::uint64_t bytes = 0;
   double seconds = 0;
   bool interrupted = false;  // stopped early by ReplayOptions::stop
+  /// The last line of a file had no newline and did not decode: it is probably still being
+  /// written, so it was neither applied nor dead-lettered, and the next run reads it again.
+  std::uint64_t held_back = 0;
+  std::string held_back_reason;
   std::uint64_t rejected() const { return conflicts + late + bad; }
 };
 
