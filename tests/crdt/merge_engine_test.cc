@@ -1,1 +1,501 @@
-// placeholder
+// Unit tests of the merge engine on concrete cases with hand-written expected dumps
+// (DESIGN.md §3). Each merge case is also checked against the independent reference
+// (reference.h), so these expectations pin the reference as well as the engine; and where the
+// order of arrival is not the point, every arrival order that keeps each blade's seq order is run.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lattice/core/path.h"
+#include "lattice/core/shard.h"
+#include "lattice/crdt/merge_engine.h"
+#include "lattice/crdt/types.h"
+#include "reference.h"
+
+namespace lattice::crdt {
+namespace {
+
+// One envelope line. `body` is JSON text, inserted as is.
+std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
+                const std::string& body) {
+  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
+         std::to_string(ts) + R"(,"shard":)" + body + "}";
+}
+
+// An engine fed with envelope lines.
+class Feeder {
+ public:
+  explicit Feeder(EngineOptions options = {}) : engine_(options) {}
+
+  ApplyResult Apply(const std::string& line) {
+    auto shard = decoder_.DecodeEnvelope(line);
+    if (!shard.ok()) {
+      ADD_FAILURE() << "decode failed: " << shard.status().ToString() << " for " << line;
+      return {Outcome::kInvalid, shard.status().ToString()};
+    }
+    return engine_.Apply(**shard);
+  }
+  crdt::Outcome Offer(const std::string& line) { return Apply(line).outcome; }
+
+  MergeEngine& engine() { return engine_; }
+  std::string Dump() const { return engine_.Dump(); }
+
+ private:
+  MergeEngine engine_;
+  core::ShardDecoder decoder_;
+};
+
+std::string EngineDump(const std::vector<std::string>& lines) {
+  Feeder f(EngineOptions{.allowed_lateness_ms = std::numeric_limits<std::int64_t>::max() / 4});
+  for (const std::string& line : lines) {
+    const Outcome o = f.Offer(line);
+    EXPECT_TRUE(o == Outcome::kApplied || o == Outcome::kDuplicate) << line;
+  }
+  return f.Dump();
+}
+
+// Checks that the engine and the reference both merge `lines` into `expected`, in the given
+// order and in every other arrival order that keeps each blade's shards in seq order.
+void ExpectMergeInAnyOrder(const std::vector<std::string>& lines, const std::string& expected) {
+  ASSERT_EQ(reference::ReferenceDump(lines), expected) << "the reference disagrees";
+  std::vector<reference::Envelope> envs;
+  for (const std::string& line : lines) {
+    envs.push_back(reference::ParseEnvelope(line));
+  }
+  std::vector<std::size_t> perm(lines.size());
+  for (std::size_t i = 0; i < perm.size(); ++i) {
+    perm[i] = i;
+  }
+  int orders = 0;
+  do {
+    std::map<std::string, std::uint64_t> last_seq;
+    bool in_seq_order = true;
+    for (std::size_t i : perm) {
+      std::uint64_t& last = last_seq[envs[i].blade];
+      in_seq_order = in_seq_order && envs[i].seq > last;
+      last = envs[i].seq;
+    }
+    if (!in_seq_order) {
+      continue;
+    }
+    std::vector<std::string> ordered;
+    std::string order_text;
+    for (std::size_t i : perm) {
+      ordered.push_back(lines[i]);
+      order_text += "\n  " + lines[i];
+    }
+    EXPECT_EQ(EngineDump(ordered), expected) << "arrival order:" << order_text;
+    ++orders;
+  } while (std::next_permutation(perm.begin(), perm.end()));
+  EXPECT_GT(orders, 0);
+}
+
+// The state after merging `lines` in the given order, checked against the reference too.
+std::string MergeInOrder(const std::vector<std::string>& lines) {
+  const std::string dump = EngineDump(lines);
+  EXPECT_EQ(dump, reference::ReferenceDump(lines)) << "engine and reference disagree";
+  return dump;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(MergeEngineTest, EmptyStateDumpsAnEmptyObject) {
+  MergeEngine engine;
+  EXPECT_EQ(engine.Dump(), "{}\n");
+  EXPECT_EQ(reference::ReferenceDump({}), "{}\n");
+  EXPECT_EQ(engine.Get(core::Path()), "{}");
+  EXPECT_EQ(engine.Get(core::Path({"a"})), std::nullopt);
+}
+
+TEST(MergeEngineTest, SeedExampleMergesTwoBladesIntoOneObject) {
+  ExpectMergeInAnyOrder(
+      {
+          Env("blade_host_A", 1, 1000, R"({"1":{"foo":"bar"}})"),
+          Env("blade_host_A", 2, 1001, R"({"1":{"n":2}})"),
+          Env("blade_host_B", 1, 1000, R"({"2":{"msg":"Hello World"}})"),
+      },
+      R"({"1":{"foo":"bar","n":2},"2":{"msg":"Hello World"}})"
+      "\n");
+}
+
+TEST(MergeEngineTest, NestedObjectsMergeKeyByKey) {
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"n":{"x":{"p":1},"y":true}})"),
+          Env("b", 1, 11, R"({"n":{"x":{"q":[1,2]},"z":"s"}})"),
+          Env("b", 2, 12, R"({"n":{"x":{}}})"),  // {} keeps the children
+      },
+      R"({"n":{"x":{"p":1,"q":[1,2]},"y":true,"z":"s"}})"
+      "\n");
+}
+
+TEST(MergeEngineTest, LateEraseKeepsNewerWritesUnderIt) {
+  // Arrival: an older write, a newer write, then the erase whose stamp lies between them.
+  const std::vector<std::string> lines = {
+      Env("a", 1, 5, R"({"p":{"old":1}})"),
+      Env("b", 1, 20, R"({"p":{"new":2}})"),
+      Env("c", 1, 10, R"({"p":null})"),
+  };
+  EXPECT_EQ(MergeInOrder(lines), R"({"p":{"new":2}})"
+                                 "\n");
+  ExpectMergeInAnyOrder(lines, R"({"p":{"new":2}})"
+                               "\n");
+}
+
+TEST(MergeEngineTest, OlderWriteUnderNewerEraseStaysErased) {
+  const std::vector<std::string> lines = {
+      Env("a", 1, 20, R"({"p":null})"),
+      Env("b", 1, 10, R"({"p":{"q":{"r":1}}})"),
+  };
+  EXPECT_EQ(MergeInOrder(lines), "{}\n");
+  ExpectMergeInAnyOrder(lines, "{}\n");
+}
+
+TEST(MergeEngineTest, LateEraseOfAnAbsentPathChangesNothing) {
+  ExpectMergeInAnyOrder({Env("a", 1, 20, R"({"x":1})"), Env("b", 1, 10, R"({"p":null})")},
+                        R"({"x":1})"
+                        "\n");
+}
+
+TEST(MergeEngineTest, ScalarThenObjectAtOnePath) {
+  ExpectMergeInAnyOrder({Env("a", 1, 10, R"({"x":"s"})"), Env("b", 1, 20, R"({"x":{"y":1}})")},
+                        R"({"x":{"y":1}})"
+                        "\n");
+}
+
+TEST(MergeEngineTest, ObjectThenScalarAtOnePath) {
+  ExpectMergeInAnyOrder({Env("a", 1, 10, R"({"x":{"y":1}})"), Env("b", 1, 20, R"({"x":"s"})")},
+                        R"({"x":"s"})"
+                        "\n");
+}
+
+TEST(MergeEngineTest, EmptyObjectReplacesAScalarAndKeepsAnObject) {
+  ExpectMergeInAnyOrder({Env("a", 1, 10, R"({"x":"s","y":{"k":1}})"),
+                         Env("b", 1, 20, R"({"x":{},"y":{}})")},
+                        R"({"x":{},"y":{"k":1}})"
+                        "\n");
+}
+
+TEST(MergeEngineTest, CounterThenScalarThenCounterStartsAFreshCounter) {
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"x":{"$inc":5}})"),
+          Env("b", 1, 20, R"({"x":"s"})"),
+          Env("a", 2, 30, R"({"x":{"$inc":1}})"),
+      },
+      R"({"x":1})"
+      "\n");
+}
+
+TEST(MergeEngineTest, ScalarThenCounterAtOnePath) {
+  ExpectMergeInAnyOrder({Env("a", 1, 10, R"({"x":"s"})"), Env("b", 1, 20, R"({"x":{"$inc":2}})")},
+                        R"({"x":2})"
+                        "\n");
+}
+
+TEST(MergeEngineTest, CounterThenObjectThenCounterAtOnePath) {
+  const std::vector<std::string> lines = {
+      Env("a", 1, 10, R"({"x":{"$inc":2}})"),
+      Env("b", 1, 20, R"({"x":{"y":1}})"),
+  };
+  ExpectMergeInAnyOrder(lines, R"({"x":{"y":1}})"
+                               "\n");
+  std::vector<std::string> more = lines;
+  more.push_back(Env("c", 1, 30, R"({"x":{"$inc":7}})"));
+  more.push_back(Env("c", 2, 40, R"({"x":{"z":true}})"));
+  ExpectMergeInAnyOrder(more, R"({"x":{"z":true}})"
+                              "\n");
+}
+
+TEST(MergeEngineTest, MaxRegisterThenCounterThenMinRegister) {
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"x":{"$max":9}})"),
+          Env("b", 1, 20, R"({"x":{"$inc":1}})"),
+          Env("a", 2, 30, R"({"x":{"$min":4}})"),
+          Env("b", 2, 40, R"({"x":{"$min":6}})"),
+      },
+      R"({"x":4})"
+      "\n");
+}
+
+TEST(MergeEngineTest, CounterSlotsArePerBlade) {
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"n":{"$inc":1}})"),
+          Env("b", 1, 11, R"({"n":{"$inc":2}})"),
+          Env("a", 2, 12, R"({"n":{"$inc":3}})"),
+          Env("c", 1, 13, R"({"n":{"$inc":-10}})"),
+      },
+      R"({"n":-4})"
+      "\n");
+}
+
+TEST(MergeEngineTest, LateResetOfACounterKeepsOnlyNewerIncrements) {
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"n":{"$inc":1}})"),
+          Env("b", 1, 20, R"({"n":{"$inc":2}})"),
+          Env("c", 1, 15, R"({"n":null})"),
+          Env("a", 2, 30, R"({"n":{"$inc":3}})"),
+      },
+      R"({"n":5})"
+      "\n");
+}
+
+TEST(MergeEngineTest, FloatIncrementsSumSlotsInBladeOrder) {
+  // ((0 + 0.1) + 0.2) + 0.3 = 0.6000000000000001, whereas 0.3 + 0.2 + 0.1 = 0.6.
+  ExpectMergeInAnyOrder(
+      {
+          Env("c", 1, 10, R"({"f":{"$inc":0.3}})"),
+          Env("b", 1, 10, R"({"f":{"$inc":0.2}})"),
+          Env("a", 1, 10, R"({"f":{"$inc":0.1}})"),
+      },
+      R"({"f":0.6000000000000001})"
+      "\n");
+}
+
+TEST(MergeEngineTest, FloatIncrementsSumInSeqOrderEvenWhenTsIsNot) {
+  // Seq order: 1e16 + 1 rounds to 1e16, then - 1e16 = 0. Stamp order would give 1.
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"f":{"$inc":1e16}})"),
+          Env("a", 2, 30, R"({"f":{"$inc":1.0}})"),
+          Env("a", 3, 20, R"({"f":{"$inc":-1e16}})"),
+      },
+      R"({"f":0})"
+      "\n");
+}
+
+TEST(MergeEngineTest, IntegerIncrementsStayExactAndMixWithDoubles) {
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"i":{"$inc":9007199254740992},"m":{"$inc":1}})"),
+          Env("a", 2, 11, R"({"i":{"$inc":1},"m":{"$inc":0.5}})"),
+          Env("b", 1, 12, R"({"h":{"$inc":0.5}})"),
+          Env("b", 2, 13, R"({"h":{"$inc":-0.5}})"),
+      },
+      R"({"h":0,"i":9007199254740993,"m":1.5})"
+      "\n");
+}
+
+TEST(MergeEngineTest, IntegerOverflowIsRejectedAndChangesNothing) {
+  Feeder f;
+  EXPECT_EQ(f.Offer(Env("a", 1, 10, R"({"c":{"$inc":9223372036854775807}})")), Outcome::kApplied);
+  const ApplyResult r = f.Apply(Env("b", 1, 11, R"({"c":{"$inc":1},"d":1})"));
+  EXPECT_EQ(r.outcome, Outcome::kInvalid);
+  EXPECT_FALSE(r.reason.empty());
+  EXPECT_EQ(f.Dump(), R"({"c":9223372036854775807})"
+                      "\n");
+  EXPECT_EQ(f.engine().counts().invalid, 1u);
+}
+
+TEST(MergeEngineTest, MaxAndMinKeepTheLargestAndSmallest) {
+  const std::vector<std::string> lines = {
+      Env("a", 1, 10, R"({"hi":{"$max":3},"lo":{"$min":3}})"),
+      Env("b", 1, 20, R"({"hi":{"$max":1},"lo":{"$min":1}})"),
+      Env("c", 1, 30, R"({"hi":{"$max":7},"lo":{"$min":7}})"),
+      Env("c", 2, 40, R"({"hi":{"$max":2.5},"lo":{"$min":-0.5}})"),
+  };
+  ExpectMergeInAnyOrder(lines, R"({"hi":7,"lo":-0.5})"
+                               "\n");
+}
+
+TEST(MergeEngineTest, MaxComparesIntegersAndDoublesExactly) {
+  // 2^53 + 1 is larger than the double 2^53, though converting it to a double would tie.
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"m":{"$max":9007199254740992.0},"n":{"$min":9007199254740993}})"),
+          Env("b", 1, 20, R"({"m":{"$max":9007199254740993},"n":{"$min":9007199254740992.0}})"),
+      },
+      R"({"m":9007199254740993,"n":9007199254740992})"
+      "\n");
+}
+
+TEST(MergeEngineTest, MaxAndMinKeepTheOlderValueOnATie) {
+  // The integer 10^18 and the double 1e18 are equal numbers that print differently: the one
+  // applied first (smaller stamp) stays.
+  ExpectMergeInAnyOrder(
+      {Env("a", 1, 10, R"({"m":{"$min":1000000000000000000},"x":{"$max":1e18}})"),
+       Env("b", 1, 20, R"({"m":{"$min":1e18},"x":{"$max":1000000000000000000}})")},
+      R"({"m":1000000000000000000,"x":1e+18})"
+      "\n");
+}
+
+// Integers against doubles just above INT64_MAX (a double-to-int64 cast there is undefined).
+TEST(MergeEngineTest, MaxComparesNumbersNear2To63Exactly) {
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"m":{"$max":9223372036854775807},"n":{"$min":9.25e18}})"),
+          Env("b", 1, 20, R"({"m":{"$max":9.25e18},"n":{"$min":9223372036854775807}})"),
+      },
+      R"({"m":9.25e+18,"n":9223372036854775807})"
+      "\n");
+}
+
+TEST(MergeEngineTest, DollarKeysAndOddKeysAreOrderedByBytes) {
+  ExpectMergeInAnyOrder({Env("a", 1, 10, R"({"b":1,"a":2,"é":3,"Z":4,"":5,"$$x":6,"k.d":7})")},
+                        R"({"":5,"$x":6,"Z":4,"a":2,"b":1,"k.d":7,"é":3})"
+                        "\n");
+}
+
+TEST(MergeEngineTest, StringsAreEscapedCanonically) {
+  ExpectMergeInAnyOrder(
+      {Env("a", 1, 10, R"({"s":"q\"b\\s\/\u0001\u001f\n\t\b\f\r\u00e9\ud83d\ude00\u007f"})")},
+      "{\"s\":\"q\\\"b\\\\s/\\u0001\\u001f\\n\\t\\b\\f\\r\xC3\xA9\xF0\x9F\x98\x80\x7F\"}\n");
+}
+
+TEST(MergeEngineTest, NumbersArePrintedCanonically) {
+  ExpectMergeInAnyOrder(
+      {Env("a", 1, 10,
+           R"({"a":1.0,"b":0.5,"c":1e21,"d":1e-7,"e":-12,"f":1E2,"g":123456.789,"h":-0.0,"i":0,"j":-0,)"
+           R"("k":1.2345678901234567e19,"l":-1e19,"m":9007199254740992.0})")},
+      R"({"a":1,"b":0.5,"c":1e+21,"d":1e-07,"e":-12,"f":100,"g":123456.789,"h":0,"i":0,"j":0,)"
+      R"("k":1.2345678901234567e+19,"l":-1e+19,"m":9007199254740992})"
+      "\n");
+}
+
+TEST(MergeEngineTest, ArraysAreAtomicValuesPrintedCanonically) {
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"l":[1,2,3],"m":[{"b":1,"a":{"d":null,"c":2.0}}, [], "x"]})"),
+          Env("b", 1, 20, R"({"l":[4]})"),
+      },
+      R"({"l":[4],"m":[{"a":{"c":2,"d":null},"b":1},[],"x"]})"
+      "\n");
+}
+
+TEST(MergeEngineTest, GetReturnsTheCanonicalValueAtAPath) {
+  Feeder f;
+  ASSERT_EQ(f.Offer(Env("a", 1, 10, R"({"x":{"y":{"$inc":2},"z":"s","k.d":{}}})")),
+            Outcome::kApplied);
+  EXPECT_EQ(f.engine().Get(core::Path({"x"})), R"({"k.d":{},"y":2,"z":"s"})");
+  EXPECT_EQ(f.engine().Get(core::Path({"x", "y"})), "2");
+  EXPECT_EQ(f.engine().Get(core::Path({"x", "k.d"})), "{}");
+  EXPECT_EQ(f.engine().Get(core::Path({"x", "z", "w"})), std::nullopt);
+  EXPECT_EQ(f.engine().Get(core::Path({"nope"})), std::nullopt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redelivery and conflicts
+
+TEST(MergeEngineTest, RedeliveryIsADuplicateAndChangesNothing) {
+  Feeder f;
+  const std::string line = Env("a", 1, 10, R"({"n":{"$inc":1},"s":"x"})");
+  EXPECT_EQ(f.Offer(line), Outcome::kApplied);
+  EXPECT_EQ(f.Offer(Env("a", 2, 11, R"({"n":{"$inc":1}})")), Outcome::kApplied);
+  EXPECT_EQ(f.Offer(line), Outcome::kDuplicate);
+  EXPECT_EQ(f.Dump(), R"({"n":2,"s":"x"})"
+                      "\n");
+  EXPECT_EQ(f.engine().counts().applied, 2u);
+  EXPECT_EQ(f.engine().counts().duplicates, 1u);
+}
+
+TEST(MergeEngineTest, RedeliverySpelledDifferentlyIsStillADuplicate) {
+  Feeder f;
+  EXPECT_EQ(f.Offer(Env("a", 1, 10, R"({"n":{"$inc":1},"s":"é","t":[1.0]})")), Outcome::kApplied);
+  // Other envelope field order, whitespace, escapes and number spelling: the same body.
+  EXPECT_EQ(f.Offer(R"({ "ts": 10, "shard": { "n": {"$inc": 1}, "s": "\u00e9", "t": [1.00] }, "seq": 1, "blade": "a" })"),
+            Outcome::kDuplicate);
+  EXPECT_EQ(f.Dump(), R"({"n":1,"s":"é","t":[1]})"
+                      "\n");
+}
+
+// JSON objects are unordered: the same keys in another order are the same body.
+TEST(MergeEngineTest, RedeliveryWithKeysInAnotherOrderIsADuplicate) {
+  Feeder f;
+  EXPECT_EQ(f.Offer(Env("a", 1, 10, R"({"n":{"$inc":1},"o":{"x":1,"y":2}})")), Outcome::kApplied);
+  EXPECT_EQ(f.Offer(Env("a", 1, 10, R"({"o":{"y":2,"x":1},"n":{"$inc":1}})")),
+            Outcome::kDuplicate);
+  EXPECT_EQ(f.Dump(), R"({"n":1,"o":{"x":1,"y":2}})"
+                      "\n");
+}
+
+TEST(MergeEngineTest, SameSeqWithAnotherBodyIsAConflictAndChangesNothing) {
+  Feeder f;
+  EXPECT_EQ(f.Offer(Env("a", 1, 10, R"({"n":{"$inc":1}})")), Outcome::kApplied);
+  const ApplyResult other_body = f.Apply(Env("a", 1, 10, R"({"n":{"$inc":2}})"));
+  EXPECT_EQ(other_body.outcome, Outcome::kConflict);
+  EXPECT_FALSE(other_body.reason.empty());
+  EXPECT_EQ(f.Offer(Env("a", 1, 11, R"({"n":{"$inc":1}})")), Outcome::kConflict)
+      << "same body, other ts";
+  EXPECT_EQ(f.Dump(), R"({"n":1})"
+                      "\n");
+  EXPECT_EQ(f.engine().counts().conflicts, 2u);
+}
+
+TEST(MergeEngineTest, SameSeqFromAnotherBladeIsNoConflict) {
+  Feeder f;
+  EXPECT_EQ(f.Offer(Env("a", 1, 10, R"({"n":{"$inc":1}})")), Outcome::kApplied);
+  EXPECT_EQ(f.Offer(Env("b", 1, 10, R"({"n":{"$inc":2}})")), Outcome::kApplied);
+  EXPECT_EQ(f.Dump(), R"({"n":3})"
+                      "\n");
+}
+
+// A shard applied out of seq order (here a late shard, dead-lettered, that is redelivered once it
+// is dominated) breaks the engine's window of recent seqs: an older, already applied seq that left
+// the window is then taken for a new one and applied a second time, counting its $inc twice.
+// Reported; enable when fixed.
+TEST(MergeEngineTest, DISABLED_RedeliveryAfterAnOutOfOrderSeqIsStillADuplicate) {
+  Feeder f(EngineOptions{.allowed_lateness_ms = 10});
+  f.engine().AdvanceWatermark(200);  // horizon 190
+  const std::string late = Env("a", 1, 150, R"({"k":"v"})");
+  EXPECT_EQ(f.Offer(late), Outcome::kLate);  // nothing decides "k" yet
+  const std::string inc = Env("a", 2, 195, R"({"c":{"$inc":1}})");
+  EXPECT_EQ(f.Offer(inc), Outcome::kApplied);
+  EXPECT_EQ(f.Offer(Env("b", 1, 200, R"({"k":"w"})")), Outcome::kApplied);
+  EXPECT_EQ(f.Offer(late), Outcome::kApplied);  // now dominated by b's newer "k": seq 1 after 2
+  for (std::uint64_t seq = 3; seq <= 65; ++seq) {  // 63 more: seq 2 leaves the window of 64
+    EXPECT_EQ(f.Offer(Env("a", seq, 195, "{}")), Outcome::kApplied);
+  }
+  EXPECT_EQ(f.Offer(inc), Outcome::kDuplicate);
+  EXPECT_EQ(f.Dump(), R"({"c":1,"k":"w"})"
+                      "\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shards behind the GC horizon (watermark - allowed lateness)
+
+class LateShardTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(f_.Offer(Env("a", 1, 100, R"({"a":"new","c":{"$inc":1},"o":{"p":1}})")),
+              Outcome::kApplied);
+    f_.engine().AdvanceWatermark(200);  // horizon 190
+    before_ = f_.Dump();
+  }
+  Feeder f_{EngineOptions{.allowed_lateness_ms = 10}};
+  std::string before_;
+};
+
+TEST_F(LateShardTest, DominatedLateShardIsAppliedWithoutChange) {
+  EXPECT_EQ(f_.Offer(Env("b", 1, 50, R"({"a":"old"})")), Outcome::kApplied);
+  EXPECT_EQ(f_.Offer(Env("b", 2, 60, R"({"a":null,"o":{"p":null}})")), Outcome::kApplied);
+  EXPECT_EQ(f_.Dump(), before_);
+  EXPECT_EQ(f_.engine().counts().late, 0u);
+}
+
+TEST_F(LateShardTest, UndecidableLateShardIsReportedLate) {
+  const ApplyResult r = f_.Apply(Env("b", 1, 50, R"({"new_path":"x"})"));
+  EXPECT_EQ(r.outcome, Outcome::kLate);
+  EXPECT_FALSE(r.reason.empty());
+  EXPECT_EQ(f_.Offer(Env("b", 2, 60, R"({"c":{"$inc":5}})")), Outcome::kLate);
+  EXPECT_EQ(f_.Offer(Env("b", 3, 70, R"({"a":"older","zz":1})")), Outcome::kLate)
+      << "one undecidable entry makes the whole shard late";
+  EXPECT_EQ(f_.Dump(), before_);
+  EXPECT_EQ(f_.engine().counts().late, 3u);
+}
+
+TEST_F(LateShardTest, ShardAtTheHorizonIsNotLate) {
+  EXPECT_EQ(f_.Offer(Env("b", 1, 190, R"({"x":1,"c":{"$inc":2}})")), Outcome::kApplied);
+  EXPECT_EQ(f_.Dump(), R"({"a":"new","c":3,"o":{"p":1},"x":1})"
+                       "\n");
+}
+
+}  // namespace
+}  // namespace lattice::crdt

@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <limits>
 #include <set>
 #include <stdexcept>
-#include <tuple>
 #include <utility>
 
 namespace lattice::reference {
@@ -92,6 +92,29 @@ void AppendToChars(std::string& out, T v) {
   out.append(buf, r.ptr);
 }
 
+// A double: the shortest std::to_chars form, with two rules that keep the dump a fixpoint (a dump
+// read back and dumped again is the same text), decided in core (commit 66902af):
+//  - zero of either sign is written 0 (numerically equal values print the same);
+//  - a magnitude of 2^63 or more whose shortest form has no '.' and no exponent (it would read
+//    back as an integer out of the int64 range) is written in shortest scientific form.
+void AppendDouble(std::string& out, double v) {
+  if (v == 0.0) {
+    out.push_back('0');
+    return;
+  }
+  std::string text;
+  AppendToChars(text, v);
+  if (std::abs(v) >= 9223372036854775808.0 && text.find_first_of(".eE") == std::string::npos) {
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::scientific);
+    if (r.ec != std::errc()) {
+      throw std::runtime_error("to_chars failed");
+    }
+    text.assign(buf, r.ptr);
+  }
+  out += text;
+}
+
 void AppendJson(std::string& out, const json& v) {
   switch (v.type()) {
     case json::value_t::null:
@@ -107,7 +130,7 @@ void AppendJson(std::string& out, const json& v) {
       AppendToChars(out, v.get<std::uint64_t>());
       return;
     case json::value_t::number_float:
-      AppendToChars(out, v.get<double>());
+      AppendDouble(out, v.get<double>());
       return;
     case json::value_t::string:
       AppendString(out, v.get_ref<const std::string&>());
@@ -193,7 +216,7 @@ std::string CanonicalNumber(const RefNumber& n) {
   if (n.is_int) {
     AppendToChars(out, n.i);
   } else {
-    AppendToChars(out, n.d);
+    AppendDouble(out, n.d);
   }
   return out;
 }

@@ -36,7 +36,9 @@ RefNumber AddNumbers(const RefNumber& a, const RefNumber& b);
 /// Compares mathematically (an int and a double without rounding the int). Returns <0, 0, >0.
 int CompareNumbers(const RefNumber& a, const RefNumber& b);
 
-/// Canonical JSON text of a number: integers in decimal, doubles in std::to_chars shortest form.
+/// Canonical JSON text of a number: integers in decimal, doubles in std::to_chars shortest form
+/// (zero of either sign as 0, and doubles of 2^63 or more that would print like an integer in
+/// scientific form).
 std::string CanonicalNumber(const RefNumber& n);
 
 /// Canonical JSON text of any JSON value: keys sorted by bytes, no whitespace, strings escaped

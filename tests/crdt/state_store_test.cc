@@ -1,1 +1,280 @@
-// placeholder
+// Tests of the durable state: StateStore (merge + RocksDB commit with source positions) and
+// StateReader (read-only view of a state directory), through their public API only.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lattice/core/path.h"
+#include "lattice/core/shard.h"
+#include "lattice/crdt/merge_engine.h"
+#include "lattice/crdt/state_reader.h"
+#include "lattice/crdt/state_store.h"
+#include "lattice/crdt/types.h"
+#include "reference.h"
+
+namespace lattice::crdt {
+namespace {
+
+std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
+                const std::string& body) {
+  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
+         std::to_string(ts) + R"(,"shard":)" + body + "}";
+}
+
+// A mix of everything a state holds: nested objects, scalars of every type, arrays, counters
+// with several slots, max/min registers, erased paths and odd keys.
+const std::vector<std::string> kShards = {
+    Env("a", 1, 10, R"({"nodes":{"n1":{"status":"working","heartbeat":{"$max":10}}},"x":1})"),
+    Env("b", 1, 11, R"({"nodes":{"n2":{"status":"waiting","heartbeat":{"$max":11}}}})"),
+    Env("a", 2, 12, R"({"scrape":{"example.com":{"items":{"$inc":3}}},"x":null})"),
+    Env("b", 2, 13, R"({"scrape":{"example.com":{"items":{"$inc":4},"rate":{"$inc":0.5}}}})"),
+    Env("c", 1, 14, R"({"":{"$$lit":true,"k.d":[1,{"b":2,"a":null}],"e":{}},"lo":{"$min":-2}})"),
+    Env("c", 2, 15, R"({"é":"ü\n\"q\"","f":1.5,"g":-0.0,"h":false})"),
+    Env("a", 3, 16, R"({"nodes":{"n1":{"status":"paused"}},"lo":{"$min":1}})"),
+};
+
+class StateStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = "/tmp/lattice_state_store_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  std::unique_ptr<StateStore> Open() {
+    auto store = StateStore::Open(dir_, StoreOptions{});
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+
+  Outcome Apply(StateStore& store, const std::string& line) {
+    auto shard = decoder_.DecodeEnvelope(line);
+    EXPECT_TRUE(shard.ok()) << shard.status().ToString();
+    return shard.ok() ? store.Apply(**shard).outcome : Outcome::kInvalid;
+  }
+
+  // Applies all of kShards and commits them with two positions.
+  void Fill(StateStore& store) {
+    for (const std::string& line : kShards) {
+      ASSERT_EQ(Apply(store, line), Outcome::kApplied) << line;
+    }
+    store.StagePosition(SourcePosition{"/data/rec.ndjson", 1234, 7});
+    store.StagePosition(SourcePosition{"lattice.shards/3", 99, 0});
+    ASSERT_TRUE(store.Commit().ok());
+    ASSERT_TRUE(store.Flush().ok());
+  }
+
+  std::string dir_;
+  core::ShardDecoder decoder_;
+};
+
+TEST_F(StateStoreTest, EmptyStoreDumpsAnEmptyObject) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->Dump(), "{}\n");
+  EXPECT_EQ(store->Position("anything"), std::nullopt);
+}
+
+TEST_F(StateStoreTest, MatchesTheReference) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  Fill(*store);
+  EXPECT_EQ(store->Dump(), reference::ReferenceDump(kShards));
+}
+
+TEST_F(StateStoreTest, ReopenKeepsStateAndPositions) {
+  std::string dump;
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    Fill(*store);
+    dump = store->Dump();
+  }
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->Dump(), dump);
+  const auto file = store->Position("/data/rec.ndjson");
+  ASSERT_TRUE(file.has_value());
+  EXPECT_EQ(file->source, "/data/rec.ndjson");
+  EXPECT_EQ(file->offset, 1234u);
+  EXPECT_EQ(file->line, 7u);
+  const auto topic = store->Position("lattice.shards/3");
+  ASSERT_TRUE(topic.has_value());
+  EXPECT_EQ(topic->offset, 99u);
+  EXPECT_EQ(store->Position("lattice.shards/4"), std::nullopt);
+
+  // What was applied before is still known: redeliveries are duplicates, counters go on from
+  // their restored slots.
+  EXPECT_EQ(Apply(*store, kShards[2]), Outcome::kDuplicate);
+  EXPECT_EQ(Apply(*store, Env("a", 4, 20, R"({"scrape":{"example.com":{"items":{"$inc":1}}}})")),
+            Outcome::kApplied);
+  EXPECT_EQ(store->Get(core::Path({"scrape", "example.com", "items"})), "8");
+  std::vector<std::string> all = kShards;
+  all.push_back(Env("a", 4, 20, R"({"scrape":{"example.com":{"items":{"$inc":1}}}})"));
+  EXPECT_EQ(store->Dump(), reference::ReferenceDump(all));
+}
+
+TEST_F(StateStoreTest, WhatWasNotCommittedIsGoneAfterReopen) {
+  std::string committed;
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    Fill(*store);
+    committed = store->Dump();
+    ASSERT_EQ(Apply(*store, Env("d", 1, 30, R"({"x":"uncommitted","lo":null})")),
+              Outcome::kApplied);
+    store->StagePosition(SourcePosition{"/data/rec.ndjson", 5000, 9});  // staged, not committed
+    EXPECT_NE(store->Dump(), committed);
+  }  // a crash: no Commit()
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->Dump(), committed);
+  ASSERT_TRUE(store->Position("/data/rec.ndjson").has_value());
+  EXPECT_EQ(store->Position("/data/rec.ndjson")->offset, 1234u);
+  // The lost shard is new again.
+  EXPECT_EQ(Apply(*store, Env("d", 1, 30, R"({"x":"uncommitted","lo":null})")), Outcome::kApplied);
+}
+
+TEST_F(StateStoreTest, SecondOpenOfAnOpenDirectoryIsUnavailable) {
+  auto first = Open();
+  ASSERT_NE(first, nullptr);
+  auto second = StateStore::Open(dir_, StoreOptions{});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable) << second.status().ToString();
+  first.reset();
+  auto third = StateStore::Open(dir_, StoreOptions{});
+  EXPECT_TRUE(third.ok()) << third.status().ToString();
+}
+
+TEST_F(StateStoreTest, ReaderOfAMissingDirectoryIsNotFound) {
+  auto reader = StateReader::Open(dir_ + "/does-not-exist");
+  ASSERT_FALSE(reader.ok());
+  EXPECT_EQ(reader.status().code(), StatusCode::kNotFound) << reader.status().ToString();
+}
+
+// Everything a reader can say about `dir`, checked against an in-memory state (`dump` and `get`).
+void ExpectReaderAgrees(const std::string& dir, const std::string& expected_dump,
+                        const std::function<std::optional<std::string>(const core::Path&)>& get) {
+  auto opened = StateReader::Open(dir);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  const StateReader& reader = **opened;
+
+  std::string dump;
+  ASSERT_TRUE(reader.Dump([&](std::string_view chunk) { dump.append(chunk); }).ok());
+  EXPECT_EQ(dump, expected_dump);
+
+  const std::vector<std::vector<std::string>> paths = {
+      {},
+      {"nodes"},
+      {"nodes", "n1"},
+      {"nodes", "n1", "status"},
+      {"nodes", "n2", "heartbeat"},
+      {"scrape", "example.com", "items"},
+      {"scrape", "example.com", "rate"},
+      {""},
+      {"", "$lit"},
+      {"", "k.d"},
+      {"", "e"},
+      {"é"},
+      {"f"},
+      {"g"},
+      {"h"},
+      {"lo"},
+      // Missing: never written, erased, below a scalar, below a counter, a near miss.
+      {"missing"},
+      {"x"},
+      {"f", "below"},
+      {"scrape", "example.com", "items", "below"},
+      {"nodes", "n"},
+      {"", "$$lit"},
+  };
+  for (const auto& segments : paths) {
+    const core::Path path(segments);
+    auto got = reader.Get(path);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(*got, get(path)) << "Get(" << path.ToString() << ")";
+  }
+  EXPECT_EQ(get(core::Path()).value_or("") + "\n", expected_dump);
+  EXPECT_EQ(get(core::Path({"missing"})), std::nullopt);
+  auto missing = reader.Get(core::Path({"x"}));
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(*missing, std::nullopt);
+
+  std::string scanned;
+  ASSERT_TRUE(reader
+                  .Scan(core::Path(),
+                        [&](const core::Path& path, std::string_view json) {
+                          scanned += path.ToString() + "=" + std::string(json) + "\n";
+                        })
+                  .ok());
+  EXPECT_EQ(scanned,
+            ".$lit=true\n"  // the key "" and below it "$lit"
+            ".k\\.d=[1,{\"a\":null,\"b\":2}]\n"
+            "f=1.5\n"
+            "g=0\n"  // -0.0 dumps as 0
+            "h=false\n"
+            "lo=-2\n"
+            "nodes.n1.heartbeat=10\n"
+            "nodes.n1.status=\"paused\"\n"
+            "nodes.n2.heartbeat=11\n"
+            "nodes.n2.status=\"waiting\"\n"
+            "scrape.example\\.com.items=7\n"
+            "scrape.example\\.com.rate=0.5\n"
+            "é=\"ü\\n\\\"q\\\"\"\n");
+
+  std::string nodes;
+  ASSERT_TRUE(reader
+                  .Scan(core::Path({"nodes", "n2"}),
+                        [&](const core::Path& path, std::string_view json) {
+                          nodes += path.ToString() + "=" + std::string(json) + "\n";
+                        })
+                  .ok());
+  EXPECT_EQ(nodes, "nodes.n2.heartbeat=11\nnodes.n2.status=\"waiting\"\n");
+
+  bool positions_found = false;
+  for (const SourcePosition& p : reader.Positions()) {
+    if (p.source == "/data/rec.ndjson") {
+      positions_found = true;
+      EXPECT_EQ(p.offset, 1234u);
+      EXPECT_EQ(p.line, 7u);
+    }
+  }
+  EXPECT_TRUE(positions_found);
+}
+
+TEST_F(StateStoreTest, ReaderAgreesWithTheStoreWhileItIsOpen) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  Fill(*store);
+  ExpectReaderAgrees(dir_, store->Dump(),
+                     [&](const core::Path& path) { return store->Get(path); });
+}
+
+TEST_F(StateStoreTest, ReaderAgreesWithAnEngineAfterTheStoreIsClosed) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  Fill(*store);
+  store.reset();
+  MergeEngine engine;
+  for (const std::string& line : kShards) {
+    auto shard = decoder_.DecodeEnvelope(line);
+    ASSERT_TRUE(shard.ok());
+    ASSERT_EQ(engine.Apply(**shard).outcome, Outcome::kApplied);
+  }
+  EXPECT_EQ(engine.Dump(), reference::ReferenceDump(kShards));
+  ExpectReaderAgrees(dir_, engine.Dump(),
+                     [&](const core::Path& path) { return engine.Get(path); });
+}
+
+}  // namespace
+}  // namespace lattice::crdt
