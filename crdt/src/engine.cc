@@ -93,23 +93,28 @@ Engine::SeqCheck Engine::CheckSeq(const Blade& blade, std::uint64_t seq, std::ui
   if (!blade.has_seq || seq > blade.last_seq) {
     return SeqCheck::kNew;
   }
-  std::uint64_t min_seq = std::numeric_limits<std::uint64_t>::max();
   for (int i = 0; i < blade.ring_count; ++i) {
     const auto& [rs, rh] = blade.ring[static_cast<std::size_t>(i)];
     if (rs == seq) {
       return rh == hash ? SeqCheck::kDuplicate : SeqCheck::kConflict;
     }
-    min_seq = std::min(min_seq, rs);
   }
   // Not among the recent ones: a gap being filled if the ring still covers it (every applied seq
-  // above the ring's oldest is in the ring), else an old redelivery we can no longer verify.
-  if (blade.ring_count < Blade::kRing || seq > min_seq) {
+  // above the largest evicted one is in the ring), else an old redelivery we cannot verify.
+  if (!blade.has_evicted || seq > blade.evicted_max) {
     return SeqCheck::kNew;
   }
   return SeqCheck::kDuplicate;
 }
 
 void Engine::RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash) {
+  if (blade.ring_count == Blade::kRing) {
+    const std::uint64_t evicted = blade.ring[static_cast<std::size_t>(blade.ring_next)].first;
+    if (!blade.has_evicted || evicted > blade.evicted_max) {
+      blade.evicted_max = evicted;
+      blade.has_evicted = true;
+    }
+  }
   blade.ring[static_cast<std::size_t>(blade.ring_next)] = {seq, hash};
   blade.ring_next = (blade.ring_next + 1) % Blade::kRing;
   blade.ring_count = std::min(blade.ring_count + 1, Blade::kRing);

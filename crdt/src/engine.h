@@ -47,6 +47,9 @@ struct Blade {
   std::array<std::pair<std::uint64_t, std::uint64_t>, kRing> ring{};
   int ring_count = 0;  // entries used (<= kRing)
   int ring_next = 0;   // where the next entry goes
+  /// The largest seq that left the ring: every applied seq above it is in the ring.
+  bool has_evicted = false;
+  std::uint64_t evicted_max = 0;
   bool dirty = false;
 };
 

@@ -117,8 +117,9 @@ void Engine::WriteSlot(ChangeSink& sink, Slot& slot, std::string& key, std::size
 void Engine::EncodeBlade(const Blade& blade, std::string& out) const {
   PutVarint(out, blade.name.size());
   out.append(blade.name);
-  out.push_back(static_cast<char>(blade.has_seq ? 1 : 0));
+  out.push_back(static_cast<char>((blade.has_seq ? 1 : 0) | (blade.has_evicted ? 2 : 0)));
   PutVarint(out, blade.last_seq);
+  PutVarint(out, blade.evicted_max);
   PutVarint(out, static_cast<std::uint64_t>(blade.ring_count));
   PutVarint(out, static_cast<std::uint64_t>(blade.ring_next));
   for (int i = 0; i < blade.ring_count; ++i) {
@@ -246,17 +247,20 @@ bool ReadStamp(RecordReader& r, const std::vector<Blade*>& blades, Stamp& s) {
 
 Status Engine::LoadBlade(std::uint32_t id, std::string_view value) {
   RecordReader r(value);
-  std::uint64_t len, last_seq, count, next;
+  std::uint64_t len, last_seq, evicted_max, count, next;
   std::string_view name;
-  std::uint8_t has_seq;
-  if (!r.Varint(len) || !r.Bytes(len, name) || !r.Byte(has_seq) || !r.Varint(last_seq) ||
-      !r.Varint(count) || !r.Varint(next) || count > Blade::kRing || next >= Blade::kRing) {
+  std::uint8_t flags;
+  if (!r.Varint(len) || !r.Bytes(len, name) || !r.Byte(flags) || !r.Varint(last_seq) ||
+      !r.Varint(evicted_max) || !r.Varint(count) || !r.Varint(next) || count > Blade::kRing ||
+      next >= Blade::kRing) {
     return Status::Corruption("malformed blade record " + std::to_string(id));
   }
   auto blade = std::make_unique<Blade>();
   blade->name = std::string(name);
   blade->id = id;
-  blade->has_seq = has_seq != 0;
+  blade->has_seq = (flags & 1) != 0;
+  blade->has_evicted = (flags & 2) != 0;
+  blade->evicted_max = evicted_max;
   blade->last_seq = last_seq;
   blade->ring_count = static_cast<int>(count);
   blade->ring_next = static_cast<int>(next);
