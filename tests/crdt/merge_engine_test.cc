@@ -438,10 +438,9 @@ TEST(MergeEngineTest, SameSeqFromAnotherBladeIsNoConflict) {
 }
 
 // A shard applied out of seq order (here a late shard, dead-lettered, that is redelivered once it
-// is dominated) breaks the engine's window of recent seqs: an older, already applied seq that left
-// the window is then taken for a new one and applied a second time, counting its $inc twice.
-// Reported; enable when fixed.
-TEST(MergeEngineTest, DISABLED_RedeliveryAfterAnOutOfOrderSeqIsStillADuplicate) {
+// is dominated) must not make an older, already applied seq that left the engine's window of
+// recent seqs look new: it would be applied a second time, counting its $inc twice.
+TEST(MergeEngineTest, RedeliveryAfterAnOutOfOrderSeqIsStillADuplicate) {
   Feeder f(EngineOptions{.allowed_lateness_ms = 10});
   f.engine().AdvanceWatermark(200);  // horizon 190
   const std::string late = Env("a", 1, 150, R"({"k":"v"})");

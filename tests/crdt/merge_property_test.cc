@@ -1015,10 +1015,9 @@ void CheckLateShards(LongBlades long_blades) {
     SCOPED_TRACE(ReproHint(seed - 5'000'000) + " [late]");
     Rng rng(seed);
     Case c;
-    // No long blades here: a late shard redelivered once it is dominated is applied out of seq
-    // order, and with more than 64 seqs per blade the engine then takes an old redelivery for a
-    // new shard (see MergeEngineTest.DISABLED_RedeliveryAfterAnOutOfOrderSeqIsStillADuplicate).
-    // DISABLED_LateShardsWithLongBlades... below keeps them.
+    // With long blades (over 64 seqs), a late shard redelivered once it is dominated is applied
+    // out of seq order and older seqs leave the engine's window of recent seqs
+    // (MergeEngineTest.RedeliveryAfterAnOutOfOrderSeqIsStillADuplicate pins the bug that was).
     c.items = GenScenario(rng, TsMode::kMonotone, long_blades);
     for (int order = 0; order < 12; ++order) {
       c.order = GenOrder(rng, c.items);
@@ -1043,8 +1042,7 @@ TEST(MergePropertyTest, LateShardsAreMergedExactlyOrReportedLate) {
   CheckLateShards(LongBlades::kNever);
 }
 
-// Fails on the engine's window of recent seqs (see above). Enable when fixed.
-TEST(MergePropertyTest, DISABLED_LateShardsWithLongBladesAreMergedExactlyOrReportedLate) {
+TEST(MergePropertyTest, LateShardsWithLongBladesAreMergedExactlyOrReportedLate) {
   CheckLateShards(LongBlades::kSometimes);
 }
 
