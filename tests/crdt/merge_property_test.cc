@@ -487,6 +487,19 @@ RunResult RunEngine(const Case& c, const Mode& mode) {
   if (mode.late) {
     run.applied.assign(c.items.size(), false);
   }
+  // The engine remembers the last 64 applied (seq, hash) of a blade; a seq at or below the largest
+  // one that left that window cannot be told from an old redelivery and is counted a duplicate
+  // (docs/merge-rules.md). Shards applied out of seq order (late ones, once dominated) make that
+  // reachable for a shard that was never applied: it is then dropped, like a late one.
+  std::map<std::string, std::vector<std::uint64_t>> recorded;  // blade -> applied seqs, in order
+  auto below_window = [&](const std::string& blade, std::uint64_t seq) {
+    const auto& seqs = recorded[blade];
+    if (seqs.size() <= 64) {
+      return false;
+    }
+    const std::uint64_t evicted_max = *std::max_element(seqs.begin(), seqs.end() - 64);
+    return seq <= evicted_max && std::find(seqs.end() - 64, seqs.end(), seq) == seqs.end();
+  };
   for (std::size_t i = 0; i < c.order.size(); ++i) {
     if (wm[i]) {
       engine.AdvanceWatermark(*wm[i]);
@@ -497,9 +510,17 @@ RunResult RunEngine(const Case& c, const Mode& mode) {
       run.problem = "decode failed: " + shard.status().ToString() + " for " + c.items[idx].line;
       return run;
     }
+    const std::string blade((*shard)->blade);
+    const std::uint64_t seq = (*shard)->seq;
     const ApplyResult r = engine.Apply(**shard);
+    if (r.outcome == Outcome::kApplied) {
+      recorded[blade].push_back(seq);
+    }
     if (mode.late && !run.applied[idx] && r.outcome == Outcome::kLate) {
       ++run.late;  // dead-lettered: not part of the state
+    } else if (mode.late && !run.applied[idx] && r.outcome == Outcome::kDuplicate &&
+               below_window(blade, seq)) {
+      ++run.late;  // below the blade's window of recent seqs: dropped, not part of the state
     } else if (run.problem.empty()) {
       run.problem = CheckOutcome(i, mode.late ? run.applied[idx] : seen[idx], r);
     }
