@@ -256,11 +256,14 @@ Status Engine::CheckOverflow(const core::Shard& shard, const Stamp& s) const {
   // A read-only walk to each $inc target: the slot and the total it would produce must stay in
   // range. Only run when numbers are big enough for that to be in doubt.
   std::vector<std::pair<const Node*, Stamp>> frames;
+  std::vector<std::string> keys;
   frames.emplace_back(root_, Stamp{});
   const auto& entries = shard.entries;
   for (std::uint32_t i = 0; i < entries.size();) {
     const core::BodyEntry& e = entries[i];
     frames.resize(e.depth);
+    keys.resize(e.depth - 1);
+    keys.emplace_back(e.key);
     const auto& [parent, inherited] = frames.back();
     Stamp kill = inherited;
     if (parent != nullptr) {
@@ -288,11 +291,11 @@ Status Engine::CheckOverflow(const core::Shard& shard, const Stamp& s) const {
         if (v->is_int && e.number.is_int) {
           std::int64_t r;
           if (__builtin_add_overflow(v->i, e.number.i, &r)) {
-            return Status::InvalidArgument("$inc at " + std::string(e.key) +
+            return Status::InvalidArgument("$inc at " + core::Path(keys).ToString() +
                                            " would overflow a 64-bit integer counter");
           }
         } else if (!std::isfinite(v->AsDouble() + e.number.AsDouble())) {
-          return Status::InvalidArgument("$inc at " + std::string(e.key) +
+          return Status::InvalidArgument("$inc at " + core::Path(keys).ToString() +
                                          " would overflow a floating-point counter");
         }
       }
@@ -600,9 +603,27 @@ void Engine::NoteMagnitude(const Number& n) {
 
 void Engine::RecomputeSlot(Kind kind, Slot& slot) {
   if (kind == Kind::kCounter) {
+    // Integers accumulate in 128 bits: a gap filled late re-sums in seq order, and an
+    // intermediate sum may leave the 64-bit range although the slot itself does not.
     Number v = slot.has_base ? slot.base : Number::Int(0);
+    __extension__ __int128 wide = v.is_int ? v.i : 0;
+    bool is_int = v.is_int;
     for (const RunEntry& e : slot.history) {
-      v = AddNumbers(v, e.amount);
+      if (is_int && e.amount.is_int) {
+        wide += e.amount.i;
+        continue;
+      }
+      if (is_int) {
+        v = Number::Double(static_cast<double>(wide));
+        is_int = false;
+      }
+      v = Number::Double(v.d + e.amount.AsDouble());
+    }
+    if (is_int) {
+      v = (wide >= std::numeric_limits<std::int64_t>::min() &&
+           wide <= std::numeric_limits<std::int64_t>::max())
+              ? Number::Int(static_cast<std::int64_t>(wide))
+              : Number::Double(static_cast<double>(wide));
     }
     slot.value = v;
     return;

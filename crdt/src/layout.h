@@ -17,8 +17,8 @@ inline constexpr std::string_view kCountersCf = "counters";  // encoded path + 0
 inline constexpr std::string_view kHistoryCf = "history";    // slot key + BE u64 commit -> entries
 inline constexpr std::string_view kMetaCf = "meta";          // the keys below
 
-inline constexpr std::string_view kFormatKey = "format";     // "lattice-state 2"
-inline constexpr std::string_view kFormatValue = "lattice-state 2";
+inline constexpr std::string_view kFormatKey = "format";     // "lattice-state 3"
+inline constexpr std::string_view kFormatValue = "lattice-state 3";
 inline constexpr std::string_view kClockKey = "clock";  // watermark, gc horizon, commits (varints)
 inline constexpr char kBladePrefix = 'b';                    // 'b' + big-endian u32 id -> blade
 inline constexpr char kPositionPrefix = 'p';                 // 'p' + source -> offset, line varints
