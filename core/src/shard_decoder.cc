@@ -1,9 +1,24 @@
 // ShardDecoder: simdjson DOM parse, then one validating walk that flattens the body into
 // BodyEntry records (see shard.h). simdjson stays inside this file.
+//
+// There are two walks over the parsed document. The fast walk (Fast*) is the one every good shard
+// takes: it validates, flattens, writes canonical values and hashes in one pass, without building
+// error messages or a path. It only has to answer "good or bad"; when it says bad, the careful walk
+// (the rest of Impl) runs over the same parsed document and produces the exact reason, with the
+// same precedence between errors as always (e.g. a duplicate key is reported before a problem
+// inside the duplicated values). Bad shards are rare, so they may pay for two walks. The fast walk
+// must never accept what the careful walk rejects, and on acceptance must produce exactly what the
+// careful walk would (entries, canonical values, flags and the same hash bits: hashes are stored
+// in state directories to recognise redeliveries, so they must not change).
 #include <simdjson.h>
+
+// Inlined: the per-entry hashes are XXH3 over a few dozen bytes, where the call overhead of the
+// shared library is a large part of the cost. Same algorithm, same bits as the library.
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -33,6 +48,55 @@ std::string ErrorText(simdjson::error_code code) {
   }
 }
 
+// True if any byte of `s` must be escaped in canonical JSON: below 0x20, '"' or '\\'.
+// Eight bytes at a time (SWAR): values are mostly short, clean strings.
+inline bool NeedsEscape(std::string_view s) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
+  const char* p = s.data();
+  std::size_t n = s.size();
+  while (n >= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    // A byte is "zero" in x ^ c where it equals c; (x - 1) & ~x & high finds zero bytes exactly
+    // when the bytes do not borrow from each other, which the standard form below guarantees.
+    const std::uint64_t quote = w ^ (kOnes * '"');
+    const std::uint64_t slash = w ^ (kOnes * '\\');
+    const std::uint64_t t = ((w - kOnes * 0x20) & ~w) | ((quote - kOnes) & ~quote) |
+                            ((slash - kOnes) & ~slash);
+    if ((t & kHigh) != 0) {
+      return true;
+    }
+    p += 8;
+    n -= 8;
+  }
+  for (; n > 0; --n, ++p) {
+    const auto c = static_cast<unsigned char>(*p);
+    if (c < 0x20 || c == '"' || c == '\\') {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Writes `v` in decimal at `out` (room for 20 bytes), exactly as std::to_chars; returns the end.
+inline char* WriteInt(char* out, std::int64_t v) {
+  std::uint64_t mag = static_cast<std::uint64_t>(v);
+  if (v < 0) {
+    *out++ = '-';
+    mag = std::uint64_t{0} - mag;
+  }
+  char tmp[20];
+  char* t = tmp + sizeof(tmp);
+  do {
+    *--t = static_cast<char>('0' + mag % 10);
+    mag /= 10;
+  } while (mag != 0);
+  const auto len = static_cast<std::size_t>(tmp + sizeof(tmp) - t);
+  std::memcpy(out, t, len);
+  return out + len;
+}
+
 }  // namespace
 
 struct ShardDecoder::Impl {
@@ -46,6 +110,393 @@ struct ShardDecoder::Impl {
   std::vector<std::uint64_t> subtree_hash;
   std::string minify_scratch;
   DecodeLimits limits;
+  // Fast walk state. The arena is written through `arena_len` (its size() is only capacity):
+  // std::string::append is not inlined and dominated the walk.
+  std::size_t arena_len = 0;
+  struct ValueSpan {
+    std::uint32_t entry, offset, size;
+  };
+  std::vector<ValueSpan> value_spans;       // where each kSet value lies in the arena
+  std::vector<std::string_view> fast_keys;  // duplicate checks of objects with many keys
+
+  // Makes room for `n` more bytes at arena_len and returns where they go.
+  char* ArenaRoom(std::size_t n) {
+    if (arena_len + n > arena.size()) {
+      arena.resize(std::max(arena.size() * 2, arena_len + n + 256));
+    }
+    return arena.data() + arena_len;
+  }
+  void ArenaPut(const char* p, std::size_t n) {
+    std::memcpy(ArenaRoom(n), p, n);
+    arena_len += n;
+  }
+  void ArenaPut(char c) {
+    *ArenaRoom(1) = c;
+    ++arena_len;
+  }
+
+  // Appends `s` as a canonical JSON string literal.
+  void FastString(std::string_view s) {
+    if (NeedsEscape(s)) {
+      // Rare: escape through the shared writer into a scratch string.
+      hash_scratch.clear();
+      AppendJsonString(hash_scratch, s);
+      ArenaPut(hash_scratch.data(), hash_scratch.size());
+      return;
+    }
+    char* out = ArenaRoom(s.size() + 2);
+    out[0] = '"';
+    std::memcpy(out + 1, s.data(), s.size());
+    out[s.size() + 1] = '"';
+    arena_len += s.size() + 2;
+  }
+
+  // Reads an operand or a number inside a value; false where ReadNumber fails.
+  static bool FastNumber(element e, Number& n) {
+    switch (e.type()) {
+      case element_type::INT64:
+        n = Number::Int(e.get_int64().value_unsafe());
+        return true;
+      case element_type::DOUBLE: {
+        const double d = e.get_double().value_unsafe();
+        if (!std::isfinite(d)) {
+          return false;
+        }
+        n = Number::Double(d);
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  // True if no key of `obj` (with `n` fields) appears twice, as CheckDuplicates decides.
+  bool FastNoDuplicates(object obj, std::size_t n) {
+    if (n < 2) {
+      return true;
+    }
+    if (n <= 16) {
+      std::string_view keys[16];
+      std::size_t k = 0;
+      for (auto field : obj) {
+        const std::string_view key = field.key;
+        for (std::size_t j = 0; j < k; ++j) {
+          if (keys[j].size() == key.size() &&
+              std::memcmp(keys[j].data(), key.data(), key.size()) == 0) {
+            return false;
+          }
+        }
+        keys[k++] = key;
+      }
+      return true;
+    }
+    fast_keys.clear();
+    for (auto field : obj) {
+      fast_keys.push_back(field.key);
+    }
+    std::sort(fast_keys.begin(), fast_keys.end());
+    return std::adjacent_find(fast_keys.begin(), fast_keys.end()) == fast_keys.end();
+  }
+
+  // WriteCanonical without messages.
+  bool FastCanonical(element e, std::uint32_t depth) {
+    switch (e.type()) {
+      case element_type::STRING:
+        FastString(e.get_string().value_unsafe());
+        return true;
+      case element_type::INT64: {
+        char* out = ArenaRoom(24);
+        arena_len = static_cast<std::size_t>(WriteInt(out, e.get_int64().value_unsafe()) - arena.data());
+        return true;
+      }
+      case element_type::DOUBLE: {
+        const double d = e.get_double().value_unsafe();
+        if (!std::isfinite(d)) {
+          return false;
+        }
+        hash_scratch.clear();
+        AppendJsonDouble(hash_scratch, d);
+        ArenaPut(hash_scratch.data(), hash_scratch.size());
+        return true;
+      }
+      case element_type::BOOL:
+        if (e.get_bool().value_unsafe()) {
+          ArenaPut("true", 4);
+        } else {
+          ArenaPut("false", 5);
+        }
+        return true;
+      case element_type::NULL_VALUE:
+        ArenaPut("null", 4);
+        return true;
+      case element_type::UINT64:
+        return false;
+      case element_type::ARRAY: {
+        if (depth > limits.max_depth) {
+          return false;
+        }
+        ArenaPut('[');
+        bool first = true;
+        simdjson::dom::array array = e.get_array().value_unsafe();
+        for (element child : array) {
+          if (!first) {
+            ArenaPut(',');
+          }
+          first = false;
+          if (!FastCanonical(child, depth + 1)) {
+            return false;
+          }
+        }
+        ArenaPut(']');
+        return true;
+      }
+      case element_type::OBJECT: {
+        if (depth > limits.max_depth) {
+          return false;
+        }
+        object obj = e.get_object().value_unsafe();
+        if (!FastNoDuplicates(obj, obj.size())) {
+          return false;
+        }
+        std::vector<std::pair<std::string_view, element>> fields;
+        fields.reserve(obj.size());
+        for (auto field : obj) {
+          fields.emplace_back(field.key, field.value);
+        }
+        std::sort(fields.begin(), fields.end(),
+                  [](const auto& a, const auto& b) { return a.first < b.first; });
+        ArenaPut('{');
+        bool first = true;
+        for (auto& [k, v] : fields) {
+          if (!first) {
+            ArenaPut(',');
+          }
+          first = false;
+          FastString(k);
+          ArenaPut(':');
+          if (!FastCanonical(v, depth + 1)) {
+            return false;
+          }
+        }
+        ArenaPut('}');
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // XXH3 of one entry, laid out exactly as DecodeBodyElement lays it out.
+  std::uint64_t EntryHash(const BodyEntry& e, std::uint64_t children, std::string_view value) {
+    const std::size_t size = 2 + 8 + 4 + e.key.size() + value.size() + 8;
+    char stack[256];
+    char* buf = stack;
+    if (size > sizeof(stack)) {
+      hash_scratch.resize(size);
+      buf = hash_scratch.data();
+    }
+    char* p = buf;
+    p[0] = static_cast<char>(e.kind);
+    p[1] = static_cast<char>(e.number.is_int);
+    std::memcpy(p + 2, &children, 8);
+    p += 10;
+    if (e.kind == OpKind::kSet) {
+      const auto key_size = static_cast<std::uint32_t>(e.key.size());
+      std::memcpy(p, &key_size, 4);
+      p += 4;
+      std::memcpy(p, e.key.data(), e.key.size());
+      p += e.key.size();
+      std::memcpy(p, value.data(), value.size());
+      p += value.size();
+    } else {
+      std::memcpy(p, e.key.data(), e.key.size());
+      p += e.key.size();
+      if (e.kind != OpKind::kObject && e.kind != OpKind::kErase) {
+        if (e.number.is_int) {
+          std::memcpy(p, &e.number.i, 8);
+        } else {
+          std::memcpy(p, &e.number.d, 8);
+        }
+        p += 8;
+      }
+    }
+    return XXH3_64bits(buf, static_cast<std::size_t>(p - buf));
+  }
+
+  // WalkObject without messages; adds the subtree hashes of the fields of `obj` to `hash_sum`.
+  bool FastWalk(object obj, std::uint32_t depth, std::uint64_t& hash_sum) {
+    if (depth > limits.max_depth) {
+      return false;
+    }
+    if (!FastNoDuplicates(obj, obj.size())) {
+      return false;
+    }
+    for (auto field : obj) {
+      std::string_view key = field.key;
+      if (!key.empty() && key[0] == '$') {
+        if (key.size() >= 2 && key[1] == '$') {
+          key.remove_prefix(1);
+        } else {
+          return false;  // an operator at the top or beside other keys
+        }
+      }
+      const auto index = static_cast<std::uint32_t>(shard.entries.size());
+      BodyEntry* entry = &shard.entries.emplace_back();
+      entry->key = key;
+      entry->depth = depth;
+      element value = field.value;
+      std::uint64_t children = 0;
+      std::string_view canonical;
+      switch (value.type()) {
+        case element_type::NULL_VALUE:
+          entry->kind = OpKind::kErase;
+          break;
+        case element_type::OBJECT: {
+          object child = value.get_object().value_unsafe();
+          if (depth + 1 > limits.max_depth) {
+            return false;
+          }
+          bool is_op = false;
+          if (child.size() == 1) {
+            auto op_field = *child.begin();
+            const std::string_view op = op_field.key;
+            if (!op.empty() && op[0] == '$' && !(op.size() >= 2 && op[1] == '$')) {
+              if (op == "$inc") {
+                entry->kind = OpKind::kInc;
+              } else if (op == "$max") {
+                entry->kind = OpKind::kMax;
+              } else if (op == "$min") {
+                entry->kind = OpKind::kMin;
+              } else {
+                return false;
+              }
+              if (!FastNumber(op_field.value, entry->number)) {
+                return false;
+              }
+              if (entry->kind == OpKind::kInc) {
+                if (entry->number.is_int) {
+                  shard.has_int_inc = true;
+                  const std::int64_t i = entry->number.i;
+                  const std::uint64_t mag =
+                      i < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(i)
+                            : static_cast<std::uint64_t>(i);
+                  shard.max_abs_inc = std::max(shard.max_abs_inc, mag);
+                } else {
+                  shard.has_float_inc = true;
+                }
+              }
+              is_op = true;
+            }
+          }
+          if (!is_op) {
+            entry->kind = OpKind::kObject;
+            if (!FastWalk(child, depth + 1, children)) {
+              return false;
+            }
+            entry = &shard.entries[index];  // the vector may have grown
+          }
+          break;
+        }
+        default: {
+          const std::size_t start = arena_len;
+          if (!FastCanonical(value, depth + 1)) {
+            return false;
+          }
+          entry->kind = OpKind::kSet;
+          const auto size = static_cast<std::uint32_t>(arena_len - start);
+          value_spans.push_back({index, static_cast<std::uint32_t>(start), size});
+          canonical = std::string_view(arena.data() + start, size);
+          break;
+        }
+      }
+      entry->end = static_cast<std::uint32_t>(shard.entries.size());
+      hash_sum += EntryHash(*entry, children, canonical);
+    }
+    return true;
+  }
+
+  // DecodeBodyElement without messages. On false the shard is half built; the caller resets it.
+  bool FastBody(element body) {
+    if (body.type() != element_type::OBJECT) {
+      return false;
+    }
+    arena_len = 0;
+    value_spans.clear();
+    std::uint64_t top = 0;
+    if (!FastWalk(body.get_object().value_unsafe(), 1, top)) {
+      return false;
+    }
+    for (const ValueSpan& v : value_spans) {
+      shard.entries[v.entry].value = std::string_view(arena.data() + v.offset, v.size);
+    }
+    char buf[16];
+    std::memcpy(buf, &shard.ts, 8);
+    std::memcpy(buf + 8, &top, 8);
+    shard.hash = XXH3_64bits(buf, sizeof(buf));
+    return true;
+  }
+
+  // The envelope fields as DecodeEnvelope's loop reads them, without messages. `body` is set.
+  bool FastEnvelope(element root, element& body) {
+    if (root.type() != element_type::OBJECT) {
+      return false;
+    }
+    bool have_blade = false, have_seq = false, have_ts = false, have_shard = false;
+    bool seen_topic = false, seen_partition = false, seen_offset = false;
+    object env = root.get_object().value_unsafe();
+    for (auto field : env) {
+      const std::string_view k = field.key;
+      element v = field.value;
+      auto take = [](bool& seen) {
+        const bool was = seen;
+        seen = true;
+        return !was;
+      };
+      if (k == "blade") {
+        if (!take(have_blade) || v.type() != element_type::STRING) {
+          return false;
+        }
+        shard.blade = v.get_string().value_unsafe();
+        if (shard.blade.empty() || shard.blade.size() > limits.max_blade_bytes) {
+          return false;
+        }
+      } else if (k == "seq") {
+        if (!take(have_seq)) {
+          return false;
+        }
+        const element_type t = v.type();
+        if (t == element_type::INT64 && v.get_int64().value_unsafe() >= 0) {
+          shard.seq = static_cast<std::uint64_t>(v.get_int64().value_unsafe());
+        } else if (t == element_type::UINT64) {
+          shard.seq = v.get_uint64().value_unsafe();
+        } else {
+          return false;
+        }
+      } else if (k == "ts") {
+        if (!take(have_ts) || v.type() != element_type::INT64 ||
+            v.get_int64().value_unsafe() < 0) {
+          return false;
+        }
+        shard.ts = v.get_int64().value_unsafe();
+      } else if (k == "shard") {
+        if (!take(have_shard)) {
+          return false;
+        }
+        body = v;
+      } else if (k == "topic") {
+        if (!take(seen_topic) || v.type() != element_type::STRING) {
+          return false;
+        }
+        shard.topic = v.get_string().value_unsafe();
+      } else if (k == "partition" || k == "offset") {
+        if (!take(k == "partition" ? seen_partition : seen_offset) ||
+            v.type() != element_type::INT64 || v.get_int64().value_unsafe() < 0) {
+          return false;
+        }
+        (k == "partition" ? shard.partition : shard.offset) = v.get_int64().value_unsafe();
+      }
+    }
+    return have_blade && have_seq && have_ts && have_shard;
+  }
 
   std::string PathText() const {
     if (path.empty()) {
@@ -283,9 +734,16 @@ struct ShardDecoder::Impl {
     shard.has_int_inc = false;
     shard.has_float_inc = false;
     shard.max_abs_inc = 0;
-    arena.clear();
+    // The arena is not cleared here: the fast walk writes it by arena_len and uses its size as
+    // capacity. The careful walk appends, so it clears it first (StartCarefulWalk).
     spans.clear();
     path.clear();
+  }
+
+  // After a fast walk said "bad": forget what it built.
+  void StartCarefulWalk() {
+    Reset();
+    arena.clear();
   }
 
   Status CheckBodySize(element body) {
@@ -379,6 +837,16 @@ Result<const Shard*> ShardDecoder::DecodeEnvelope(std::string_view line, bool pa
     return Status::InvalidArgument(ErrorText(parsed.error()));
   }
   element root = parsed.value_unsafe();
+  {
+    element fast_body;
+    if (d.FastEnvelope(root, fast_body) &&
+        (line.size() <= limits_.max_body_bytes || d.CheckBodySize(fast_body).ok()) &&
+        d.FastBody(fast_body)) {
+      return &d.shard;
+    }
+    // Bad: the careful walk says why.
+    d.StartCarefulWalk();
+  }
   if (root.type() != element_type::OBJECT) {
     return Status::InvalidArgument("the envelope must be a JSON object");
   }
@@ -475,6 +943,11 @@ Result<const Shard*> ShardDecoder::DecodeBody(std::string_view body, std::string
   d.shard.blade = blade;
   d.shard.seq = seq;
   d.shard.ts = ts;
+  if (d.FastBody(parsed.value_unsafe())) {
+    return &d.shard;
+  }
+  // Bad: the careful walk says why.
+  d.StartCarefulWalk();
   LATTICE_RETURN_IF_ERROR(d.DecodeBodyElement(parsed.value_unsafe()));
   return &d.shard;
 }
