@@ -151,14 +151,100 @@ struct ShardDecoder::Impl {
     arena_len += s.size() + 2;
   }
 
-  // Reads an operand or a number inside a value; false where ReadNumber fails.
-  static bool FastNumber(element e, Number& n) {
-    switch (e.type()) {
-      case element_type::INT64:
-        n = Number::Int(e.get_int64().value_unsafe());
+  // The fast walk reads simdjson's tape directly (simdjson's doc/tape.md): one 64-bit word per
+  // scalar or bracket, the type in the top byte; '{' and '[' hold the index after their closing
+  // word in the low 32 bits and the element count in bits 32..55; strings hold an offset into
+  // the string buffer (a 4-byte length, then the bytes); 'l', 'u' and 'd' take the next word for
+  // the value. Going through dom::element costs about twice as much (every access re-reads the
+  // type and re-checks it). The layout is checked once per decoder (TapeLayoutIsKnown); if a
+  // simdjson version ever lays it out differently, every shard takes the careful walk instead.
+  const std::uint64_t* tape = nullptr;
+  const std::uint8_t* strings = nullptr;
+  bool tape_ok = false;
+
+  char Type(std::size_t i) const { return static_cast<char>(tape[i] >> 56); }
+  std::string_view Str(std::size_t i) const {
+    const std::size_t offset = tape[i] & simdjson::internal::JSON_VALUE_MASK;
+    std::uint32_t len;
+    std::memcpy(&len, strings + offset, sizeof(len));
+    return {reinterpret_cast<const char*>(strings + offset + sizeof(len)), len};
+  }
+  std::int64_t Int(std::size_t i) const {
+    std::int64_t v;
+    std::memcpy(&v, &tape[i + 1], sizeof(v));
+    return v;
+  }
+  double Double(std::size_t i) const {
+    double v;
+    std::memcpy(&v, &tape[i + 1], sizeof(v));
+    return v;
+  }
+  // Index one past the element at `i`.
+  std::size_t After(std::size_t i) const {
+    switch (Type(i)) {
+      case '{':
+      case '[':
+        return static_cast<std::uint32_t>(tape[i]);
+      case 'l':
+      case 'u':
+      case 'd':
+        return i + 2;
+      default:
+        return i + 1;
+    }
+  }
+  // Fields of the object at `i` (as the tape counts them, saturating like obj.size()).
+  std::size_t Count(std::size_t i) const {
+    return static_cast<std::size_t>((tape[i] >> 32) & simdjson::internal::JSON_COUNT_MASK);
+  }
+  // Index of the closing word of the container at `i`.
+  std::size_t End(std::size_t i) const { return static_cast<std::uint32_t>(tape[i]) - 1; }
+
+  // Parses a document using every tape word kind and checks the layout the fast walk assumes.
+  bool TapeLayoutIsKnown() {
+    static constexpr char kProbe[] =
+        R"({"ab":[-3,18446744073709551615,0.5,"xyz",true,false,null,{}],"c":{"d":1}})";
+    auto parsed = parser.parse(kProbe, sizeof(kProbe) - 1, true);
+    if (parsed.error()) {
+      return false;
+    }
+    tape = parser.doc.tape.get();
+    strings = parser.doc.string_buf.get();
+    const std::size_t root = 1;
+    if (Type(0) != 'r' || Type(root) != '{' || Count(root) != 2 || Str(2) != "ab" ||
+        Type(3) != '[' || Count(3) != 8) {
+      return false;
+    }
+    std::size_t i = 4;
+    if (Type(i) != 'l' || Int(i) != -3) return false;
+    i = After(i);
+    if (Type(i) != 'u' || static_cast<std::uint64_t>(Int(i)) != 18446744073709551615ULL) return false;
+    i = After(i);
+    if (Type(i) != 'd' || Double(i) != 0.5) return false;
+    i = After(i);
+    if (Type(i) != '"' || Str(i) != "xyz") return false;
+    i = After(i);
+    if (Type(i) != 't' || Type(i + 1) != 'f' || Type(i + 2) != 'n') return false;
+    i += 3;
+    if (Type(i) != '{' || Count(i) != 0 || Type(End(i)) != '}') return false;
+    i = After(i);
+    if (Type(i) != ']' || After(3) != i + 1) return false;
+    ++i;
+    if (Str(i) != "c" || Type(i + 1) != '{' || Count(i + 1) != 1 || Str(i + 2) != "d") {
+      return false;
+    }
+    i = After(i + 1);
+    return Type(i) == '}' && End(root) == i && After(root) == i + 1 && Type(i + 1) == 'r';
+  }
+
+  // Reads an operand; false where ReadNumber fails.
+  bool FastNumber(std::size_t i, Number& n) const {
+    switch (Type(i)) {
+      case 'l':
+        n = Number::Int(Int(i));
         return true;
-      case element_type::DOUBLE: {
-        const double d = e.get_double().value_unsafe();
+      case 'd': {
+        const double d = Double(i);
         if (!std::isfinite(d)) {
           return false;
         }
@@ -170,19 +256,21 @@ struct ShardDecoder::Impl {
     }
   }
 
-  // True if no key of `obj` (with `n` fields) appears twice, as CheckDuplicates decides.
-  bool FastNoDuplicates(object obj, std::size_t n) {
+  // True if no key of the object at `obj` appears twice, as CheckDuplicates decides.
+  bool FastNoDuplicates(std::size_t obj) {
+    const std::size_t n = Count(obj);
     if (n < 2) {
       return true;
     }
+    const std::size_t end = End(obj);
     if (n <= 16) {
       std::string_view keys[16];
       std::size_t k = 0;
-      for (auto field : obj) {
-        const std::string_view key = field.key;
-        for (std::size_t j = 0; j < k; ++j) {
-          if (keys[j].size() == key.size() &&
-              std::memcmp(keys[j].data(), key.data(), key.size()) == 0) {
+      for (std::size_t j = obj + 1; j < end; j = After(j + 1)) {
+        const std::string_view key = Str(j);
+        for (std::size_t m = 0; m < k; ++m) {
+          if (keys[m].size() == key.size() &&
+              std::memcmp(keys[m].data(), key.data(), key.size()) == 0) {
             return false;
           }
         }
@@ -191,26 +279,26 @@ struct ShardDecoder::Impl {
       return true;
     }
     fast_keys.clear();
-    for (auto field : obj) {
-      fast_keys.push_back(field.key);
+    for (std::size_t j = obj + 1; j < end; j = After(j + 1)) {
+      fast_keys.push_back(Str(j));
     }
     std::sort(fast_keys.begin(), fast_keys.end());
     return std::adjacent_find(fast_keys.begin(), fast_keys.end()) == fast_keys.end();
   }
 
-  // WriteCanonical without messages.
-  bool FastCanonical(element e, std::uint32_t depth) {
-    switch (e.type()) {
-      case element_type::STRING:
-        FastString(e.get_string().value_unsafe());
+  // WriteCanonical without messages, for the element at tape index `i`.
+  bool FastCanonical(std::size_t i, std::uint32_t depth) {
+    switch (Type(i)) {
+      case '"':
+        FastString(Str(i));
         return true;
-      case element_type::INT64: {
+      case 'l': {
         char* out = ArenaRoom(24);
-        arena_len = static_cast<std::size_t>(WriteInt(out, e.get_int64().value_unsafe()) - arena.data());
+        arena_len = static_cast<std::size_t>(WriteInt(out, Int(i)) - arena.data());
         return true;
       }
-      case element_type::DOUBLE: {
-        const double d = e.get_double().value_unsafe();
+      case 'd': {
+        const double d = Double(i);
         if (!std::isfinite(d)) {
           return false;
         }
@@ -219,49 +307,41 @@ struct ShardDecoder::Impl {
         ArenaPut(hash_scratch.data(), hash_scratch.size());
         return true;
       }
-      case element_type::BOOL:
-        if (e.get_bool().value_unsafe()) {
-          ArenaPut("true", 4);
-        } else {
-          ArenaPut("false", 5);
-        }
+      case 't':
+        ArenaPut("true", 4);
         return true;
-      case element_type::NULL_VALUE:
+      case 'f':
+        ArenaPut("false", 5);
+        return true;
+      case 'n':
         ArenaPut("null", 4);
         return true;
-      case element_type::UINT64:
-        return false;
-      case element_type::ARRAY: {
+      case '[': {
         if (depth > limits.max_depth) {
           return false;
         }
         ArenaPut('[');
-        bool first = true;
-        simdjson::dom::array array = e.get_array().value_unsafe();
-        for (element child : array) {
-          if (!first) {
+        const std::size_t end = End(i);
+        for (std::size_t j = i + 1; j < end; j = After(j)) {
+          if (j != i + 1) {
             ArenaPut(',');
           }
-          first = false;
-          if (!FastCanonical(child, depth + 1)) {
+          if (!FastCanonical(j, depth + 1)) {
             return false;
           }
         }
         ArenaPut(']');
         return true;
       }
-      case element_type::OBJECT: {
-        if (depth > limits.max_depth) {
+      case '{': {
+        if (depth > limits.max_depth || !FastNoDuplicates(i)) {
           return false;
         }
-        object obj = e.get_object().value_unsafe();
-        if (!FastNoDuplicates(obj, obj.size())) {
-          return false;
-        }
-        std::vector<std::pair<std::string_view, element>> fields;
-        fields.reserve(obj.size());
-        for (auto field : obj) {
-          fields.emplace_back(field.key, field.value);
+        std::vector<std::pair<std::string_view, std::size_t>> fields;
+        fields.reserve(Count(i));
+        const std::size_t end = End(i);
+        for (std::size_t j = i + 1; j < end; j = After(j + 1)) {
+          fields.emplace_back(Str(j), j + 1);
         }
         std::sort(fields.begin(), fields.end(),
                   [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -281,8 +361,9 @@ struct ShardDecoder::Impl {
         ArenaPut('}');
         return true;
       }
+      default:  // 'u': an integer out of the signed 64-bit range
+        return false;
     }
-    return false;
   }
 
   // XXH3 of one entry, laid out exactly as DecodeBodyElement lays it out.
@@ -322,16 +403,17 @@ struct ShardDecoder::Impl {
     return XXH3_64bits(buf, static_cast<std::size_t>(p - buf));
   }
 
-  // WalkObject without messages; adds the subtree hashes of the fields of `obj` to `hash_sum`.
-  bool FastWalk(object obj, std::uint32_t depth, std::uint64_t& hash_sum) {
-    if (depth > limits.max_depth) {
+  // WalkObject without messages, for the object at tape index `obj`; adds the subtree hashes of
+  // its fields to `hash_sum`.
+  bool FastWalk(std::size_t obj, std::uint32_t depth, std::uint64_t& hash_sum) {
+    if (depth > limits.max_depth || !FastNoDuplicates(obj)) {
       return false;
     }
-    if (!FastNoDuplicates(obj, obj.size())) {
-      return false;
-    }
-    for (auto field : obj) {
-      std::string_view key = field.key;
+    const std::size_t end = End(obj);
+    for (std::size_t j = obj + 1; j < end;) {
+      std::string_view key = Str(j);
+      const std::size_t v = j + 1;
+      j = After(v);
       if (!key.empty() && key[0] == '$') {
         if (key.size() >= 2 && key[1] == '$') {
           key.remove_prefix(1);
@@ -343,70 +425,56 @@ struct ShardDecoder::Impl {
       BodyEntry* entry = &shard.entries.emplace_back();
       entry->key = key;
       entry->depth = depth;
-      element value = field.value;
       std::uint64_t children = 0;
       std::string_view canonical;
-      switch (value.type()) {
-        case element_type::NULL_VALUE:
-          entry->kind = OpKind::kErase;
-          break;
-        case element_type::OBJECT: {
-          object child = value.get_object().value_unsafe();
-          if (depth + 1 > limits.max_depth) {
+      const char type = Type(v);
+      if (type == 'n') {
+        entry->kind = OpKind::kErase;
+      } else if (type == '{') {
+        if (depth + 1 > limits.max_depth) {
+          return false;
+        }
+        const std::string_view op = Count(v) == 1 ? Str(v + 1) : std::string_view();
+        if (!op.empty() && op[0] == '$' && !(op.size() >= 2 && op[1] == '$')) {
+          if (op == "$inc") {
+            entry->kind = OpKind::kInc;
+          } else if (op == "$max") {
+            entry->kind = OpKind::kMax;
+          } else if (op == "$min") {
+            entry->kind = OpKind::kMin;
+          } else {
             return false;
           }
-          bool is_op = false;
-          if (child.size() == 1) {
-            auto op_field = *child.begin();
-            const std::string_view op = op_field.key;
-            if (!op.empty() && op[0] == '$' && !(op.size() >= 2 && op[1] == '$')) {
-              if (op == "$inc") {
-                entry->kind = OpKind::kInc;
-              } else if (op == "$max") {
-                entry->kind = OpKind::kMax;
-              } else if (op == "$min") {
-                entry->kind = OpKind::kMin;
-              } else {
-                return false;
-              }
-              if (!FastNumber(op_field.value, entry->number)) {
-                return false;
-              }
-              if (entry->kind == OpKind::kInc) {
-                if (entry->number.is_int) {
-                  shard.has_int_inc = true;
-                  const std::int64_t i = entry->number.i;
-                  const std::uint64_t mag =
-                      i < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(i)
-                            : static_cast<std::uint64_t>(i);
-                  shard.max_abs_inc = std::max(shard.max_abs_inc, mag);
-                } else {
-                  shard.has_float_inc = true;
-                }
-              }
-              is_op = true;
-            }
-          }
-          if (!is_op) {
-            entry->kind = OpKind::kObject;
-            if (!FastWalk(child, depth + 1, children)) {
-              return false;
-            }
-            entry = &shard.entries[index];  // the vector may have grown
-          }
-          break;
-        }
-        default: {
-          const std::size_t start = arena_len;
-          if (!FastCanonical(value, depth + 1)) {
+          if (!FastNumber(v + 2, entry->number)) {
             return false;
           }
-          entry->kind = OpKind::kSet;
-          const auto size = static_cast<std::uint32_t>(arena_len - start);
-          value_spans.push_back({index, static_cast<std::uint32_t>(start), size});
-          canonical = std::string_view(arena.data() + start, size);
-          break;
+          if (entry->kind == OpKind::kInc) {
+            if (entry->number.is_int) {
+              shard.has_int_inc = true;
+              const std::int64_t i = entry->number.i;
+              const std::uint64_t mag = i < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(i)
+                                              : static_cast<std::uint64_t>(i);
+              shard.max_abs_inc = std::max(shard.max_abs_inc, mag);
+            } else {
+              shard.has_float_inc = true;
+            }
+          }
+        } else {
+          entry->kind = OpKind::kObject;
+          if (!FastWalk(v, depth + 1, children)) {
+            return false;
+          }
+          entry = &shard.entries[index];  // the vector may have grown
         }
+      } else {
+        const std::size_t start = arena_len;
+        if (!FastCanonical(v, depth + 1)) {
+          return false;
+        }
+        entry->kind = OpKind::kSet;
+        const auto size = static_cast<std::uint32_t>(arena_len - start);
+        value_spans.push_back({index, static_cast<std::uint32_t>(start), size});
+        canonical = std::string_view(arena.data() + start, size);
       }
       entry->end = static_cast<std::uint32_t>(shard.entries.size());
       hash_sum += EntryHash(*entry, children, canonical);
@@ -414,15 +482,22 @@ struct ShardDecoder::Impl {
     return true;
   }
 
-  // DecodeBodyElement without messages. On false the shard is half built; the caller resets it.
-  bool FastBody(element body) {
-    if (body.type() != element_type::OBJECT) {
+  // Points the fast walk at the document just parsed.
+  void UseTape() {
+    tape = parser.doc.tape.get();
+    strings = parser.doc.string_buf.get();
+  }
+
+  // DecodeBodyElement without messages, for the body at tape index `body`. On false the shard
+  // is half built; the caller resets it.
+  bool FastBody(std::size_t body) {
+    if (Type(body) != '{') {
       return false;
     }
     arena_len = 0;
     value_spans.clear();
     std::uint64_t top = 0;
-    if (!FastWalk(body.get_object().value_unsafe(), 1, top)) {
+    if (!FastWalk(body, 1, top)) {
       return false;
     }
     for (const ValueSpan& v : value_spans) {
@@ -435,67 +510,63 @@ struct ShardDecoder::Impl {
     return true;
   }
 
-  // The envelope fields as DecodeEnvelope's loop reads them, without messages. `body` is set.
-  bool FastEnvelope(element root, element& body) {
-    if (root.type() != element_type::OBJECT) {
-      return false;
+  // The envelope fields as DecodeEnvelope's loop reads them, without messages. Returns the tape
+  // index of the body, or 0 if the careful walk must decide.
+  std::size_t FastEnvelope() {
+    const std::size_t root = 1;
+    if (Type(root) != '{') {
+      return 0;
     }
-    bool have_blade = false, have_seq = false, have_ts = false, have_shard = false;
+    std::size_t body = 0;
+    bool have_blade = false, have_seq = false, have_ts = false;
     bool seen_topic = false, seen_partition = false, seen_offset = false;
-    object env = root.get_object().value_unsafe();
-    for (auto field : env) {
-      const std::string_view k = field.key;
-      element v = field.value;
-      auto take = [](bool& seen) {
-        const bool was = seen;
-        seen = true;
-        return !was;
-      };
+    auto take = [](bool& seen) {
+      const bool was = seen;
+      seen = true;
+      return !was;
+    };
+    auto non_negative = [this](std::size_t i) { return Type(i) == 'l' && Int(i) >= 0; };
+    const std::size_t end = End(root);
+    for (std::size_t j = root + 1; j < end;) {
+      const std::string_view k = Str(j);
+      const std::size_t v = j + 1;
+      j = After(v);
       if (k == "blade") {
-        if (!take(have_blade) || v.type() != element_type::STRING) {
-          return false;
+        if (!take(have_blade) || Type(v) != '"') {
+          return 0;
         }
-        shard.blade = v.get_string().value_unsafe();
+        shard.blade = Str(v);
         if (shard.blade.empty() || shard.blade.size() > limits.max_blade_bytes) {
-          return false;
+          return 0;
         }
       } else if (k == "seq") {
-        if (!take(have_seq)) {
-          return false;
+        if (!take(have_seq) || !(non_negative(v) || Type(v) == 'u')) {
+          return 0;
         }
-        const element_type t = v.type();
-        if (t == element_type::INT64 && v.get_int64().value_unsafe() >= 0) {
-          shard.seq = static_cast<std::uint64_t>(v.get_int64().value_unsafe());
-        } else if (t == element_type::UINT64) {
-          shard.seq = v.get_uint64().value_unsafe();
-        } else {
-          return false;
-        }
+        shard.seq = static_cast<std::uint64_t>(Int(v));
       } else if (k == "ts") {
-        if (!take(have_ts) || v.type() != element_type::INT64 ||
-            v.get_int64().value_unsafe() < 0) {
-          return false;
+        if (!take(have_ts) || !non_negative(v)) {
+          return 0;
         }
-        shard.ts = v.get_int64().value_unsafe();
+        shard.ts = Int(v);
       } else if (k == "shard") {
-        if (!take(have_shard)) {
-          return false;
+        if (body != 0) {
+          return 0;
         }
         body = v;
       } else if (k == "topic") {
-        if (!take(seen_topic) || v.type() != element_type::STRING) {
-          return false;
+        if (!take(seen_topic) || Type(v) != '"') {
+          return 0;
         }
-        shard.topic = v.get_string().value_unsafe();
+        shard.topic = Str(v);
       } else if (k == "partition" || k == "offset") {
-        if (!take(k == "partition" ? seen_partition : seen_offset) ||
-            v.type() != element_type::INT64 || v.get_int64().value_unsafe() < 0) {
-          return false;
+        if (!take(k == "partition" ? seen_partition : seen_offset) || !non_negative(v)) {
+          return 0;
         }
-        (k == "partition" ? shard.partition : shard.offset) = v.get_int64().value_unsafe();
+        (k == "partition" ? shard.partition : shard.offset) = Int(v);
       }
     }
-    return have_blade && have_seq && have_ts && have_shard;
+    return have_blade && have_seq && have_ts ? body : 0;
   }
 
   std::string PathText() const {
@@ -815,6 +886,7 @@ ShardDecoder::ShardDecoder(DecodeLimits limits) : limits_(limits), impl_(std::ma
     // Allocation failure here only means the first parse allocates instead.
     impl_->parser = simdjson::dom::parser();
   }
+  impl_->tape_ok = impl_->TapeLayoutIsKnown();
 }
 
 ShardDecoder::~ShardDecoder() = default;
@@ -837,16 +909,15 @@ Result<const Shard*> ShardDecoder::DecodeEnvelope(std::string_view line, bool pa
     return Status::InvalidArgument(ErrorText(parsed.error()));
   }
   element root = parsed.value_unsafe();
-  {
-    element fast_body;
-    if (d.FastEnvelope(root, fast_body) &&
-        (line.size() <= limits_.max_body_bytes || d.CheckBodySize(fast_body).ok()) &&
-        d.FastBody(fast_body)) {
+  // A line longer than the body limit needs the body size check, which the careful walk does.
+  if (d.tape_ok && line.size() <= limits_.max_body_bytes) {
+    d.UseTape();
+    if (const std::size_t body = d.FastEnvelope(); body != 0 && d.FastBody(body)) {
       return &d.shard;
     }
-    // Bad: the careful walk says why.
-    d.StartCarefulWalk();
   }
+  // Bad (or no fast walk): the careful walk says why.
+  d.StartCarefulWalk();
   if (root.type() != element_type::OBJECT) {
     return Status::InvalidArgument("the envelope must be a JSON object");
   }
@@ -943,10 +1014,13 @@ Result<const Shard*> ShardDecoder::DecodeBody(std::string_view body, std::string
   d.shard.blade = blade;
   d.shard.seq = seq;
   d.shard.ts = ts;
-  if (d.FastBody(parsed.value_unsafe())) {
-    return &d.shard;
+  if (d.tape_ok) {
+    d.UseTape();
+    if (d.FastBody(1)) {  // the root element follows the root word
+      return &d.shard;
+    }
   }
-  // Bad: the careful walk says why.
+  // Bad (or no fast walk): the careful walk says why.
   d.StartCarefulWalk();
   LATTICE_RETURN_IF_ERROR(d.DecodeBodyElement(parsed.value_unsafe()));
   return &d.shard;
