@@ -97,6 +97,13 @@ inline char* WriteInt(char* out, std::int64_t v) {
   return out + len;
 }
 
+// k == name with the length known at compile time: string_view's operator== stayed an
+// out-of-line call per envelope field.
+template <std::size_t N>
+inline bool IsKey(std::string_view k, const char (&name)[N]) {
+  return k.size() == N - 1 && std::memcmp(k.data(), name, N - 1) == 0;
+}
+
 }  // namespace
 
 struct ShardDecoder::Impl {
@@ -406,14 +413,31 @@ struct ShardDecoder::Impl {
   // WalkObject without messages, for the object at tape index `obj`; adds the subtree hashes of
   // its fields to `hash_sum`.
   bool FastWalk(std::size_t obj, std::uint32_t depth, std::uint64_t& hash_sum) {
-    if (depth > limits.max_depth || !FastNoDuplicates(obj)) {
+    if (depth > limits.max_depth) {
       return false;
     }
+    // Duplicates: small objects are checked as the keys come (the walk stops at the first bad
+    // thing anyway), bigger ones up front.
+    const std::size_t count = Count(obj);
+    if (count > 16 && !FastNoDuplicates(obj)) {
+      return false;
+    }
+    std::string_view seen[16];
+    std::size_t n_seen = 0;
     const std::size_t end = End(obj);
     for (std::size_t j = obj + 1; j < end;) {
       std::string_view key = Str(j);
       const std::size_t v = j + 1;
       j = After(v);
+      if (count <= 16) {
+        for (std::size_t m = 0; m < n_seen; ++m) {
+          if (seen[m].size() == key.size() &&
+              std::memcmp(seen[m].data(), key.data(), key.size()) == 0) {
+            return false;
+          }
+        }
+        seen[n_seen++] = key;
+      }
       if (!key.empty() && key[0] == '$') {
         if (key.size() >= 2 && key[1] == '$') {
           key.remove_prefix(1);
@@ -531,7 +555,7 @@ struct ShardDecoder::Impl {
       const std::string_view k = Str(j);
       const std::size_t v = j + 1;
       j = After(v);
-      if (k == "blade") {
+      if (IsKey(k, "blade")) {
         if (!take(have_blade) || Type(v) != '"') {
           return 0;
         }
@@ -539,31 +563,31 @@ struct ShardDecoder::Impl {
         if (shard.blade.empty() || shard.blade.size() > limits.max_blade_bytes) {
           return 0;
         }
-      } else if (k == "seq") {
+      } else if (IsKey(k, "seq")) {
         if (!take(have_seq) || !(non_negative(v) || Type(v) == 'u')) {
           return 0;
         }
         shard.seq = static_cast<std::uint64_t>(Int(v));
-      } else if (k == "ts") {
+      } else if (IsKey(k, "ts")) {
         if (!take(have_ts) || !non_negative(v)) {
           return 0;
         }
         shard.ts = Int(v);
-      } else if (k == "shard") {
+      } else if (IsKey(k, "shard")) {
         if (body != 0) {
           return 0;
         }
         body = v;
-      } else if (k == "topic") {
+      } else if (IsKey(k, "topic")) {
         if (!take(seen_topic) || Type(v) != '"') {
           return 0;
         }
         shard.topic = Str(v);
-      } else if (k == "partition" || k == "offset") {
-        if (!take(k == "partition" ? seen_partition : seen_offset) || !non_negative(v)) {
+      } else if (IsKey(k, "partition") || IsKey(k, "offset")) {
+        if (!take(IsKey(k, "partition") ? seen_partition : seen_offset) || !non_negative(v)) {
           return 0;
         }
-        (k == "partition" ? shard.partition : shard.offset) = Int(v);
+        (IsKey(k, "partition") ? shard.partition : shard.offset) = Int(v);
       }
     }
     return have_blade && have_seq && have_ts ? body : 0;
