@@ -973,8 +973,12 @@ TEST(MergePropertyTest, EngineWithGcBehindWatermarkMatchesReference) {
       }
     }
   }
-  // Not vacuous: folding and dropping tombstones did free nodes.
-  EXPECT_LT(gc_nodes, plain_nodes);
+  // Not vacuous: folding and dropping tombstones did free nodes. Few scenarios (e.g. the ASan run
+  // with LATTICE_PROPERTY_ITERATIONS=20) may leave no tombstone behind the watermark, so this is
+  // only checked on a full run.
+  if (Iterations() >= 100) {
+    EXPECT_LT(gc_nodes, plain_nodes);
+  }
 }
 
 // (2)+(3): folded history and dropped tombstones survive commits and crashes.
