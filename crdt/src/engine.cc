@@ -735,7 +735,7 @@ void Engine::DropFront(Slot& slot, std::size_t k) {
     if (k >= avail) {
       k -= avail;
       slot.deleted_chunks.push_back(no);
-      slot.chunks.pop_front();
+      slot.chunks.erase(slot.chunks.begin());
       slot.front_skip = 0;
     } else {
       slot.front_skip += static_cast<std::uint32_t>(k);

@@ -104,7 +104,7 @@ struct Slot {
   bool persisted = false;
   // The persisted chunks (commit number, entries) covering `history` in order; the first
   // `front_skip` entries of the first chunk were folded since.
-  std::deque<std::pair<std::uint64_t, std::uint32_t>> chunks;
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> chunks;  // few: commits in the window
   std::uint32_t front_skip = 0;
   std::uint32_t unpersisted = 0;  // entries at the end of `history` in no chunk yet
   bool rewrite = false;           // history changed in the middle: rewrite it as one chunk
