@@ -93,21 +93,23 @@ struct RunEntry {
 /// Persistence: the slot record holds the base; the history is stored append-only in chunks (one
 /// per commit that added entries), so a commit writes only what is new, never the whole history.
 struct Slot {
+  // Hot fields first (one cache line): every $inc reads and writes these.
   const Blade* blade = nullptr;
-  bool has_base = false;
-  core::Number base;      // counters: the folded sum; max/min: the folded best
-  Stamp base_stamp;       // max/min: stamp of the folded best
   std::vector<RunEntry> history;  // counters: in seq order; max/min: in stamp order
   core::Number value;     // counters: base then history summed in seq order; max/min: the best
-  Stamp value_stamp;      // max/min: stamp of the best
+  std::uint32_t unpersisted = 0;  // entries at the end of `history` in no chunk yet
   bool dirty = false;
+  bool rewrite = false;           // history changed in the middle: rewrite it as one chunk
   bool persisted = false;
+  bool has_base = false;
+  // Cold fields.
+  core::Number base;      // counters: the folded sum; max/min: the folded best
+  Stamp base_stamp;       // max/min: stamp of the folded best
+  Stamp value_stamp;      // max/min: stamp of the best
   // The persisted chunks (commit number, entries) covering `history` in order; the first
   // `front_skip` entries of the first chunk were folded since.
   std::vector<std::pair<std::uint64_t, std::uint32_t>> chunks;  // few: commits in the window
   std::uint32_t front_skip = 0;
-  std::uint32_t unpersisted = 0;  // entries at the end of `history` in no chunk yet
-  bool rewrite = false;           // history changed in the middle: rewrite it as one chunk
   std::vector<std::uint64_t> deleted_chunks;  // fully folded chunks to delete
 };
 
