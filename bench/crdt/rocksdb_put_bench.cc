@@ -27,6 +27,9 @@ namespace {
 
 constexpr std::size_t kBatchShards = 65536;
 
+// The state store's own options (crdt/src/state_store.cc, DbOptions()), copied because they are
+// private to crdt/ and RocksDB types stay out of its public headers. Keep the two in step, or this
+// baseline stops measuring the same database.
 rocksdb::Options DbOptions() {
   rocksdb::Options o;
   o.create_if_missing = true;

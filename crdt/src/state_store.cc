@@ -141,6 +141,7 @@ StateStore::~StateStore() {
 
 namespace {
 
+// bench/crdt/rocksdb_put_bench.cc copies these for its raw-RocksDB baseline: keep them in step.
 rocksdb::Options DbOptions() {
   rocksdb::Options o;
   o.create_if_missing = true;

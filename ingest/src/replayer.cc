@@ -2,12 +2,11 @@
 #include "lattice/ingest/replayer.h"
 
 #include <fcntl.h>
-#include <cerrno>
-#include <cstring>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
-#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <memory>
@@ -15,7 +14,7 @@
 
 #include "lattice/core/json_text.h"
 #include "lattice/core/line_reader.h"
-#include "lattice/core/shard.h"
+
 #include "decode_stage.h"
 
 namespace lattice::ingest {
