@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 
 namespace lattice::crdt {
@@ -52,5 +54,36 @@ struct SourcePosition {
   std::uint64_t offset = 0;
   std::uint64_t line = 0;
 };
+
+/// Why a visible value changed (DESIGN.md §6).
+enum class ChangeCause : std::uint8_t {
+  kSet,      // a shard wrote a scalar or object (or replaced a value of another type)
+  kErase,    // a shard wrote null over the path (or an ancestor)
+  kCounter,  // a $inc / $max / $min changed the visible number
+  kEvict,    // a TTL rule removed the subtree (DESIGN.md §4)
+};
+
+/// One visible change of the merged state: the value at `path` went from `old_json` to
+/// `new_json` (canonical JSON; nullopt = nothing visible there). Emitted at the highest path whose
+/// visible value changed as one unit (an erased subtree is one change at its root). The stamp is
+/// the shard's (blade, seq, ts) that caused it; for an eviction, the ts that triggered it.
+///
+/// Wire form (topic `lattice.changes`, the observer's live stream, `lattice step --json`):
+///   {"path":"nodes.b1.status","old":"waiting","new":"working",
+///    "stamp":{"blade":"b1","seq":42,"ts":1732350000123},"cause":"set"}
+/// with `old` / `new` null when absent and cause one of set / erase / counter / evict.
+struct Change {
+  std::string path;  // dotted, with `\.` escapes (core::Path::ToString)
+  std::optional<std::string> old_json;
+  std::optional<std::string> new_json;
+  std::string blade;
+  std::uint64_t seq = 0;
+  std::int64_t ts = 0;
+  ChangeCause cause = ChangeCause::kSet;
+};
+
+/// Receives changes synchronously on the merging thread, in the order they happen. Must not call
+/// back into the engine; copy what it needs.
+using ChangeSink = std::function<void(const Change&)>;
 
 }  // namespace lattice::crdt
