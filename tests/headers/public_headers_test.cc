@@ -11,6 +11,8 @@
 #include "lattice/crdt/state_reader.h"
 #include "lattice/crdt/state_store.h"
 #include "lattice/crdt/types.h"
+#include "lattice/ingest/dev_broker.h"
+#include "lattice/ingest/kafka_settings.h"
 #include "lattice/ingest/replayer.h"
 #include "lattice/ingest/synthetic.h"
 
