@@ -15,6 +15,7 @@
 #include "lattice/ingest/kafka_settings.h"
 #include "lattice/ingest/replayer.h"
 #include "lattice/ingest/synthetic.h"
+#include "lattice/processors/demo_cluster.h"
 
 #if defined(ROCKSDB_MAJOR) || defined(ROCKSDB_NAMESPACE)
 #error "a public header includes RocksDB"
