@@ -1,12 +1,12 @@
 // The on-disk layout of a state directory: column families and meta keys (docs/state-layout.md).
 #pragma once
 
-#include <rocksdb/db.h>
-#include <rocksdb/options.h>
-
 #include <cstdint>
 #include <string>
 #include <string_view>
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
 
 #include "lattice/core/status.h"
 
@@ -16,12 +16,24 @@ inline constexpr std::string_view kStateCf = "state";        // encoded path -> 
 inline constexpr std::string_view kCountersCf = "counters";  // encoded path + 00 02 + blade -> slot
 inline constexpr std::string_view kHistoryCf = "history";    // slot key + BE u64 commit -> entries
 inline constexpr std::string_view kMetaCf = "meta";          // the keys below
+// BE u64 commit number -> change-log record (kChangeLogFormat, then the node keys the commit wrote)
+inline constexpr std::string_view kChangesCf = "changes";
+inline constexpr std::uint8_t kChangeLogKeys = 1;  // format 1: 'P'|'D', varint length, key; ...
+inline constexpr std::uint64_t kChangeLogCommits = 4096;  // entries kept (older ones are trimmed)
 
-inline constexpr std::string_view kFormatKey = "format";     // "lattice-state 3"
+inline std::string CommitKey(std::uint64_t commit) {
+  std::string k;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    k.push_back(static_cast<char>((commit >> shift) & 0xff));
+  }
+  return k;
+}
+
+inline constexpr std::string_view kFormatKey = "format";  // "lattice-state 3"
 inline constexpr std::string_view kFormatValue = "lattice-state 3";
 inline constexpr std::string_view kClockKey = "clock";  // watermark, gc horizon, commits (varints)
-inline constexpr char kBladePrefix = 'b';                    // 'b' + big-endian u32 id -> blade
-inline constexpr char kPositionPrefix = 'p';                 // 'p' + source -> offset, line varints
+inline constexpr char kBladePrefix = 'b';               // 'b' + big-endian u32 id -> blade
+inline constexpr char kPositionPrefix = 'p';            // 'p' + source -> offset, line varints
 
 inline std::string BladeKey(std::uint32_t id) {
   std::string k(1, kBladePrefix);

@@ -1,6 +1,14 @@
 // StateReader: canonical JSON straight from the ordered node records of a state directory.
 #include "lattice/crdt/state_reader.h"
 
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
 #include <rocksdb/db.h>
 
 #include "engine.h"
@@ -12,26 +20,109 @@ namespace lattice::crdt {
 using internal::FromRocks;
 using internal::Kind;
 
+namespace {
+
+/// The newest stamp of a node record: (ts, blade id + 1 or 0, seq).
+struct RecordStamp {
+  std::int64_t ts = 0;
+  std::uint64_t blade = 0;
+  std::uint64_t seq = 0;
+};
+
+}  // namespace
+
 struct StateReader::Impl {
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::ColumnFamilyHandle* state_cf = nullptr;
   rocksdb::ColumnFamilyHandle* meta_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* changes_cf = nullptr;  // secondary with a change log only
+  bool secondary = false;
+  std::atomic<std::uint64_t> commit{0};
+  std::atomic<std::int64_t> watermark{0};
+
+  // Blade names by id, read from meta on first use (blades are never renamed or removed).
+  mutable std::mutex blades_mu;
+  mutable std::vector<std::string> blade_names;  // index = id; "" = not read yet
+
+  // CatchUp() only: the commit last reported, and the values last reported by encoded key
+  // (kAbsentMark for an erased path).
+  std::uint64_t followed_commit = 0;
+  std::map<std::string, std::string, std::less<>> reported;
+  static constexpr std::string_view kAbsentMark{"\0", 1};
+
   ~Impl() {
     for (auto* h : handles) {
       (void)db->DestroyColumnFamilyHandle(h);
     }
   }
 
+  /// The blade name of a stamp's blade field (id + 1; 0 = none), or "" if unknown.
+  std::string BladeName(std::uint64_t blade) const {
+    if (blade == 0 || blade > 0xffffffffULL + 1) {
+      return std::string();
+    }
+    const auto id = static_cast<std::uint32_t>(blade - 1);
+    std::lock_guard lock(blades_mu);
+    if (id < blade_names.size() && !blade_names[id].empty()) {
+      return blade_names[id];
+    }
+    std::string value;
+    if (!db->Get(rocksdb::ReadOptions(), meta_cf, internal::BladeKey(id), &value).ok()) {
+      return std::string();
+    }
+    internal::RecordReader r(value);
+    std::uint64_t len;
+    std::string_view name;
+    if (!r.Varint(len) || !r.Bytes(len, name)) {
+      return std::string();
+    }
+    if (blade_names.size() <= id) {
+      blade_names.resize(std::size_t{id} + 1);
+    }
+    blade_names[id] = std::string(name);
+    return blade_names[id];
+  }
+
+  /// Reads the clock record (watermark, commit counter) into `commit` / `watermark`.
+  Status ReadClock() {
+    std::string value;
+    rocksdb::Status s = db->Get(rocksdb::ReadOptions(), meta_cf, internal::kClockKey, &value);
+    if (s.IsNotFound()) {
+      commit = 0;
+      return Status::Ok();
+    }
+    LATTICE_RETURN_IF_ERROR(FromRocks(s, "reading the clock record"));
+    internal::RecordReader r(value);
+    std::uint64_t wm, horizon, commits;
+    if (!r.Varint(wm) || !r.Varint(horizon) || !r.Varint(commits)) {
+      return Status::Corruption("malformed clock record");
+    }
+    watermark = internal::UnZigZag(wm);
+    commit = commits;
+    return Status::Ok();
+  }
+
   /// A node record's kind and visible JSON (empty for objects and tombstones).
   static Status DecodeVisible(std::string_view value, Kind& kind, std::string& json) {
+    RecordStamp stamp;
+    return DecodeNode(value, kind, json, stamp);
+  }
+
+  /// A node record's kind, visible JSON (empty for objects and tombstones) and newest stamp.
+  static Status DecodeNode(std::string_view value, Kind& kind, std::string& json,
+                           RecordStamp& stamp) {
     internal::RecordReader r(value);
     std::uint8_t format, k;
-    std::uint64_t skip;
+    std::uint64_t skip, ts;
     if (!r.Byte(format) || format != 1 || !r.Byte(k) || k > static_cast<std::uint8_t>(Kind::kMin)) {
       return Status::Corruption("malformed node record");
     }
-    for (int i = 0; i < 6; ++i) {  // two stamps
+    if (!r.Varint(ts) || !r.Varint(stamp.blade) || !r.Varint(stamp.seq)) {
+      return Status::Corruption("malformed node record");
+    }
+    stamp.ts = internal::UnZigZag(ts);
+    for (int i = 0; i < 3; ++i) {  // the reset stamp
       if (!r.Varint(skip)) {
         return Status::Corruption("malformed node record");
       }
@@ -80,7 +171,8 @@ struct StateReader::Impl {
       LATTICE_ASSIGN_OR_RETURN(core::Path::Decoded decoded, core::Path::Decode(key));
       const std::size_t depth = decoded.path.size();
       Kind kind;
-      LATTICE_RETURN_IF_ERROR(DecodeVisible(std::string_view(it->value().data(), it->value().size()), kind, json));
+      LATTICE_RETURN_IF_ERROR(
+          DecodeVisible(std::string_view(it->value().data(), it->value().size()), kind, json));
       if (kind == Kind::kAbsent) {
         continue;
       }
@@ -158,7 +250,285 @@ Result<std::unique_ptr<StateReader>> StateReader::Open(const std::string& dir) {
   if (!s.ok() || format != internal::kFormatValue) {
     return Status::Corruption("'" + dir + "' is not a Lattice state directory");
   }
+  LATTICE_RETURN_IF_ERROR(im.ReadClock());
   return reader;
+}
+
+Result<std::unique_ptr<StateReader>> StateReader::OpenSecondary(const std::string& dir,
+                                                                const std::string& secondary_dir) {
+  std::unique_ptr<StateReader> reader(new StateReader());
+  Impl& im = *reader->impl_;
+  im.secondary = true;
+  rocksdb::Options options;
+  options.max_open_files = -1;  // required by secondary instances
+  std::vector<std::string> names;
+  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(options, dir, &names);
+  if (!s.ok()) {
+    return Status::NotFound("no Lattice state in '" + dir + "': " + s.ToString());
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(secondary_dir, ec);
+  if (ec) {
+    return Status::InvalidArgument("cannot create '" + secondary_dir + "': " + ec.message());
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {std::string(internal::kStateCf), rocksdb::ColumnFamilyOptions()},
+      {std::string(internal::kMetaCf), rocksdb::ColumnFamilyOptions()},
+  };
+  const bool has_log = std::find(names.begin(), names.end(), internal::kChangesCf) != names.end();
+  if (has_log) {
+    cfs.push_back({std::string(internal::kChangesCf), rocksdb::ColumnFamilyOptions()});
+  }
+  for (const auto& cf : cfs) {
+    if (std::find(names.begin(), names.end(), cf.name) == names.end()) {
+      return Status::Corruption(
+          "'" + dir + "' is not a Lattice state directory (no column family '" + cf.name + "')");
+    }
+  }
+  rocksdb::DB* raw = nullptr;
+  s = rocksdb::DB::OpenAsSecondary(options, dir, secondary_dir, cfs, &im.handles, &raw);
+  if (!s.ok()) {
+    if (s.IsIOError() || s.IsPathNotFound() || s.IsNotFound()) {
+      return Status::NotFound("no Lattice state in '" + dir + "': " + s.ToString());
+    }
+    return FromRocks(s, "opening '" + dir + "' as a secondary");
+  }
+  im.db.reset(raw);
+  im.state_cf = im.handles[1];
+  im.meta_cf = im.handles[2];
+  im.changes_cf = has_log ? im.handles[3] : nullptr;
+  std::string format;
+  s = im.db->Get(rocksdb::ReadOptions(), im.meta_cf, internal::kFormatKey, &format);
+  if (!s.ok() || format != internal::kFormatValue) {
+    return Status::Corruption("'" + dir + "' is not a Lattice state directory");
+  }
+  LATTICE_RETURN_IF_ERROR(im.ReadClock());
+  im.followed_commit = im.commit;
+  return reader;
+}
+
+bool StateReader::has_change_log() const { return impl_->changes_cf != nullptr; }
+std::uint64_t StateReader::commit() const { return impl_->commit; }
+std::int64_t StateReader::watermark() const { return impl_->watermark; }
+
+Result<CatchUpResult> StateReader::CatchUp(std::size_t max_changes) {
+  Impl& im = *impl_;
+  if (!im.secondary) {
+    return Status::InvalidArgument("CatchUp needs a reader opened with OpenSecondary");
+  }
+  LATTICE_RETURN_IF_ERROR(FromRocks(im.db->TryCatchUpWithPrimary(), "catching up with the writer"));
+  LATTICE_RETURN_IF_ERROR(im.ReadClock());
+  CatchUpResult out;
+  out.commit = im.commit;
+  out.watermark = im.watermark;
+  const std::uint64_t from = im.followed_commit;
+  if (out.commit == from) {
+    return out;
+  }
+  auto gap = [&]() {
+    out.gap = true;
+    im.followed_commit = out.commit;
+    im.reported.clear();
+    return out;
+  };
+  if (out.commit < from || im.changes_cf == nullptr) {
+    return gap();
+  }
+  // The keys written by commits from+1 .. commit, each once, in order of first appearance.
+  std::vector<std::string> keys;
+  std::unordered_set<std::string_view> seen;
+  std::vector<std::string> records;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        im.db->NewIterator(rocksdb::ReadOptions(), im.changes_cf));
+    std::uint64_t expect = from + 1;
+    for (it->Seek(internal::CommitKey(expect)); it->Valid() && expect <= out.commit;
+         it->Next(), ++expect) {
+      if (it->key().ToString() != internal::CommitKey(expect)) {
+        return gap();  // trimmed (or a commit without an entry)
+      }
+      records.push_back(it->value().ToString());
+    }
+    LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "reading the change log"));
+    if (expect <= out.commit) {
+      // The clock is written in the same batch as the entry: a missing entry means no log.
+      return gap();
+    }
+  }
+  std::size_t total = 0;
+  for (const std::string& rec : records) {
+    internal::RecordReader r(rec);
+    std::uint8_t format;
+    if (!r.Byte(format) || format != internal::kChangeLogKeys) {
+      return Status::Corruption("change log record of an unknown format");
+    }
+    std::uint8_t op;
+    while (r.Byte(op)) {
+      std::uint64_t len;
+      std::string_view key;
+      if (!r.Varint(len) || !r.Bytes(len, key) || (op != 'P' && op != 'D')) {
+        return Status::Corruption("malformed change log record");
+      }
+      if (op == 'P' && ++total <= max_changes) {
+        keys.emplace_back(key);
+      }
+    }
+  }
+  if (total > max_changes) {
+    return gap();
+  }
+  // Deduplicate (a path written by several commits is reported once, with its current value).
+  {
+    std::vector<std::string> unique;
+    unique.reserve(keys.size());
+    for (std::string& k : keys) {
+      if (seen.insert(k).second) {
+        unique.push_back(std::move(k));
+      }
+    }
+    seen.clear();
+    keys = std::move(unique);
+  }
+  // Read every key's current record; remember which ones are erased, to report an erased subtree
+  // once, at its root.
+  struct Read {
+    std::string key;
+    Kind kind;
+    std::string json;
+    RecordStamp stamp;
+  };
+  std::vector<Read> reads;
+  reads.reserve(keys.size());
+  std::unordered_set<std::string> erased;
+  {
+    std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+    std::vector<rocksdb::PinnableSlice> values(keys.size());
+    std::vector<rocksdb::Status> statuses(keys.size());
+    im.db->MultiGet(rocksdb::ReadOptions(), im.state_cf, slices.size(), slices.data(),
+                    values.data(), statuses.data());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (statuses[i].IsNotFound()) {
+        continue;  // deleted since (garbage-collected tombstone or part of an erased subtree)
+      }
+      LATTICE_RETURN_IF_ERROR(FromRocks(statuses[i], "reading the state"));
+      Read rd;
+      rd.key = std::move(keys[i]);
+      LATTICE_RETURN_IF_ERROR(Impl::DecodeNode(std::string_view(values[i].data(), values[i].size()),
+                                               rd.kind, rd.json, rd.stamp));
+      if (rd.kind == Kind::kAbsent) {
+        erased.insert(rd.key);
+      }
+      reads.push_back(std::move(rd));
+    }
+  }
+  auto under_erased = [&](const std::string& key) {
+    // Every proper ancestor's key ends where a segment terminator 00 01 ends.
+    for (std::size_t i = 0; i + 1 < key.size(); ++i) {
+      if (key[i] == '\0' && key[i + 1] == '\x01' && i + 2 < key.size() &&
+          erased.count(key.substr(0, i + 2)) != 0) {
+        return true;
+      }
+    }
+    return false;
+  };
+  auto forget_below = [&](const std::string& key) {
+    for (auto it = im.reported.upper_bound(key);
+         it != im.reported.end() && it->first.starts_with(key);) {
+      it = im.reported.erase(it);
+    }
+  };
+  for (Read& rd : reads) {
+    if (rd.kind == Kind::kAbsent && under_erased(rd.key)) {
+      continue;
+    }
+    auto known = im.reported.find(rd.key);
+    LATTICE_ASSIGN_OR_RETURN(core::Path::Decoded decoded, core::Path::Decode(rd.key));
+    Change c;
+    if (rd.kind == Kind::kObject) {
+      // An object is reported only where it replaced a value this reader reported; changes
+      // below it are reported at their own paths.
+      if (known == im.reported.end() || known->second == Impl::kAbsentMark) {
+        continue;
+      }
+      bool found = false;
+      std::string json;
+      LATTICE_RETURN_IF_ERROR(im.WriteSubtree(
+          rd.key, decoded.path.size(), [&](std::string_view chunk) { json.append(chunk); }, found));
+      c.new_json = std::move(json);
+      c.cause = ChangeCause::kSet;
+    } else if (rd.kind == Kind::kAbsent) {
+      if (known != im.reported.end() && known->second == Impl::kAbsentMark) {
+        continue;  // already reported erased (a tombstone rewritten)
+      }
+      c.cause = ChangeCause::kErase;
+    } else {
+      c.new_json = rd.json;
+      c.cause = rd.kind == Kind::kScalar ? ChangeCause::kSet : ChangeCause::kCounter;
+    }
+    if (known != im.reported.end() && known->second != Impl::kAbsentMark) {
+      c.old_json = known->second;
+    }
+    c.path = decoded.path.ToString();
+    c.blade = im.BladeName(rd.stamp.blade);
+    c.seq = rd.stamp.seq;
+    c.ts = rd.stamp.ts;
+    forget_below(rd.key);
+    if (im.reported.size() >= kOldValues) {
+      im.reported.clear();
+    }
+    if (rd.kind == Kind::kObject) {
+      im.reported.erase(rd.key);
+    } else {
+      im.reported[rd.key] = c.new_json ? *c.new_json : std::string(Impl::kAbsentMark);
+    }
+    out.changes.push_back(std::move(c));
+  }
+  im.followed_commit = out.commit;
+  return out;
+}
+
+Status StateReader::ScanLeaves(const core::Path& prefix,
+                               const std::function<void(const Leaf&)>& visit) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->state_cf));
+  const std::string start = prefix.Encode();
+  std::string json;
+  std::string hidden;
+  RecordStamp stamp;
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data(), it->key().size());
+    if (key.substr(0, start.size()) != start) {
+      break;
+    }
+    if (!hidden.empty() && key.substr(0, hidden.size()) == hidden) {
+      continue;
+    }
+    Kind kind;
+    LATTICE_RETURN_IF_ERROR(Impl::DecodeNode(
+        std::string_view(it->value().data(), it->value().size()), kind, json, stamp));
+    if (kind == Kind::kObject) {
+      continue;
+    }
+    hidden = std::string(key);
+    if (kind == Kind::kAbsent) {
+      continue;
+    }
+    LATTICE_ASSIGN_OR_RETURN(core::Path::Decoded decoded, core::Path::Decode(key));
+    const std::string blade = impl_->BladeName(stamp.blade);
+    Leaf leaf;
+    leaf.path = std::move(decoded.path);
+    leaf.json = json;
+    leaf.kind = kind == Kind::kScalar    ? LeafKind::kScalar
+                : kind == Kind::kCounter ? LeafKind::kCounter
+                : kind == Kind::kMax     ? LeafKind::kMax
+                                         : LeafKind::kMin;
+    leaf.blade = blade;
+    leaf.seq = stamp.seq;
+    leaf.ts = stamp.ts;
+    visit(leaf);
+  }
+  return FromRocks(it->status(), "reading the state");
 }
 
 Result<std::optional<std::string>> StateReader::Get(const core::Path& path) const {

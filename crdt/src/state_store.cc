@@ -1,15 +1,15 @@
 // StateStore: the engine plus RocksDB, with one WriteBatch per commit and a background writer.
 #include "lattice/crdt/state_store.h"
 
-#include <rocksdb/db.h>
-#include <rocksdb/memtablerep.h>
-#include <rocksdb/table.h>
-#include <rocksdb/write_batch.h>
-
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
 #include <thread>
+
+#include <rocksdb/db.h>
+#include <rocksdb/memtablerep.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
 
 #include "engine.h"
 #include "layout.h"
@@ -29,8 +29,12 @@ class BatchSink final : public internal::ChangeSink {
       : batch_(batch), state_(state), counters_(counters), history_(history), meta_(meta) {}
   void PutNode(std::string_view key, std::string_view value) override {
     (void)batch_.Put(state_, key, value);
+    LogKey('P', key);
   }
-  void DeleteNode(std::string_view key) override { (void)batch_.Delete(state_, key); }
+  void DeleteNode(std::string_view key) override {
+    (void)batch_.Delete(state_, key);
+    LogKey('D', key);
+  }
   void PutSlot(std::string_view key, std::string_view value) override {
     (void)batch_.Put(counters_, key, value);
   }
@@ -43,7 +47,19 @@ class BatchSink final : public internal::ChangeSink {
     (void)batch_.Put(meta_, internal::BladeKey(id), value);
   }
 
+  /// Collects the node keys of this commit into `log` (the change log's format 1), if set.
+  void set_change_log(std::string* log) { log_ = log; }
+
  private:
+  void LogKey(char op, std::string_view key) {
+    if (log_ != nullptr) {
+      log_->push_back(op);
+      internal::PutVarint(*log_, key.size());
+      log_->append(key);
+    }
+  }
+
+  std::string* log_ = nullptr;
   rocksdb::WriteBatch& batch_;
   rocksdb::ColumnFamilyHandle* state_;
   rocksdb::ColumnFamilyHandle* counters_;
@@ -62,7 +78,9 @@ struct StateStore::Impl {
   rocksdb::ColumnFamilyHandle* counters_cf = nullptr;
   rocksdb::ColumnFamilyHandle* meta_cf = nullptr;
   rocksdb::ColumnFamilyHandle* history_cf = nullptr;
-  std::map<std::string, SourcePosition> positions;         // committed (or in flight)
+  rocksdb::ColumnFamilyHandle* changes_cf = nullptr;
+  std::string change_log;                           // the change-log record being built (reused)
+  std::map<std::string, SourcePosition> positions;  // committed (or in flight)
   std::map<std::string, SourcePosition> staged_positions;  // for the next commit
 
   // The background writer: at most one batch in flight.
@@ -180,23 +198,25 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
       {std::string(internal::kCountersCf), cf_options},
       {std::string(internal::kMetaCf), cf_options},
       {std::string(internal::kHistoryCf), cf_options},
+      {std::string(internal::kChangesCf), cf_options},
   };
   rocksdb::DB* raw = nullptr;
-  LATTICE_RETURN_IF_ERROR(
-      FromRocks(rocksdb::DB::Open(db_options, dir, cfs, &im.handles, &raw), "opening '" + dir + "'"));
+  LATTICE_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, dir, cfs, &im.handles, &raw),
+                                    "opening '" + dir + "'"));
   im.db.reset(raw);
   im.state_cf = im.handles[1];
   im.counters_cf = im.handles[2];
   im.meta_cf = im.handles[3];
   im.history_cf = im.handles[4];
+  im.changes_cf = im.handles[5];
 
   // Check or write the format marker.
   std::string format;
   rocksdb::Status s = im.db->Get(rocksdb::ReadOptions(), im.meta_cf, internal::kFormatKey, &format);
   if (s.IsNotFound()) {
-    LATTICE_RETURN_IF_ERROR(FromRocks(
-        im.db->Put(rocksdb::WriteOptions(), im.meta_cf, internal::kFormatKey, internal::kFormatValue),
-        "writing the format marker"));
+    LATTICE_RETURN_IF_ERROR(FromRocks(im.db->Put(rocksdb::WriteOptions(), im.meta_cf,
+                                                 internal::kFormatKey, internal::kFormatValue),
+                                      "writing the format marker"));
   } else if (!s.ok()) {
     return FromRocks(s, "reading the format marker");
   } else if (format != internal::kFormatValue) {
@@ -236,8 +256,9 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
     LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "reading meta"));
   }
   for (int pass = 0; pass < 3; ++pass) {
-    rocksdb::ColumnFamilyHandle* cf =
-        pass == 0 ? im.state_cf : pass == 1 ? im.counters_cf : im.history_cf;
+    rocksdb::ColumnFamilyHandle* cf = pass == 0   ? im.state_cf
+                                      : pass == 1 ? im.counters_cf
+                                                  : im.history_cf;
     std::unique_ptr<rocksdb::Iterator> it(im.db->NewIterator(rocksdb::ReadOptions(), cf));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       const std::string_view key(it->key().data(), it->key().size());
@@ -278,7 +299,21 @@ Status StateStore::Commit() {
   }
   batch->Clear();
   BatchSink sink(*batch, im.state_cf, im.counters_cf, im.history_cf, im.meta_cf);
+  if (im.options.change_log) {
+    im.change_log.assign(1, static_cast<char>(internal::kChangeLogKeys));
+    sink.set_change_log(&im.change_log);
+  }
   im.engine.CollectChanges(sink);
+  if (im.options.change_log) {
+    // Every commit gets an entry (possibly empty), so a reader can tell a trimmed log from a
+    // commit that changed nothing. Trimming is a range delete every 64 commits.
+    const std::uint64_t commit = im.engine.commits();
+    (void)batch->Put(im.changes_cf, internal::CommitKey(commit), im.change_log);
+    if (commit > internal::kChangeLogCommits && commit % 64 == 0) {
+      (void)batch->DeleteRange(im.changes_cf, internal::CommitKey(0),
+                               internal::CommitKey(commit - internal::kChangeLogCommits));
+    }
+  }
   for (auto& [source, p] : im.staged_positions) {
     std::string value;
     internal::PutVarint(value, p.offset);

@@ -25,6 +25,9 @@ struct StoreOptions {
   bool disable_wal = false;
   /// Write each batch on a background thread while the next one is merged.
   bool pipelined = true;
+  /// Keep a change log (the `changes` column family: per commit, the state keys it wrote, in the
+  /// same WriteBatch; the last 4096 commits) for readers that follow the state, e.g. the observer.
+  bool change_log = true;
 };
 
 /// The merged state of one aggregator: merges shards in memory and commits them, with the

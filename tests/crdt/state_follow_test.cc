@@ -1,0 +1,212 @@
+// Tests of following a state as it is written: StateReader::OpenSecondary + CatchUp() against a
+// StateStore writing the same directory (the change log of format 1), through the public API.
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include "lattice/core/path.h"
+#include "lattice/core/shard.h"
+#include "lattice/crdt/state_reader.h"
+#include "lattice/crdt/state_store.h"
+#include "lattice/crdt/types.h"
+
+namespace lattice::crdt {
+namespace {
+
+std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
+                const std::string& body) {
+  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
+         std::to_string(ts) + R"(,"shard":)" + body + "}";
+}
+
+class StateFollowTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = "/tmp/lattice_state_follow_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    root_ = tmpl;
+    dir_ = root_ + "/state";
+    auto store = StateStore::Open(dir_, StoreOptions{});
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(*store);
+  }
+  void TearDown() override {
+    reader_.reset();
+    store_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(root_, ec);
+  }
+
+  void Commit(const std::vector<std::string>& lines) {
+    for (const std::string& line : lines) {
+      auto shard = decoder_.DecodeEnvelope(line);
+      ASSERT_TRUE(shard.ok()) << shard.status().ToString();
+      ASSERT_EQ(store_->Apply(**shard).outcome, Outcome::kApplied) << line;
+    }
+    ASSERT_TRUE(store_->Commit().ok());
+    ASSERT_TRUE(store_->Flush().ok());
+  }
+
+  void Follow() {
+    auto reader = StateReader::OpenSecondary(dir_, root_ + "/secondary");
+    ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+    reader_ = std::move(*reader);
+  }
+
+  CatchUpResult CatchUp() {
+    auto r = reader_->CatchUp();
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? std::move(*r) : CatchUpResult{};
+  }
+
+  static std::map<std::string, const Change*> ByPath(const CatchUpResult& r) {
+    std::map<std::string, const Change*> m;
+    for (const Change& c : r.changes) {
+      EXPECT_TRUE(m.emplace(c.path, &c).second) << "two changes for " << c.path;
+    }
+    return m;
+  }
+
+  std::string root_, dir_;
+  core::ShardDecoder decoder_;
+  std::unique_ptr<StateStore> store_;
+  std::unique_ptr<StateReader> reader_;
+};
+
+TEST_F(StateFollowTest, ReportsSetsCountersAndStampsWhileTheWriterRuns) {
+  Commit({Env("a", 1, 10, R"({"nodes":{"n1":{"status":"waiting"}}})")});
+  Follow();
+  EXPECT_EQ(reader_->commit(), 1u);
+  EXPECT_TRUE(reader_->has_change_log());
+  CatchUpResult r = CatchUp();
+  EXPECT_FALSE(r.gap);
+  EXPECT_TRUE(r.changes.empty()) << "nothing new since the open";
+
+  Commit({Env("a", 2, 20, R"({"nodes":{"n1":{"status":"working"}}})"),
+          Env("b", 1, 21, R"({"scrape":{"x.y":{"items":{"$inc":3}}}})")});
+  Commit({Env("b", 2, 22, R"({"scrape":{"x.y":{"items":{"$inc":4}}}})")});
+  r = CatchUp();
+  EXPECT_FALSE(r.gap);
+  EXPECT_EQ(r.commit, 3u);
+  EXPECT_EQ(r.watermark, std::numeric_limits<std::int64_t>::min()) << "never advanced";
+  auto m = ByPath(r);
+  ASSERT_EQ(m.size(), 2u);
+  ASSERT_TRUE(m.count("nodes.n1.status"));
+  const Change& s = *m["nodes.n1.status"];
+  EXPECT_EQ(s.new_json, std::optional<std::string>("\"working\""));
+  EXPECT_EQ(s.old_json, std::nullopt) << "never reported before";
+  EXPECT_EQ(s.blade, "a");
+  EXPECT_EQ(s.seq, 2u);
+  EXPECT_EQ(s.ts, 20);
+  EXPECT_EQ(s.cause, ChangeCause::kSet);
+  ASSERT_TRUE(m.count("scrape.x\\.y.items"));
+  const Change& c = *m["scrape.x\\.y.items"];
+  EXPECT_EQ(c.new_json, std::optional<std::string>("7")) << "two commits, reported once";
+  EXPECT_EQ(c.cause, ChangeCause::kCounter);
+  EXPECT_EQ(c.blade, "b");
+  EXPECT_EQ(c.ts, 22);
+
+  // The next change of a reported path carries the old value.
+  Commit({Env("a", 3, 30, R"({"nodes":{"n1":{"status":"paused"}}})")});
+  r = CatchUp();
+  ASSERT_EQ(r.changes.size(), 1u);
+  EXPECT_EQ(r.changes[0].old_json, std::optional<std::string>("\"working\""));
+  EXPECT_EQ(r.changes[0].new_json, std::optional<std::string>("\"paused\""));
+}
+
+TEST_F(StateFollowTest, AnErasedSubtreeIsOneChangeAtItsRoot) {
+  Commit({Env("a", 1, 10,
+              R"({"jobs":{"1":{"status":"done","progress":1},"2":{"status":"queued"}}})")});
+  Follow();
+  Commit({Env("a", 2, 20, R"({"jobs":{"1":null}})")});
+  CatchUpResult r = CatchUp();
+  ASSERT_EQ(r.changes.size(), 1u);
+  EXPECT_EQ(r.changes[0].path, "jobs.1");
+  EXPECT_EQ(r.changes[0].cause, ChangeCause::kErase);
+  EXPECT_EQ(r.changes[0].new_json, std::nullopt);
+  EXPECT_EQ(r.changes[0].ts, 20);
+  // A scalar replacing an object is a set at that path.
+  Commit({Env("a", 3, 30, R"({"jobs":{"2":"gone"}})")});
+  r = CatchUp();
+  auto m = ByPath(r);
+  ASSERT_TRUE(m.count("jobs.2"));
+  EXPECT_EQ(m["jobs.2"]->new_json, std::optional<std::string>("\"gone\""));
+  // And an object replacing a reported scalar is a set of the object.
+  Commit({Env("a", 4, 40, R"({"jobs":{"2":{"status":"queued"}}})")});
+  r = CatchUp();
+  m = ByPath(r);
+  ASSERT_TRUE(m.count("jobs.2"));
+  EXPECT_EQ(m["jobs.2"]->old_json, std::optional<std::string>("\"gone\""));
+  EXPECT_EQ(m["jobs.2"]->new_json, std::optional<std::string>(R"({"status":"queued"})"));
+}
+
+TEST_F(StateFollowTest, FollowsAfterTheWriterClosesAndReportsAGapWhenTheLogIsTrimmed) {
+  Commit({Env("a", 1, 10, R"({"x":1})")});
+  Follow();
+  // More commits than the log keeps: the reader cannot tell what changed.
+  for (std::uint64_t i = 2; i <= 4096 + 130; ++i) {
+    Commit({Env("a", i, static_cast<std::int64_t>(i) * 10, R"({"x":)" + std::to_string(i) + "}")});
+  }
+  store_.reset();  // the writer stops
+  CatchUpResult r = CatchUp();
+  EXPECT_TRUE(r.gap);
+  EXPECT_TRUE(r.changes.empty());
+  EXPECT_EQ(r.commit, 4096u + 130u);
+  auto x = reader_->Get(*core::Path::Parse("x"));
+  ASSERT_TRUE(x.ok());
+  EXPECT_EQ(*x, std::optional<std::string>(std::to_string(4096 + 130)));
+  r = CatchUp();
+  EXPECT_FALSE(r.gap);
+  EXPECT_TRUE(r.changes.empty());
+}
+
+TEST_F(StateFollowTest, TooManyChangesAreAGap) {
+  Follow();
+  std::vector<std::string> lines;
+  for (int i = 0; i < 50; ++i) {
+    lines.push_back(Env("a", static_cast<std::uint64_t>(i + 1), 10 + i,
+                        R"({"k":{")" + std::to_string(i) + R"(":1}})"));
+  }
+  Commit(lines);
+  auto r = reader_->CatchUp(/*max_changes=*/10);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->gap);
+}
+
+TEST_F(StateFollowTest, ScanLeavesGivesKindsAndStamps) {
+  Commit({Env("w1", 5, 100,
+              R"({"nodes":{"w1":{"heartbeat":{"$max":100},"status":"working"}},"c":{"$inc":2}})")});
+  Follow();
+  std::vector<std::string> seen;
+  ASSERT_TRUE(reader_
+                  ->ScanLeaves(core::Path(),
+                               [&](const Leaf& l) {
+                                 seen.push_back(l.path.ToString() + "=" + std::string(l.json) +
+                                                " " + std::to_string(static_cast<int>(l.kind)) +
+                                                " " + std::string(l.blade) + "/" +
+                                                std::to_string(l.seq) + "@" + std::to_string(l.ts));
+                               })
+                  .ok());
+  EXPECT_EQ(seen, (std::vector<std::string>{"c=2 1 w1/5@100", "nodes.w1.heartbeat=100 2 w1/5@100",
+                                            "nodes.w1.status=\"working\" 0 w1/5@100"}));
+}
+
+TEST_F(StateFollowTest, ReadOnlyOpenStillWorksWithAChangeLog) {
+  Commit({Env("a", 1, 10, R"({"x":1})")});
+  store_.reset();
+  auto reader = StateReader::Open(dir_);
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  EXPECT_EQ((*reader)->commit(), 1u);
+  auto r = (*reader)->CatchUp();
+  EXPECT_FALSE(r.ok()) << "CatchUp needs a secondary";
+}
+
+}  // namespace
+}  // namespace lattice::crdt
