@@ -175,12 +175,52 @@ ApplyResult Engine::Apply(const core::Shard& shard) {
     }
   }
   RecordSeq(*blade, shard.seq, shard.hash);
+  if (feed_) [[unlikely]] {
+    ApplyEntries<true>(shard, s);
+  } else {
+    ApplyEntries<false>(shard, s);
+  }
+  counts_.Add(Outcome::kApplied);
+  return {};
+}
 
+namespace {
+
+ChangeCause CauseOf(OpKind kind) {
+  switch (kind) {
+    case OpKind::kErase:
+      return ChangeCause::kErase;
+    case OpKind::kInc:
+    case OpKind::kMax:
+    case OpKind::kMin:
+      return ChangeCause::kCounter;
+    default:
+      return ChangeCause::kSet;
+  }
+}
+
+}  // namespace
+
+// The walk over a shard's entries. With kEmit, each entry's visible effect is reported to the
+// change feed (docs/merge-rules.md, "Change events"): a node that becomes an object in this shard
+// is reported once, with its whole new subtree, after the entries below it; any other entry is
+// reported at its own node when that node's visible value changed.
+template <bool kEmit>
+void Engine::ApplyEntries(const core::Shard& shard, const Stamp& s) {
   frames_.clear();
   frames_.push_back({root_, Stamp{}});
   const auto& entries = shard.entries;
   const auto n = static_cast<std::uint32_t>(entries.size());
+  [[maybe_unused]] Node* pending = nullptr;  // became an object in this shard: reported at its end
+  [[maybe_unused]] std::uint32_t pending_end = 0;
+  [[maybe_unused]] std::optional<std::string> pending_old;
   for (std::uint32_t i = 0; i < n;) {
+    if constexpr (kEmit) {
+      if (pending != nullptr && i >= pending_end) {
+        Emit(pending, std::move(pending_old), VisibleJson(pending), s, ChangeCause::kSet);
+        pending = nullptr;
+      }
+    }
     const core::BodyEntry& e = entries[i];
     frames_.resize(e.depth);
     const Frame& f = frames_.back();
@@ -191,27 +231,94 @@ ApplyResult Engine::Apply(const core::Shard& shard) {
       continue;
     }
     Node* child = FindChild(parent, e.key);
+    [[maybe_unused]] bool watch = false;
+    [[maybe_unused]] Kind before = Kind::kAbsent;
+    [[maybe_unused]] std::optional<std::string> old_json;
+    if constexpr (kEmit) {
+      before = child != nullptr ? child->kind : Kind::kAbsent;
+      // Ensuring an existing object never changes what is visible at it.
+      watch = pending == nullptr && (e.kind != OpKind::kObject || before != Kind::kObject);
+      if (watch) {
+        old_json = VisibleJson(child);
+      }
+    }
     switch (e.kind) {
       case OpKind::kObject:
         child = EnsureObject(parent, child, e.key, s);
         frames_.push_back({child, kill});
         break;
       case OpKind::kSet:
-        SetScalar(parent, child, e.key, s, e.value);
+        child = SetScalar(parent, child, e.key, s, e.value);
         break;
       case OpKind::kErase:
-        Erase(parent, child, e.key, s);
+        child = Erase(parent, child, e.key, s);
         break;
       case OpKind::kInc:
       case OpKind::kMax:
       case OpKind::kMin:
-        RegisterOp(parent, child, e.key, s, KindOf(e.kind), e.number);
+        child = RegisterOp(parent, child, e.key, s, KindOf(e.kind), e.number);
         break;
+    }
+    if constexpr (kEmit) {
+      if (watch) {
+        if (e.kind == OpKind::kObject && child->kind == Kind::kObject) {
+          pending = child;
+          pending_end = e.end;
+          pending_old = std::move(old_json);
+        } else {
+          std::optional<std::string> new_json = VisibleJson(child);
+          if (new_json != old_json) {
+            Emit(child, std::move(old_json), std::move(new_json), s, CauseOf(e.kind));
+          }
+        }
+      }
     }
     ++i;
   }
-  counts_.Add(Outcome::kApplied);
-  return {};
+  if constexpr (kEmit) {
+    if (pending != nullptr) {
+      Emit(pending, std::move(pending_old), VisibleJson(pending), s, ChangeCause::kSet);
+    }
+  }
+}
+
+template void Engine::ApplyEntries<true>(const core::Shard&, const Stamp&);
+template void Engine::ApplyEntries<false>(const core::Shard&, const Stamp&);
+
+std::optional<std::string> Engine::VisibleJson(const Node* node) const {
+  if (node == nullptr || node->kind == Kind::kAbsent) {
+    return std::nullopt;
+  }
+  std::string out;
+  WriteJson(node, out);
+  return out;
+}
+
+std::string Engine::PathText(const Node* node) const {
+  std::vector<std::string> keys;
+  for (const Node* p = node; p != nullptr && p != root_; p = p->parent) {
+    keys.push_back(p->key);
+  }
+  std::reverse(keys.begin(), keys.end());
+  return core::Path(std::move(keys)).ToString();
+}
+
+void Engine::Emit(const Node* node, std::optional<std::string> old_json,
+                  std::optional<std::string> new_json, const Stamp& s, ChangeCause cause) {
+  if (old_json == new_json) {
+    return;
+  }
+  Change c;
+  c.path = PathText(node);
+  c.old_json = std::move(old_json);
+  c.new_json = std::move(new_json);
+  if (s.blade != nullptr) {
+    c.blade = s.blade->name;
+  }
+  c.seq = s.seq;
+  c.ts = s.ts;
+  c.cause = cause;
+  feed_(c);
 }
 
 bool Engine::AllDominated(const core::Shard& shard, const Stamp& s) const {
@@ -460,8 +567,8 @@ Node* Engine::EnsureObject(Node* parent, Node* child, std::string_view key, cons
   return child;
 }
 
-void Engine::SetScalar(Node* parent, Node* child, std::string_view key, const Stamp& s,
-                       std::string_view value) {
+Node* Engine::SetScalar(Node* parent, Node* child, std::string_view key, const Stamp& s,
+                        std::string_view value) {
   if (child == nullptr) {
     child = CreateChild(parent, key);
   }
@@ -476,9 +583,10 @@ void Engine::SetScalar(Node* parent, Node* child, std::string_view key, const St
   } else {
     LateReset(child, s);
   }
+  return child;
 }
 
-void Engine::Erase(Node* parent, Node* child, std::string_view key, const Stamp& s) {
+Node* Engine::Erase(Node* parent, Node* child, std::string_view key, const Stamp& s) {
   if (child == nullptr) {
     child = CreateChild(parent, key);
   }
@@ -493,10 +601,11 @@ void Engine::Erase(Node* parent, Node* child, std::string_view key, const Stamp&
   } else {
     LateReset(child, s);
   }
+  return child;
 }
 
-void Engine::RegisterOp(Node* parent, Node* child, std::string_view key, const Stamp& s,
-                        Kind kind, const Number& n) {
+Node* Engine::RegisterOp(Node* parent, Node* child, std::string_view key, const Stamp& s,
+                         Kind kind, const Number& n) {
   if (child == nullptr) {
     child = CreateChild(parent, key);
   }
@@ -522,6 +631,7 @@ void Engine::RegisterOp(Node* parent, Node* child, std::string_view key, const S
   } else {
     LateReset(child, s);
   }
+  return child;
 }
 
 void Engine::LateReset(Node* node, const Stamp& s) {

@@ -165,9 +165,9 @@ struct Node {
 };
 
 /// Receives the records of one commit. Keys are encoded paths (core::Path::Encode()).
-class ChangeSink {
+class RecordSink {
  public:
-  virtual ~ChangeSink() = default;
+  virtual ~RecordSink() = default;
   virtual void PutNode(std::string_view key, std::string_view value) = 0;
   virtual void DeleteNode(std::string_view key) = 0;
   virtual void PutSlot(std::string_view key, std::string_view value) = 0;
@@ -189,6 +189,9 @@ class Engine {
   ApplyResult Apply(const core::Shard& shard);
   void AdvanceWatermark(std::int64_t watermark_ms);
 
+  /// The change feed (DESIGN.md §6); empty = off. See docs/merge-rules.md for the emission rules.
+  void SetChangeFeed(crdt::ChangeSink feed) { feed_ = std::move(feed); }
+
   std::string Dump() const;
   std::optional<std::string> Get(const core::Path& path) const;
   const ApplyCounts& counts() const { return counts_; }
@@ -198,7 +201,7 @@ class Engine {
   bool has_changes() const { return !dirty_.empty() || !graveyard_.empty() || !dirty_blades_.empty(); }
 
   /// Writes every change since the last call to `sink` (deletes before puts), then forgets it.
-  void CollectChanges(ChangeSink& sink);
+  void CollectChanges(RecordSink& sink);
 
   // Restoring from a store: blades first, then nodes in key order, then slots.
   Status LoadBlade(std::uint32_t id, std::string_view value);
@@ -233,12 +236,18 @@ class Engine {
   void MarkDirty(Node* node);
   Node* AllocNode();
 
+  template <bool kEmit>
+  void ApplyEntries(const core::Shard& shard, const Stamp& s);
   Node* EnsureObject(Node* parent, Node* child, std::string_view key, const Stamp& s);
-  void SetScalar(Node* parent, Node* child, std::string_view key, const Stamp& s,
-                 std::string_view value);
-  void Erase(Node* parent, Node* child, std::string_view key, const Stamp& s);
-  void RegisterOp(Node* parent, Node* child, std::string_view key, const Stamp& s, Kind kind,
-                  const core::Number& n);
+  Node* SetScalar(Node* parent, Node* child, std::string_view key, const Stamp& s,
+                  std::string_view value);
+  Node* Erase(Node* parent, Node* child, std::string_view key, const Stamp& s);
+  Node* RegisterOp(Node* parent, Node* child, std::string_view key, const Stamp& s, Kind kind,
+                   const core::Number& n);
+  std::optional<std::string> VisibleJson(const Node* node) const;
+  std::string PathText(const Node* node) const;
+  void Emit(const Node* node, std::optional<std::string> old_json,
+            std::optional<std::string> new_json, const Stamp& s, ChangeCause cause);
   void LateReset(Node* node, const Stamp& s);
   void AddToRun(Node* node, const Stamp& s, const core::Number& n);
   Slot& SlotFor(Register& reg, const Blade* blade);
@@ -257,7 +266,7 @@ class Engine {
   void AppendKey(const Node* node, std::string& out) const;
   void EncodeNode(const Node* node, std::string& out) const;
   void EncodeSlot(const Slot& slot, std::string& out) const;
-  void WriteSlot(ChangeSink& sink, Slot& slot, std::string& key, std::size_t slot_key_len);
+  void WriteSlot(RecordSink& sink, Slot& slot, std::string& key, std::size_t slot_key_len);
   void EncodeBlade(const Blade& blade, std::string& out) const;
   void WriteJson(const Node* node, std::string& out) const;
 
@@ -265,6 +274,7 @@ class Engine {
 
   EngineOptions options_;
   bool persistent_;
+  crdt::ChangeSink feed_;
   Node* root_;
   absl::flat_hash_map<std::string, std::unique_ptr<Blade>, NameHash, NameEq> blades_by_name_;
   std::vector<Blade*> blades_by_id_;

@@ -79,7 +79,7 @@ void AppendChunkNo(std::string& key, std::uint64_t no) {
 
 }  // namespace
 
-void Engine::WriteSlot(ChangeSink& sink, Slot& slot, std::string& key, std::size_t slot_key_len) {
+void Engine::WriteSlot(RecordSink& sink, Slot& slot, std::string& key, std::size_t slot_key_len) {
   std::string& value = record_scratch_;
   auto chunk_key = [&](std::uint64_t no) -> std::string_view {
     key.resize(slot_key_len);
@@ -128,7 +128,7 @@ void Engine::EncodeBlade(const Blade& blade, std::string& out) const {
   }
 }
 
-void Engine::CollectChanges(ChangeSink& sink) {
+void Engine::CollectChanges(RecordSink& sink) {
   std::string& key = key_scratch_;
   auto slot_key = [&](const Node* node, const Blade* blade) {
     key.clear();

@@ -13,6 +13,7 @@ ApplyResult MergeEngine::Apply(const core::Shard& shard) { return engine_->Apply
 void MergeEngine::AdvanceWatermark(std::int64_t watermark_ms) {
   engine_->AdvanceWatermark(watermark_ms);
 }
+void MergeEngine::SetChangeSink(ChangeSink sink) { engine_->SetChangeFeed(std::move(sink)); }
 std::string MergeEngine::Dump() const { return engine_->Dump(); }
 std::optional<std::string> MergeEngine::Get(const core::Path& path) const {
   return engine_->Get(path);

@@ -21,7 +21,7 @@ using internal::FromRocks;
 
 namespace {
 
-class BatchSink final : public internal::ChangeSink {
+class BatchSink final : public internal::RecordSink {
  public:
   BatchSink(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* state,
             rocksdb::ColumnFamilyHandle* counters, rocksdb::ColumnFamilyHandle* history,
@@ -280,6 +280,10 @@ ApplyResult StateStore::Apply(const core::Shard& shard) { return impl_->engine.A
 
 void StateStore::AdvanceWatermark(std::int64_t watermark_ms) {
   impl_->engine.AdvanceWatermark(watermark_ms);
+}
+
+void StateStore::SetChangeSink(ChangeSink sink) {
+  impl_->engine.SetChangeFeed(std::move(sink));
 }
 
 void StateStore::StagePosition(const SourcePosition& position) {

@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lattice/core/path.h"
@@ -494,6 +495,70 @@ TEST_F(LateShardTest, ShardAtTheHorizonIsNotLate) {
   EXPECT_EQ(f_.Offer(Env("b", 1, 190, R"({"x":1,"c":{"$inc":2}})")), Outcome::kApplied);
   EXPECT_EQ(f_.Dump(), R"({"a":"new","c":3,"o":{"p":1},"x":1})"
                        "\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The change feed (docs/merge-rules.md, "Change events")
+
+std::string ChangeText(const Change& c) {
+  const char* cause = c.cause == ChangeCause::kSet       ? "set"
+                      : c.cause == ChangeCause::kErase   ? "erase"
+                      : c.cause == ChangeCause::kCounter ? "counter"
+                                                         : "evict";
+  return c.path + " " + c.old_json.value_or("-") + " -> " + c.new_json.value_or("-") + " " +
+         cause + " " + c.blade + "/" + std::to_string(c.seq) + "@" + std::to_string(c.ts);
+}
+
+class FeedTest : public ::testing::Test {
+ protected:
+  FeedTest() {
+    f_.engine().SetChangeSink([this](const Change& c) { events_.push_back(ChangeText(c)); });
+  }
+  std::vector<std::string> Take() { return std::exchange(events_, {}); }
+  Feeder f_;
+  std::vector<std::string> events_;
+};
+
+TEST_F(FeedTest, ANewSubtreeIsOneChangeAtItsRoot) {
+  f_.Offer(Env("b", 1, 10, R"({"a":{"b":{"c":1,"d":"x"}}})"));
+  EXPECT_EQ(Take(), std::vector<std::string>{R"(a - -> {"b":{"c":1,"d":"x"}} set b/1@10)"});
+  f_.Offer(Env("b", 2, 11, R"({"a":{"b":{"c":2},"e":{}}})"));
+  EXPECT_EQ(Take(), (std::vector<std::string>{"a.b.c 1 -> 2 set b/2@11", "a.e - -> {} set b/2@11"}));
+}
+
+TEST_F(FeedTest, AnEraseIsOneChangeWithTheOldSubtree) {
+  f_.Offer(Env("b", 1, 10, R"({"a":{"b":{"c":1}},"n":{"$inc":2}})"));
+  Take();
+  f_.Offer(Env("b", 2, 11, R"({"a":null,"n":{"$inc":3},"zz":null})"));
+  EXPECT_EQ(Take(), (std::vector<std::string>{R"(a {"b":{"c":1}} -> - erase b/2@11)",
+                                              "n 2 -> 5 counter b/2@11"}));
+}
+
+TEST_F(FeedTest, NothingVisibleNothingEmitted) {
+  f_.Offer(Env("b", 2, 20, R"({"a":"new","m":{"$max":5}})"));
+  Take();
+  f_.Offer(Env("b", 2, 20, R"({"a":"new","m":{"$max":5}})"));  // redelivery
+  f_.Offer(Env("c", 1, 10, R"({"a":"old"})"));                 // older under newer
+  f_.Offer(Env("c", 2, 21, R"({"a":"new","m":{"$max":4}})"));  // same value, smaller max
+  EXPECT_EQ(Take(), std::vector<std::string>{});
+}
+
+TEST_F(FeedTest, ALateEraseReportsWhatItRemoved) {
+  f_.Offer(Env("o", 1, 1000, R"({"job":{"owner":"orch","status":"queued"}})"));
+  f_.Offer(Env("w", 1, 3000, R"({"job":{"status":"running"}})"));
+  Take();
+  f_.Offer(Env("o", 2, 2000, R"({"job":null})"));
+  EXPECT_EQ(Take(), std::vector<std::string>{
+                        R"(job {"owner":"orch","status":"running"} -> {"status":"running"} erase o/2@2000)"});
+}
+
+TEST_F(FeedTest, ReplacementByAnotherType) {
+  f_.Offer(Env("b", 1, 10, R"({"a":{"x":1}})"));
+  Take();
+  f_.Offer(Env("b", 2, 11, R"({"a":{"$inc":1}})"));
+  f_.Offer(Env("b", 3, 12, R"({"a":{"y":true}})"));
+  EXPECT_EQ(Take(), (std::vector<std::string>{R"(a {"x":1} -> 1 counter b/2@11)",
+                                              R"(a 1 -> {"y":true} set b/3@12)"}));
 }
 
 }  // namespace

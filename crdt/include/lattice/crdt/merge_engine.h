@@ -37,6 +37,11 @@ class MergeEngine {
   /// older than watermark - allowed_lateness becomes final and is folded or dropped.
   void AdvanceWatermark(std::int64_t watermark_ms);
 
+  /// Sets (or with an empty function, removes) the receiver of the change feed: every visible
+  /// change of the state, synchronously, in the order it happens (docs/merge-rules.md, "Change
+  /// events"). Off by default; when off it costs one predictable branch per shard.
+  void SetChangeSink(ChangeSink sink);
+
   /// The canonical JSON of the whole visible state, with a trailing newline.
   std::string Dump() const;
 

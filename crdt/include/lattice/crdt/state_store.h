@@ -52,6 +52,10 @@ class StateStore {
   /// Sets the watermark (the slowest source's newest ts); see MergeEngine::AdvanceWatermark.
   void AdvanceWatermark(std::int64_t watermark_ms);
 
+  /// Sets (or with an empty function, removes) the receiver of the change feed; see
+  /// MergeEngine::SetChangeSink. Changes are reported as shards are merged, before Commit().
+  void SetChangeSink(ChangeSink sink);
+
   /// Stages a source position to be committed with the next batch.
   void StagePosition(const SourcePosition& position);
 
