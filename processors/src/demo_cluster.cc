@@ -560,7 +560,8 @@ struct DemoCluster::Impl {
     }
     body.Put({"checks", id},
              "{\"status\":" + Str(status) + ",\"since\":" + Int(c.since) +
-                 ",\"description\":" + Str(description) + ",\"evidence\":" + evidence + "}");
+                 ",\"description\":" + Str(description) + ",\"evidence\":{\"expect\":" +
+                 Str(description) + "," + evidence.substr(1) + "}");
   }
 
   void TickChecker() {
