@@ -9,6 +9,7 @@ void AddReplayCommand(CLI::App& app);
 void AddStateCommand(CLI::App& app);
 void AddGenCommand(CLI::App& app);
 void AddBrokerCommand(CLI::App& app);
+void AddEmitCommand(CLI::App& app);
 
 /// Prints "lattice: error: <message>" to stderr and returns the exit code for a failure.
 int Fail(const std::string& message);

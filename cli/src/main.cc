@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   lattice::cli::AddStateCommand(app);
   lattice::cli::AddGenCommand(app);
   lattice::cli::AddBrokerCommand(app);
+  lattice::cli::AddEmitCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
