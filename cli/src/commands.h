@@ -10,6 +10,7 @@ void AddStateCommand(CLI::App& app);
 void AddGenCommand(CLI::App& app);
 void AddBrokerCommand(CLI::App& app);
 void AddEmitCommand(CLI::App& app);
+void AddDiffCommand(CLI::App& app);
 
 /// Prints "lattice: error: <message>" to stderr and returns the exit code for a failure.
 int Fail(const std::string& message);

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   lattice::cli::AddGenCommand(app);
   lattice::cli::AddBrokerCommand(app);
   lattice::cli::AddEmitCommand(app);
+  lattice::cli::AddDiffCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -6,8 +6,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 #include "commands.h"
+#include "cut_flags.h"
 #include "lattice/core/duration.h"
 #include "lattice/crdt/state_store.h"
 #include "lattice/ingest/replayer.h"
@@ -29,6 +31,8 @@ struct ReplayArgs {
   bool strict = false;
   bool json = false;
   bool sync = false;
+  std::string until;
+  std::optional<std::uint64_t> until_seq;
 };
 
 int RunReplay(const ReplayArgs& args) {
@@ -43,6 +47,10 @@ int RunReplay(const ReplayArgs& args) {
       return Fail("cannot read '" + file + "': no such file");
     }
   }
+  auto until = CutFromFlags("--until", args.until, args.until_seq, args.files, ingest::Cut::All());
+  if (!until.ok()) {
+    return Fail(until.status().message());
+  }
   crdt::StoreOptions store_options;
   store_options.engine.allowed_lateness_ms = *lateness;
   store_options.sync = args.sync;
@@ -53,6 +61,7 @@ int RunReplay(const ReplayArgs& args) {
   ingest::ReplayOptions options;
   options.files = args.files;
   options.strict = args.strict;
+  options.until = *until;
   options.batch_shards = std::max<std::size_t>(args.batch, 1);
   // SIGINT/SIGTERM: commit what was merged and stop; a rerun continues from there.
   options.stop = &g_stop;
@@ -71,9 +80,9 @@ int RunReplay(const ReplayArgs& args) {
     fmt::print(
         "{{\"lines\":{},\"applied\":{},\"duplicates\":{},\"conflicts\":{},\"late\":{},\"bad\":{},"
         "\"bytes\":{},\"seconds\":{:.6f},\"shards_per_s\":{:.0f},\"interrupted\":{},"
-        "\"held_back\":{}}}\n",
+        "\"held_back\":{},\"past_until\":{}}}\n",
         r.lines, r.applied, r.duplicates, r.conflicts, r.late, r.bad, r.bytes, r.seconds, rate,
-        r.interrupted, r.held_back);
+        r.interrupted, r.held_back, r.past_until);
   } else {
     fmt::print("replayed {} lines from {} file(s) in {:.2f} s: {:.0f} shards/s, {:.1f} MB/s\n",
                r.lines, args.files.size(), r.seconds, rate,
@@ -81,6 +90,9 @@ int RunReplay(const ReplayArgs& args) {
     fmt::print("  applied     {}\n  duplicates  {}\n  conflicts   {}\n  late        {}\n"
                "  bad         {}\n",
                r.applied, r.duplicates, r.conflicts, r.late, r.bad);
+    if (until->kind != ingest::Cut::Kind::kAll) {
+      fmt::print("  past until  {}\n", r.past_until);
+    }
     if (r.rejected() > 0) {
       fmt::print("  rejected lines are in {}\n", options.dead_letter_path);
     }
@@ -121,6 +133,14 @@ void AddReplayCommand(CLI::App& app) {
   cmd->add_flag("--strict", args->strict, "Stop with a non-zero exit at the first rejected line");
   cmd->add_flag("--json", args->json, "Print the summary as one JSON object");
   cmd->add_flag("--sync", args->sync, "fsync the write-ahead log on every commit");
+  CLI::Option* until = cmd->add_option(
+      "--until", args->until,
+      "Merge only shards with ts <= TS (ms since the epoch, RFC 3339 like 2024-11-23T08:20:00Z, "
+      "or +DURATION after the first shard); the rest is left for a later run");
+  cmd->add_option("--until-seq", args->until_seq,
+                  "Merge only the first N lines in replay order (counted from where this run "
+                  "starts); the rest is left for a later run")
+      ->excludes(until);
   cmd->callback([args] { std::exit(RunReplay(*args)); });
 }
 

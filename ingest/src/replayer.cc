@@ -16,6 +16,7 @@
 #include "lattice/core/line_reader.h"
 
 #include "decode_stage.h"
+#include "source_clocks.h"
 
 namespace lattice::ingest {
 
@@ -112,11 +113,10 @@ class DeadLetterFile {
 struct SourceState {
   std::string file;
   std::string id;
-  std::int64_t max_ts = std::numeric_limits<std::int64_t>::min();
   std::uint64_t consumed_offset = 0;  // end of the last line consumed
   std::uint64_t consumed_line = 0;
-  bool done = false;
-  bool moved = false;  // consumed something since the last commit
+  bool moved = false;   // consumed something since the last commit
+  bool frozen = false;  // a line was left out (past --until): the position stays before it
 };
 
 }  // namespace
@@ -135,6 +135,14 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
   ReplayReport report;
   std::unique_ptr<DeadLetterFile> dead;
   LATTICE_ASSIGN_OR_RETURN(dead, DeadLetterFile::Open(options.dead_letter_path));
+
+  if (options.until.kind == Cut::Kind::kTs && store.watermark() > options.until.ts) {
+    return Status::InvalidArgument(
+        "the state is already past --until: it holds shards up to ts " +
+        std::to_string(store.watermark()) + ", later than " + std::to_string(options.until.ts) +
+        "; replay into a new state directory");
+  }
+  CutFilter until(options.until);
 
   std::vector<SourceState> sources;
   std::vector<internal::DecodeStage::Input> inputs;
@@ -155,34 +163,24 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
   // Reading and decoding run on their own thread; this thread merges and commits.
   internal::DecodeStage stage;
   LATTICE_RETURN_IF_ERROR(stage.Start(inputs, 4096));
+  // The watermark follows the slowest source that is still delivering; only merged shards move
+  // it (a line past --until must not make later lines late).
+  internal::SourceClocks clocks(sources.size());
 
   auto commit = [&]() -> Status {
     LATTICE_RETURN_IF_ERROR(dead->Sync());
-    std::int64_t watermark = std::numeric_limits<std::int64_t>::max();
-    bool any_active = false;
     for (SourceState& src : sources) {
       if (src.moved) {
         store.StagePosition({src.id, src.consumed_offset, src.consumed_line});
         src.moved = false;
       }
-      // The watermark follows the slowest source that is still delivering.
-      if (!src.done && src.max_ts != std::numeric_limits<std::int64_t>::min()) {
-        watermark = std::min(watermark, src.max_ts);
-        any_active = true;
-      }
     }
-    if (!any_active) {
-      watermark = std::numeric_limits<std::int64_t>::min();
-      for (const SourceState& src : sources) {
-        watermark = std::max(watermark, src.max_ts);
-      }
-    }
-    store.AdvanceWatermark(watermark);
+    store.AdvanceWatermark(clocks.Watermark());
     return store.Commit();
   };
 
   std::size_t in_batch = 0;
-  while (true) {
+  while (!until.Full()) {
     if (options.stop != nullptr && options.stop->load(std::memory_order_relaxed)) {
       report.interrupted = true;
       break;
@@ -191,14 +189,22 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
     if (batch == nullptr) {
       break;
     }
-    for (std::size_t i = 0; i < batch->size; ++i) {
+    for (std::size_t i = 0; i < batch->size && !until.Full(); ++i) {
       const internal::DecodedLine& line = batch->lines[i];
       SourceState& src = sources[line.source];
       if (!line.ok && line.unterminated) {
         // A partly written last line: leave it (and its position) for the next run.
         ++report.held_back;
         report.held_back_reason = std::string(line.error);
-        src.done = true;
+        clocks.SetDone(line.source, true);
+        continue;
+      }
+      if (!until.Admit(line.ok, line.shard.blade, line.shard.ts) || (src.frozen && !line.ok)) {
+        // Past --until: left for a later run, and so is everything after it in this file as far
+        // as the position goes (a bad line after it is dead-lettered by the run that passes it).
+        ++report.past_until;
+        src.frozen = true;
+        clocks.SetDone(line.source, line.source_done);
         continue;
       }
       ++report.lines;
@@ -210,7 +216,7 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
         outcome = "bad";
         reason = std::string(line.error);
       } else {
-        src.max_ts = std::max(src.max_ts, line.shard.ts);
+        clocks.Observe(line.source, line.shard.ts);
         crdt::ApplyResult r = store.Apply(line.shard);
         switch (r.outcome) {
           case crdt::Outcome::kApplied:
@@ -242,12 +248,18 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
           return Status::InvalidArgument(src.file + ":" + std::to_string(line.number) + ": " +
                                          std::string(outcome) + " shard: " + reason);
         }
-        dead->Add(src.id, line.number, line.offset, line.length, line.text, outcome, reason);
+        // After a line left out, the position stays before it, so a later run reads this line
+        // again and dead-letters it then (once).
+        if (!src.frozen) {
+          dead->Add(src.id, line.number, line.offset, line.length, line.text, outcome, reason);
+        }
       }
-      src.consumed_offset = line.end_offset;
-      src.consumed_line = line.number;
-      src.moved = true;
-      src.done = line.source_done;
+      if (!src.frozen) {
+        src.consumed_offset = line.end_offset;
+        src.consumed_line = line.number;
+        src.moved = true;
+      }
+      clocks.SetDone(line.source, line.source_done);
       if (++in_batch >= options.batch_shards) {
         LATTICE_RETURN_IF_ERROR(commit());
         in_batch = 0;

@@ -7,6 +7,7 @@
 #include "lattice/core/path.h"
 #include "lattice/core/shard.h"
 #include "lattice/core/status.h"
+#include "lattice/core/timestamp.h"
 #include "lattice/crdt/merge_engine.h"
 #include "lattice/crdt/state_reader.h"
 #include "lattice/crdt/state_store.h"
@@ -18,6 +19,7 @@
 #include "lattice/ingest/replayer.h"
 #include "lattice/ingest/synthetic.h"
 #include "lattice/processors/demo_cluster.h"
+#include "lattice/ingest/time_travel.h"
 
 #if defined(ROCKSDB_MAJOR) || defined(ROCKSDB_NAMESPACE)
 #error "a public header includes RocksDB"

@@ -5,11 +5,11 @@
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <string>
 #include <vector>
 
 #include "lattice/core/status.h"
 #include "lattice/crdt/state_store.h"
+#include "lattice/ingest/time_travel.h"
 
 namespace lattice::ingest {
 
@@ -25,6 +25,12 @@ struct ReplayOptions {
   std::size_t batch_shards = 1 << 16;
   /// When set (e.g. by a SIGINT handler), the replay commits what it merged and returns early.
   const std::atomic<bool>* stop = nullptr;
+  /// Merge only the lines of this cut (`lattice replay --until` / `--until-seq`). Lines past it
+  /// are left for a later run: a file's stored position never passes its first line that was
+  /// left out, so a later replay of the same state directory reads it (and recognises the lines
+  /// after it that this run merged as duplicates). A kTs cut fails with InvalidArgument when the
+  /// store's watermark is already past it. A kLines cut counts from where this run starts.
+  Cut until = Cut::All();
 };
 
 /// What a replay did.
@@ -42,6 +48,8 @@ struct ReplayReport {
   /// written, so it was neither applied nor dead-lettered, and the next run reads it again.
   std::uint64_t held_back = 0;
   std::string held_back_reason;
+  /// Lines read but left for a later run because they are past ReplayOptions::until.
+  std::uint64_t past_until = 0;
   std::uint64_t rejected() const { return conflicts + late + bad; }
 };
 

@@ -1,0 +1,443 @@
+// Tests of time travel (ingest/time_travel.h) and `Replay` with a cut, through the public API:
+// the state at a cut equals the independent reference over the shards the cut names; a diff
+// applied to the old dump (by an applier written here on nlohmann_json) gives the new dump, over
+// random cut points of synthetic recordings; a replay stopped by --until and continued later
+// equals one full replay, also when a blade's clock went backwards across the cut.
+#include "lattice/ingest/time_travel.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <stdlib.h>
+
+#include "../crdt/reference.h"
+#include "lattice/core/path.h"
+#include "lattice/crdt/state_store.h"
+#include "lattice/ingest/replayer.h"
+#include "lattice/ingest/synthetic.h"
+
+namespace lattice::ingest {
+namespace {
+
+std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
+                const std::string& body) {
+  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
+         std::to_string(ts) + R"(,"shard":)" + body + "}";
+}
+
+std::vector<std::string> Synthetic(std::uint64_t shards, std::uint32_t blades, std::uint64_t seed) {
+  SyntheticOptions options;
+  options.shards = shards;
+  options.blades = blades;
+  options.seed = seed;
+  options.intent_window = 40;  // erasures early and often
+  options.domains = 5;
+  std::vector<std::string> lines;
+  GenerateSynthetic(options, [&](std::string_view line) { lines.emplace_back(line); });
+  return lines;
+}
+
+// Keeps each blade's lines in their order but interleaves the blades at random, as partitions
+// consumed at different speeds do: many shards then arrive after newer shards of other blades.
+std::vector<std::string> InterleaveBlades(const std::vector<std::string>& lines,
+                                          std::mt19937_64& rng) {
+  std::map<std::string, std::vector<std::string>> by_blade;
+  for (const std::string& line : lines) {
+    by_blade[reference::ParseEnvelope(line).blade].push_back(line);
+  }
+  std::vector<std::pair<std::vector<std::string>*, std::size_t>> heads;
+  for (auto& [blade, v] : by_blade) {
+    heads.push_back({&v, 0});
+  }
+  std::vector<std::string> out;
+  while (!heads.empty()) {
+    const std::size_t k = std::uniform_int_distribution<std::size_t>(0, heads.size() - 1)(rng);
+    auto& [v, i] = heads[k];
+    out.push_back((*v)[i++]);
+    if (i == v->size()) {
+      heads.erase(heads.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> UpToTs(const std::vector<std::string>& lines, std::int64_t ts) {
+  std::vector<std::string> out;
+  for (const std::string& line : lines) {
+    if (reference::ParseEnvelope(line).ts <= ts) {
+      out.push_back(line);
+    }
+  }
+  return out;
+}
+
+// Applies a leaf diff to a JSON document as time_travel.h specifies: a removal erases the path
+// and every ancestor object it leaves empty (except the root); a set creates missing ancestors.
+// Independent of the diff code: nlohmann_json trees, paths split by core::Path::Parse.
+::testing::AssertionResult ApplyDiff(nlohmann::json& doc, const std::vector<LeafChange>& changes) {
+  for (const LeafChange& c : changes) {
+    auto parsed = core::Path::Parse(c.path);
+    if (!parsed.ok()) {
+      return ::testing::AssertionFailure() << "unparsable path " << c.path;
+    }
+    const std::vector<std::string>& keys = parsed->segments();
+    if (keys.empty()) {
+      return ::testing::AssertionFailure() << "a change at the root";
+    }
+    if (c.new_json) {
+      nlohmann::json* node = &doc;
+      for (std::size_t i = 0; i + 1 < keys.size(); ++i) {
+        if (!node->contains(keys[i])) {
+          (*node)[keys[i]] = nlohmann::json::object();
+        }
+        node = &(*node)[keys[i]];
+        if (!node->is_object()) {
+          return ::testing::AssertionFailure() << c.path << ": an ancestor is not an object";
+        }
+      }
+      if (c.old_json.has_value() != node->contains(keys.back())) {
+        return ::testing::AssertionFailure() << c.path << ": old value presence disagrees";
+      }
+      (*node)[keys.back()] = nlohmann::json::parse(*c.new_json);
+    } else {
+      std::vector<nlohmann::json*> chain{&doc};
+      for (std::size_t i = 0; i + 1 < keys.size(); ++i) {
+        if (!chain.back()->contains(keys[i])) {
+          return ::testing::AssertionFailure() << c.path << ": removed path is absent";
+        }
+        chain.push_back(&(*chain.back())[keys[i]]);
+      }
+      if (!chain.back()->contains(keys.back()) ||
+          reference::CanonicalJson((*chain.back())[keys.back()]) != *c.old_json) {
+        return ::testing::AssertionFailure() << c.path << ": removed value differs from old";
+      }
+      chain.back()->erase(keys.back());
+      for (std::size_t i = chain.size() - 1; i > 0 && chain[i]->empty(); --i) {
+        chain[i - 1]->erase(keys[i - 1]);
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+class TimeTravelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "lattice_time_travel_test.XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  std::string PathOf(const std::string& name) const { return (dir_ / name).string(); }
+
+  std::string Write(const std::string& name, const std::vector<std::string>& lines) {
+    const std::string path = PathOf(name);
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    for (const std::string& line : lines) {
+      out << line << '\n';
+    }
+    EXPECT_TRUE(out.good()) << path;
+    return path;
+  }
+
+  std::string StateAt(const std::vector<std::string>& files, const Cut& cut) {
+    auto states = StatesAt(files, {cut}, TimeTravelOptions());
+    EXPECT_TRUE(states.ok()) << states.status().ToString();
+    return states.ok() ? (*states)[0].dump : "";
+  }
+
+  // Replays into the store directory `name` (opened for this call only) and returns its dump.
+  std::string ReplayInto(const std::string& name, const std::vector<std::string>& files,
+                         const Cut& until, std::size_t batch = 1 << 16) {
+    auto store = crdt::StateStore::Open(PathOf(name), crdt::StoreOptions());
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    if (!store.ok()) {
+      return "";
+    }
+    ReplayOptions options;
+    options.files = files;
+    options.dead_letter_path = PathOf(name + ".dead.ndjson");
+    options.batch_shards = batch;
+    options.until = until;
+    auto report = Replay(**store, options);
+    EXPECT_TRUE(report.ok()) << report.status().ToString();
+    EXPECT_EQ(report.ok() ? report->rejected() : 1, 0u);
+    return (*store)->Dump();
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST(CutFilterTest, TsCutAdmitsLateLinesButStopsABladeAtItsFirstShardPastTheCut) {
+  CutFilter f(Cut::UntilTs(100));
+  EXPECT_TRUE(f.Admit(true, "a", 50));
+  EXPECT_FALSE(f.Admit(true, "b", 150));  // past the cut
+  EXPECT_TRUE(f.Admit(true, "a", 90));    // a late line of another blade still counts
+  EXPECT_FALSE(f.Admit(true, "b", 60));   // b's clock went back: b stays stopped
+  EXPECT_TRUE(f.Admit(false, "", 0));     // undecodable lines are admitted (dead-lettered)
+  EXPECT_TRUE(f.Admit(true, "a", 100));   // ts == cut is in
+  EXPECT_FALSE(f.Full());
+}
+
+TEST(CutFilterTest, LinesCutAdmitsTheFirstNLines) {
+  CutFilter f(Cut::FirstLines(2));
+  EXPECT_FALSE(f.Full());
+  EXPECT_TRUE(f.Admit(false, "", 0));
+  EXPECT_TRUE(f.Admit(true, "a", 1000));
+  EXPECT_TRUE(f.Full());
+  EXPECT_FALSE(f.Admit(true, "a", 1));
+  CutFilter none(Cut::FirstLines(0));
+  EXPECT_TRUE(none.Full());
+}
+
+TEST(DiffCanonicalTest, LeafChangesAddRemoveAndTypeChanges) {
+  const std::string a =
+      R"({"a":{"b":1,"c":{}},"k\"q":"x","l":[1,2],"o":{"p":1},"s":"old","t":{"u":{"v":true}}})"
+      "\n";
+  const std::string b = R"({"a":{"b":2},"k\"q":{"z":null},"l":[1,2],"o":{},"s":{"n":1},"t":5})"
+                        "\n";
+  auto d = DiffCanonical(a, b, core::Path());
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  std::vector<std::string> lines;
+  for (const LeafChange& c : *d) {
+    lines.push_back(c.path + " " + c.old_json.value_or("-") + " " + c.new_json.value_or("-"));
+  }
+  const std::vector<std::string> expected = {
+      "a.b 1 2", "a.c {} -",     R"(k"q "x" -)", "k\"q.z - null", "o.p 1 -",
+      "o - {}",  R"(s "old" -)", "s.n - 1",      "t.u.v true -",  "t - 5",
+  };
+  EXPECT_EQ(lines, expected);
+  nlohmann::json doc = nlohmann::json::parse(a);
+  ASSERT_TRUE(ApplyDiff(doc, *d));
+  EXPECT_EQ(reference::CanonicalJson(doc) + "\n", b);
+}
+
+TEST(DiffCanonicalTest, PrefixLimitsTheDiffAndMayNameALeafOrNothing) {
+  const std::string a = R"({"x":{"y":1,"z":2},"w":{"q":{"r":1}}})";
+  const std::string b = R"({"x":{"y":1,"z":3},"w":7})";
+  auto d = DiffCanonical(a, b, *core::Path::Parse("x"));
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d->size(), 1u);
+  EXPECT_EQ((*d)[0].path, "x.z");
+  auto leaf = DiffCanonical(a, b, *core::Path::Parse("w"));
+  ASSERT_TRUE(leaf.ok());
+  ASSERT_EQ(leaf->size(), 2u);
+  EXPECT_EQ((*leaf)[0].path, "w.q.r");
+  EXPECT_FALSE((*leaf)[0].new_json.has_value());
+  EXPECT_EQ((*leaf)[1].path, "w");
+  EXPECT_EQ((*leaf)[1].new_json, "7");
+  auto none = DiffCanonical(a, b, *core::Path::Parse("nothing.here"));
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  EXPECT_FALSE(DiffCanonical("{\"a\":", b, core::Path()).ok());
+}
+
+TEST(DiffCanonicalTest, CanonicalAtFindsEscapedKeys) {
+  const std::string doc = R"({"a.b":{"c\\d":[1,{"e":"}"}]},"f":"x"})";
+  auto v = CanonicalAt(doc, core::Path({"a.b", "c\\d"}));
+  ASSERT_TRUE(v.ok());
+  ASSERT_TRUE(v->has_value());
+  EXPECT_EQ(**v, R"([1,{"e":"}"}])");
+  auto missing = CanonicalAt(doc, core::Path({"f", "g"}));
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+}
+
+TEST_F(TimeTravelTest, StateAtATsCutEqualsTheReferenceOverTheShardsUpToIt) {
+  for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const std::vector<std::string> lines = InterleaveBlades(Synthetic(1500, 6, seed), rng);
+    const std::string file = Write("rec.ndjson", lines);
+    const std::int64_t first = 1732350000000;
+    std::vector<Cut> cuts;
+    std::vector<std::int64_t> ts;
+    for (int i = 0; i < 6; ++i) {
+      ts.push_back(first - 1 + std::uniform_int_distribution<std::int64_t>(0, 1502)(rng));
+      cuts.push_back(Cut::UntilTs(ts.back()));
+    }
+    auto states = StatesAt({file}, cuts, TimeTravelOptions());
+    ASSERT_TRUE(states.ok()) << states.status().ToString();
+    for (std::size_t i = 0; i < cuts.size(); ++i) {
+      SCOPED_TRACE("cut at ts " + std::to_string(ts[i]));
+      const std::vector<std::string> upto = UpToTs(lines, ts[i]);
+      EXPECT_EQ((*states)[i].dump, reference::ReferenceState::FromLines(upto).Dump());
+      EXPECT_EQ((*states)[i].summary.lines, upto.size());
+      EXPECT_EQ((*states)[i].summary.applied, upto.size());
+    }
+  }
+}
+
+TEST_F(TimeTravelTest, DiffAppliedToTheOldDumpGivesTheNewDumpAtRandomCuts) {
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed * 7919);
+    const std::vector<std::string> lines = InterleaveBlades(Synthetic(1200, 5, seed), rng);
+    const std::string file = Write("rec.ndjson", lines);
+    auto random_cut = [&]() {
+      if (rng() % 2 == 0) {
+        return Cut::FirstLines(std::uniform_int_distribution<std::uint64_t>(0, 1250)(rng));
+      }
+      return Cut::UntilTs(1732350000000 - 5 +
+                          std::uniform_int_distribution<std::int64_t>(0, 1210)(rng));
+    };
+    for (int round = 0; round < 8; ++round) {
+      const Cut from = random_cut();
+      const Cut to = random_cut();
+      SCOPED_TRACE("round " + std::to_string(round));
+      auto states = StatesAt({file}, {from, to}, TimeTravelOptions());
+      ASSERT_TRUE(states.ok()) << states.status().ToString();
+      const std::string& old_dump = (*states)[0].dump;
+      const std::string& new_dump = (*states)[1].dump;
+      auto diff = Diff({file}, from, to, core::Path(), TimeTravelOptions());
+      ASSERT_TRUE(diff.ok()) << diff.status().ToString();
+      EXPECT_EQ(diff->added + diff->removed + diff->changed, diff->changes.size());
+      EXPECT_EQ(diff->changes.empty(), old_dump == new_dump);
+      nlohmann::json doc = nlohmann::json::parse(old_dump);
+      ASSERT_TRUE(ApplyDiff(doc, diff->changes));
+      EXPECT_EQ(reference::CanonicalJson(doc) + "\n", new_dump);
+
+      // Under a prefix: only paths under it, and applying them fixes exactly that subtree.
+      for (const char* prefix : {"intents", "nodes", "scrape"}) {
+        auto sub = Diff({file}, from, to, *core::Path::Parse(prefix), TimeTravelOptions());
+        ASSERT_TRUE(sub.ok());
+        nlohmann::json partial = nlohmann::json::parse(old_dump);
+        ASSERT_TRUE(ApplyDiff(partial, sub->changes));
+        const nlohmann::json want = nlohmann::json::parse(new_dump);
+        EXPECT_EQ(partial.value(prefix, nlohmann::json()), want.value(prefix, nlohmann::json()))
+            << prefix;
+        for (const LeafChange& c : sub->changes) {
+          EXPECT_TRUE(c.path == prefix || c.path.rfind(std::string(prefix) + ".", 0) == 0)
+              << c.path;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(TimeTravelTest, UntilTheLastTsEqualsTheFullReplay) {
+  std::mt19937_64 rng(11);
+  const std::vector<std::string> lines = InterleaveBlades(Synthetic(3000, 8, 11), rng);
+  const std::string file = Write("rec.ndjson", lines);
+  std::int64_t last = 0;
+  for (const std::string& line : lines) {
+    last = std::max(last, reference::ParseEnvelope(line).ts);
+  }
+  const std::string full = ReplayInto("full", {file}, Cut::All());
+  EXPECT_EQ(full, reference::ReferenceState::FromLines(lines).Dump());
+  EXPECT_EQ(StateAt({file}, Cut::UntilTs(last)), full);
+  EXPECT_EQ(StateAt({file}, Cut::All()), full);
+  EXPECT_EQ(StateAt({file}, Cut::FirstLines(lines.size())), full);
+  EXPECT_EQ(ReplayInto("until", {file}, Cut::UntilTs(last)), full);
+  EXPECT_NE(StateAt({file}, Cut::UntilTs(last - 1)), full);
+}
+
+TEST_F(TimeTravelTest, ReplayUntilEqualsTheInMemoryStateAndContinuesExactly) {
+  std::mt19937_64 rng(5);
+  const std::vector<std::string> lines = InterleaveBlades(Synthetic(4000, 6, 5), rng);
+  const std::string file = Write("rec.ndjson", lines);
+  const std::string full = ReplayInto("full", {file}, Cut::All());
+  const std::int64_t t1 = 1732350000000 + 1000;
+  const std::int64_t t2 = 1732350000000 + 2500;
+  // Small batches: positions and the watermark are committed often in between.
+  EXPECT_EQ(ReplayInto("s", {file}, Cut::UntilTs(t1), 97), StateAt({file}, Cut::UntilTs(t1)));
+  EXPECT_EQ(ReplayInto("s", {file}, Cut::UntilTs(t2), 97), StateAt({file}, Cut::UntilTs(t2)));
+  EXPECT_EQ(ReplayInto("s", {file}, Cut::All(), 97), full);
+
+  // --until-seq: a prefix of the replay order; the next run starts after it.
+  EXPECT_EQ(ReplayInto("n", {file}, Cut::FirstLines(1234), 50),
+            StateAt({file}, Cut::FirstLines(1234)));
+  EXPECT_EQ(ReplayInto("n", {file}, Cut::FirstLines(1000), 50),
+            StateAt({file}, Cut::FirstLines(2234)));
+  EXPECT_EQ(ReplayInto("n", {file}, Cut::All(), 50), full);
+}
+
+TEST_F(TimeTravelTest, ABladeWhoseClockWentBackAcrossTheCutStaysExactWhenContinued) {
+  // Blade "skew" jumps ahead past the cut at seq 2, then its clock goes back: seqs 3..202 have
+  // small ts. Had the cut taken them (ts <= cut) while leaving seq 2 out, seq 2 would arrive in
+  // the continuing run below 200 newer seqs of its blade and be taken for an old duplicate.
+  std::vector<std::string> lines;
+  lines.push_back(Env("skew", 1, 100, R"({"k":{"$inc":1}})"));
+  lines.push_back(Env("other", 1, 150, R"({"o":1})"));
+  lines.push_back(Env("skew", 2, 5000, R"({"k":{"$inc":1000},"jump":true})"));
+  for (std::uint64_t s = 3; s <= 202; ++s) {
+    lines.push_back(Env("skew", s, 200 + static_cast<std::int64_t>(s), R"({"k":{"$inc":1}})"));
+    lines.push_back(Env("other", s - 1, 200 + static_cast<std::int64_t>(s),
+                        R"({"o":)" + std::to_string(s) + "}"));
+  }
+  const std::string file = Write("skew.ndjson", lines);
+  const std::string at_cut = ReplayInto("s", {file}, Cut::UntilTs(1000));
+  EXPECT_EQ(at_cut, R"({"k":1,"o":202})"
+                    "\n");
+  EXPECT_EQ(StateAt({file}, Cut::UntilTs(1000)), at_cut);
+  const std::string full = ReplayInto("s", {file}, Cut::All());
+  EXPECT_EQ(full, reference::ReferenceState::FromLines(lines).Dump());
+  EXPECT_EQ(full, R"({"jump":true,"k":1201,"o":202})"
+                  "\n");
+}
+
+TEST_F(TimeTravelTest, ReplayUntilBeforeTheStatesWatermarkIsRefused) {
+  const std::string file =
+      Write("r.ndjson", {Env("a", 1, 100, R"({"x":1})"), Env("a", 2, 200, R"({"x":2})")});
+  ReplayInto("s", {file}, Cut::All());
+  auto store = crdt::StateStore::Open(PathOf("s"), crdt::StoreOptions());
+  ASSERT_TRUE(store.ok());
+  ReplayOptions options;
+  options.files = {file};
+  options.dead_letter_path = PathOf("dead.ndjson");
+  options.until = Cut::UntilTs(150);
+  auto report = Replay(**store, options);
+  ASSERT_FALSE(report.ok());
+  EXPECT_EQ(report.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(TimeTravelTest, BadLinesPastTheCutAreDeadLetteredOnceByTheRunThatPassesThem) {
+  const std::string file =
+      Write("r.ndjson", {Env("a", 1, 100, R"({"x":1})"), Env("a", 2, 900, R"({"x":2})"), "not json",
+                         Env("b", 1, 200, R"({"y":1})")});
+  EXPECT_EQ(ReplayInto("s", {file}, Cut::UntilTs(500)), R"({"x":1,"y":1})"
+                                                        "\n");
+  auto count_dead = [&]() {
+    std::ifstream in(PathOf("s.dead.ndjson"));
+    std::size_t n = 0;
+    for (std::string l; std::getline(in, l);) {
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(count_dead(), 0u);
+  auto store = crdt::StateStore::Open(PathOf("s"), crdt::StoreOptions());
+  ASSERT_TRUE(store.ok());
+  ReplayOptions options;
+  options.files = {file};
+  options.dead_letter_path = PathOf("s.dead.ndjson");
+  auto report = Replay(**store, options);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->bad, 1u);
+  EXPECT_EQ(report->duplicates, 1u);  // b's line, merged by the first run past the left-out line
+  EXPECT_EQ((*store)->Dump(), R"({"x":2,"y":1})"
+                              "\n");
+  EXPECT_EQ(count_dead(), 1u);
+}
+
+TEST(ResolveTimestampTest, MillisecondsRfc3339AndRelativeToTheFirstShard) {
+  EXPECT_EQ(*ResolveTimestamp("1732350000123", {}), 1732350000123);
+  EXPECT_EQ(*ResolveTimestamp("2024-11-23T08:20:00.123Z", {}), 1732350000123);
+  EXPECT_FALSE(ResolveTimestamp("+5m", {"-"}).ok());
+  EXPECT_FALSE(ResolveTimestamp("yesterday", {}).ok());
+}
+
+}  // namespace
+}  // namespace lattice::ingest

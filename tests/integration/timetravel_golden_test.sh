@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Golden outputs of the time-travel commands on the hand-written recording
+# tests/data/timetravel/intents.ndjson (the worked example of docs/debugging.md): each case runs
+# `lattice ARGS...` in a scratch directory holding a copy of the recording (so positions print as
+# `intents.ndjson:LINE`) and compares stdout byte for byte with tests/data/timetravel/golden/NAME.
+# Plus command-line checks: `replay --until` at the last ts equals the full replay, continuing a
+# replay stopped by --until equals one full replay, and `diff` applied to the old dump gives the
+# new dump at random cut points of a `lattice gen` recording (applied by python3, independently).
+#
+#   bash timetravel_golden_test.sh LATTICE_BINARY TESTS_DATA_DIR
+#   UPDATE_GOLDEN=1 bash timetravel_golden_test.sh ...   # rewrites the golden files (review them!)
+set -uo pipefail
+
+lattice=${1:?usage: timetravel_golden_test.sh LATTICE_BINARY TESTS_DATA_DIR}
+data=${2:?usage: timetravel_golden_test.sh LATTICE_BINARY TESTS_DATA_DIR}
+lattice=$(realpath "$lattice")
+data=$(realpath "$data")
+[ -x "$lattice" ] || { echo "FAIL - $lattice is not an executable"; exit 1; }
+command -v python3 >/dev/null || { echo "FAIL - needs python3"; exit 1; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-timetravel.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp" || exit 1
+cp "$data/timetravel/intents.ndjson" intents.ndjson
+golden_dir="$data/timetravel/golden"
+export NO_COLOR=
+
+failures=0
+ok() { echo "ok   - $1"; }
+fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
+
+# golden NAME ARGS...: stdout of `lattice ARGS...` must equal golden/NAME
+golden() {
+  local name=$1
+  shift
+  "$lattice" "$@" >"out.$name" 2>"err.$name"
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    fail "$name: lattice $* exited $rc: $(head -c 400 "err.$name")"
+    return
+  fi
+  if [ "${UPDATE_GOLDEN:-}" = 1 ]; then
+    cp "out.$name" "$golden_dir/$name"
+    ok "$name (golden rewritten)"
+  elif cmp -s "out.$name" "$golden_dir/$name"; then
+    ok "$name"
+  else
+    fail "$name: lattice $* differs from golden/$name:"
+    diff -u "$golden_dir/$name" "out.$name" | head -40
+  fi
+}
+
+echo "# golden outputs"
+golden diff-all.txt diff intents.ndjson
+golden diff-5s-7s.txt diff intents.ndjson --from +5s --to +7s
+golden diff-5s-7s.json diff intents.ndjson --from 2024-11-23T08:20:05Z --to 1732350007000 --json
+golden diff-intents-seq.txt diff intents.ndjson --from-seq 8 --to-seq 13 --path intents
+golden diff-intents-seq.json diff intents.ndjson --from-seq 8 --to-seq 13 --path intents --json
+golden diff-backwards.txt diff intents.ndjson --from +7s --to +5s --path intents.42
+golden diff-counter.json diff intents.ndjson --from-seq 5 --path 'scrape.shop\.example\.com' --json
+"$lattice" replay intents.ndjson --state at-5500 --until 2024-11-23T08:20:05.500Z >/dev/null
+golden replay-until-5500.dump state dump --state at-5500
+"$lattice" replay intents.ndjson --state at-seq-9 --until-seq 9 >/dev/null
+golden replay-until-seq-9.dump state dump --state at-seq-9
+
+echo "# --until at the last ts equals the full replay"
+"$lattice" gen --shards 3000 --blades 7 --seed 3 --intent-window 50 -o gen.ndjson
+"$lattice" replay gen.ndjson --state full >/dev/null
+"$lattice" state dump --state full >full.dump
+last_ts=$(tail -n 1 gen.ndjson | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["ts"])')
+"$lattice" replay gen.ndjson --state last --until "$last_ts" >/dev/null
+"$lattice" state dump --state last >last.dump
+if [ -s full.dump ] && cmp -s full.dump last.dump; then ok "replay --until LAST_TS == replay"
+else fail "replay --until $last_ts differs from the full replay"; fi
+"$lattice" replay gen.ndjson --state early --until $((last_ts - 1)) >/dev/null
+"$lattice" state dump --state early >early.dump
+if ! cmp -s full.dump early.dump; then ok "replay --until LAST_TS-1 differs (the last shard counts)"
+else fail "replay --until LAST_TS-1 equals the full replay"; fi
+
+echo "# a replay stopped by --until, continued, equals one full replay"
+"$lattice" replay gen.ndjson --state cont --until +1s --batch 100 >/dev/null
+"$lattice" replay gen.ndjson --state cont --until-seq 500 --batch 100 >/dev/null
+"$lattice" replay gen.ndjson --state cont --until +2500ms --batch 100 >/dev/null
+"$lattice" replay gen.ndjson --state cont --batch 100 >/dev/null
+"$lattice" state dump --state cont >cont.dump
+if cmp -s full.dump cont.dump; then ok "--until +1s, --until-seq 500, --until +2500ms, then all == replay"
+else fail "the continued replay differs from the full replay"; fi
+if "$lattice" replay gen.ndjson --state cont --until +1s >/dev/null 2>err.back; then
+  fail "--until before the state's watermark was accepted"
+elif grep -q "already past --until" err.back; then ok "--until before the state's watermark is refused"
+else fail "unexpected error: $(cat err.back)"; fi
+
+echo "# diff applied to dump(from) gives dump(to), at random cut points"
+# apply.py OLD_DUMP DIFF_JSON NEW_DUMP: applies the changes as docs/cli.md specifies and compares.
+cat >apply.py <<'PY'
+import json, sys
+
+def split(path):
+    keys, cur, i = [], "", 0
+    while i < len(path):
+        c = path[i]
+        if c == "\\":
+            cur += path[i + 1]
+            i += 2
+            continue
+        if c == ".":
+            keys.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    keys.append(cur)
+    return keys
+
+old = json.load(open(sys.argv[1]))
+diff = json.load(open(sys.argv[2]))
+new = json.load(open(sys.argv[3]))
+for c in diff["changes"]:
+    keys = split(c["path"])
+    if c["op"] == "remove":
+        chain = [old]
+        for k in keys[:-1]:
+            chain.append(chain[-1][k])
+        assert chain[-1][keys[-1]] == c["old"], c
+        del chain[-1][keys[-1]]
+        for i in range(len(chain) - 1, 0, -1):
+            if chain[i]:
+                break
+            del chain[i - 1][keys[i - 1]]
+    else:
+        node = old
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        if c["op"] == "change":
+            assert node[keys[-1]] == c["old"], c
+        else:
+            assert keys[-1] not in node, c
+        node[keys[-1]] = c["new"]
+sys.exit(0 if old == new else 1)
+PY
+for cut in "+100ms +2s" "+2s +100ms" "+0ms +3s" "+1234ms +1235ms" "+2999ms +1h"; do
+  set -- $cut
+  "$lattice" replay gen.ndjson --state "a$1" --until "$1" >/dev/null 2>&1 || true
+  "$lattice" replay gen.ndjson --state "b$2" --until "$2" >/dev/null 2>&1 || true
+  "$lattice" state dump --state "a$1" >from.dump
+  "$lattice" state dump --state "b$2" >to.dump
+  "$lattice" diff gen.ndjson --from "$1" --to "$2" --json >d.json
+  if python3 apply.py from.dump d.json to.dump; then
+    ok "diff --from $1 --to $2 applied to replay --until $1 gives replay --until $2 ($(python3 -c 'import json,sys; print(len(json.load(open("d.json"))["changes"]))') changes)"
+  else
+    fail "diff --from $1 --to $2 applied to the old dump does not give the new dump"
+  fi
+done
+
+echo "# colour"
+"$lattice" diff intents.ndjson --from +5s --to +7s --color always >colour.out
+if grep -q $'\x1b\[31m- intents.42.host' colour.out; then ok "--color always colours removals"
+else fail "--color always: no colour in $(head -c 200 colour.out | od -c | head -3)"; fi
+if ! grep -q $'\x1b' out.diff-5s-7s.txt; then ok "no colour when stdout is not a terminal"
+else fail "colour codes in piped output"; fi
+
+echo "# errors"
+if "$lattice" diff intents.ndjson --from yesterday 2>err.ts; then fail "--from yesterday accepted"
+elif grep -q "lattice: error: --from: 'yesterday' is not a timestamp" err.ts; then ok "bad --from is named"
+else fail "unexpected error: $(cat err.ts)"; fi
+if "$lattice" diff intents.ndjson --from 1 --from-seq 2 2>/dev/null; then fail "--from with --from-seq accepted"
+else ok "--from and --from-seq exclude each other"; fi
+if "$lattice" diff missing.ndjson 2>err.missing; then fail "a missing file accepted"
+elif grep -q "cannot read 'missing.ndjson'" err.missing; then ok "a missing file is named"
+else fail "unexpected error: $(cat err.missing)"; fi
+
+if [ $failures -gt 0 ]; then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all checks passed"
