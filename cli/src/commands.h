@@ -11,6 +11,7 @@ void AddGenCommand(CLI::App& app);
 void AddBrokerCommand(CLI::App& app);
 void AddEmitCommand(CLI::App& app);
 void AddDiffCommand(CLI::App& app);
+void AddDemoCommand(CLI::App& app);
 
 /// Prints "lattice: error: <message>" to stderr and returns the exit code for a failure.
 int Fail(const std::string& message);

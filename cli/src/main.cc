@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   lattice::cli::AddBrokerCommand(app);
   lattice::cli::AddEmitCommand(app);
   lattice::cli::AddDiffCommand(app);
+  lattice::cli::AddDemoCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -41,6 +41,7 @@ function streamUrl() {
 const model = new ObserverModel();
 const nodeTiles = new Map();
 const counterRows = new Map();
+const jobRows = new Map();
 
 function render(what) {
   const s = model.summary;
@@ -179,21 +180,40 @@ function renderQueue(s) {
     sec.dataset.key = key;
     sec.replaceChildren(...children);
   }
-  // Current jobs with progress bars.
+  // Current jobs with progress bars, keyed by job id so a bar grows smoothly between updates.
   const cur = $('current-jobs');
   const current = j.current ?? [];
   const deadNodes = new Set(s.nodes.list.filter((n) => n.status === 'dead').map((n) => n.id));
-  const rows = current.map((c) => {
+  const seen = new Set();
+  let prev = null;
+  for (const c of current) {
+    seen.add(c.id);
+    let r = jobRows.get(c.id);
+    if (!r) {
+      r = { row: el('div', { class: 'job-row', 'data-testid': 'current-job', 'data-job-id': c.id }), node: el('span', { class: 'job-node' }), bar: el('div'), pct: el('span', { class: 'job-pct' }) };
+      r.row.append(el('span', { class: 'job-id', text: `#${c.id}` }), r.node, el('div', { class: 'progress' }, r.bar), r.pct);
+      jobRows.set(c.id, r);
+    }
     const pct = typeof c.progress === 'number' ? Math.round(c.progress * 100) : null;
-    const row = el('div', { class: `job-row${deadNodes.has(c.node) ? ' stale' : ''}`, 'data-testid': 'current-job', 'data-job-id': c.id, title: deadNodes.has(c.node) ? `${c.node} is dead: this job waits to be taken over` : `started ${ago(c.started, s.time)}` },
-      el('span', { class: 'job-id', text: `#${c.id}` }),
-      el('span', { class: 'job-node', text: c.node ?? '—' }),
-      el('div', { class: 'progress' }, el('div', { style: `width:${pct ?? 0}%` })),
-      el('span', { class: 'job-pct', text: pct === null ? '—' : `${pct}%` }));
-    return row;
-  });
-  if (!rows.length) rows.push(el('div', { class: 'empty-note', text: 'No job is running.' }));
-  cur.replaceChildren(...rows);
+    const stale = deadNodes.has(c.node);
+    r.row.classList.toggle('stale', stale);
+    r.row.title = stale ? `${c.node} is dead: this job waits to be taken over` : `started ${ago(c.started, s.time)}`;
+    setText(r.node, c.node ?? '—');
+    r.bar.style.width = `${pct ?? 0}%`;
+    setText(r.pct, pct === null ? '—' : `${pct}%`);
+    const want = prev ? prev.nextSibling : cur.firstChild;
+    if (want !== r.row) cur.insertBefore(r.row, want);
+    prev = r.row;
+  }
+  for (const [id, r] of jobRows) {
+    if (!seen.has(id)) {
+      r.row.remove();
+      jobRows.delete(id);
+    }
+  }
+  const note = cur.querySelector('.empty-note');
+  if (!current.length && !note) cur.append(el('div', { class: 'empty-note', text: 'No job is running.' }));
+  if (current.length && note) note.remove();
 }
 
 function renderCounters(s) {
