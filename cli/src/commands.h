@@ -12,6 +12,7 @@ void AddBrokerCommand(CLI::App& app);
 void AddEmitCommand(CLI::App& app);
 void AddDiffCommand(CLI::App& app);
 void AddDemoCommand(CLI::App& app);
+void AddAggregateCommand(CLI::App& app);
 
 /// Prints "lattice: error: <message>" to stderr and returns the exit code for a failure.
 int Fail(const std::string& message);

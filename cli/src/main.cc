@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   lattice::cli::AddEmitCommand(app);
   lattice::cli::AddDiffCommand(app);
   lattice::cli::AddDemoCommand(app);
+  lattice::cli::AddAggregateCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
