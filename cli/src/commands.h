@@ -8,6 +8,7 @@ namespace lattice::cli {
 void AddReplayCommand(CLI::App& app);
 void AddStateCommand(CLI::App& app);
 void AddGenCommand(CLI::App& app);
+void AddObserveCommand(CLI::App& app);
 void AddBrokerCommand(CLI::App& app);
 void AddEmitCommand(CLI::App& app);
 void AddDiffCommand(CLI::App& app);

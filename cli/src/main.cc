@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   lattice::cli::AddReplayCommand(app);
   lattice::cli::AddStateCommand(app);
   lattice::cli::AddGenCommand(app);
+  lattice::cli::AddObserveCommand(app);
   lattice::cli::AddBrokerCommand(app);
   lattice::cli::AddEmitCommand(app);
   lattice::cli::AddDiffCommand(app);
