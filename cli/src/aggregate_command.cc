@@ -97,10 +97,11 @@ int RunAggregate(AggregateArgs& args) {
   if (args.json) {
     fmt::print(
         "{{\"messages\":{},\"applied\":{},\"duplicates\":{},\"conflicts\":{},\"late\":{},"
-        "\"bad\":{},\"dead_letters\":{},\"batches\":{},\"rebalances\":{},\"bytes\":{},"
+        "\"bad\":{},\"dead_letters\":{},\"batches\":{},\"rebalances\":{},\"bytes\":{},\"changes\":{"
+        "},"
         "\"seconds\":{:.6f},\"shards_per_s\":{:.0f},\"reached_end\":{}}}\n",
         r.messages, r.applied, r.duplicates, r.conflicts, r.late, r.bad, r.dead_letters, r.batches,
-        r.rebalances, r.bytes, r.seconds, rate, r.reached_end);
+        r.rebalances, r.bytes, r.changes, r.seconds, rate, r.reached_end);
   } else {
     fmt::print("aggregated {} messages in {:.2f} s: {:.0f} shards/s in {} batches\n", r.messages,
                r.seconds, rate, r.batches);
@@ -136,6 +137,9 @@ void AddAggregateCommand(CLI::App& app) {
           "(LATTICE_DEFAULT_BLADE) [unkeyed]");
   setting("--dead-topic", "dead_topic",
           "Topic receiving rejected shards (LATTICE_DEAD_TOPIC) [lattice.dead]");
+  setting("--changes-topic", "changes_topic",
+          "Topic receiving change events after each durable batch; '' for none "
+          "(LATTICE_CHANGES_TOPIC) [lattice.changes]");
   setting("--min-batch", "min_batch",
           "Smallest batch limit in messages (LATTICE_MIN_BATCH) [1024]");
   setting("--max-batch", "max_batch",

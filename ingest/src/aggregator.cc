@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <string>
 #include <thread>
@@ -14,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "kafka_conf.h"
+#include "lattice/core/json_text.h"
 #include "lattice/core/shard.h"
 #include "lattice/ingest/message_identity.h"
 
@@ -58,6 +60,42 @@ void LogFromKafka(const rd_kafka_t* /*rk*/, int level, const char* fac, const ch
   }
 }
 
+// Marks the producer's messages, so delivery reports tell dead letters from change events.
+int kDeadLetterTag = 0;
+int kChangeTag = 0;
+
+/// The wire JSON of a change (crdt/types.h).
+void AppendChangeJson(std::string& out, const crdt::Change& c) {
+  out += "{\"path\":";
+  core::AppendJsonString(out, c.path);
+  out += ",\"old\":";
+  out += c.old_json ? std::string_view(*c.old_json) : std::string_view("null");
+  out += ",\"new\":";
+  out += c.new_json ? std::string_view(*c.new_json) : std::string_view("null");
+  out += ",\"stamp\":{\"blade\":";
+  core::AppendJsonString(out, c.blade);
+  out += ",\"seq\":";
+  out += std::to_string(c.seq);
+  out += ",\"ts\":";
+  out += std::to_string(c.ts);
+  out += "},\"cause\":\"";
+  switch (c.cause) {
+    case crdt::ChangeCause::kSet:
+      out += "set";
+      break;
+    case crdt::ChangeCause::kErase:
+      out += "erase";
+      break;
+    case crdt::ChangeCause::kCounter:
+      out += "counter";
+      break;
+    case crdt::ChangeCause::kEvict:
+      out += "evict";
+      break;
+  }
+  out += "\"}";
+}
+
 }  // namespace
 
 struct Aggregator::Impl {
@@ -80,6 +118,15 @@ struct Aggregator::Impl {
   Clock::time_point last_kafka_commit = Clock::now();
   std::size_t batch_limit = 0;
   std::string scratch;
+  // The change feed: collected while merging, published once the batch is durable.
+  std::vector<std::pair<std::string, Subscriber>> subscribers;
+  bool collect_changes = false;
+  std::vector<crdt::Change> merging_changes;  // of the batch being merged
+  // Committed batches not yet known durable: (commit number, their changes).
+  std::deque<std::pair<std::uint64_t, std::vector<crdt::Change>>> unpublished;
+  std::uint64_t commit_no = 0;
+  std::uint64_t changes_undelivered = 0;
+  std::string change_json;
 
   Impl(crdt::StateStore& s, AggregatorOptions o)
       : store(s), options(std::move(o)), identity(options.default_blade) {}
@@ -165,6 +212,15 @@ struct Aggregator::Impl {
 
   static void OnDelivery(rd_kafka_t* /*rk*/, const rd_kafka_message_t* m, void* opaque) {
     auto* self = static_cast<Impl*>(opaque);
+    if (m->_private == &kChangeTag) {
+      // Change events are derived data: a lost one is logged and counted, never fatal.
+      if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ++self->changes_undelivered;
+        spdlog::warn("a change event was not delivered to '{}': {}", self->options.changes_topic,
+                     rd_kafka_err2str(m->err));
+      }
+      return;
+    }
     --self->dead_in_flight;
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       self->delivery_error = std::string("delivering a dead letter to '") +
@@ -259,6 +315,7 @@ struct Aggregator::Impl {
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         int partitions_of_topic = -1;
         bool dead_exists = false;
+        bool changes_exists = options.changes_topic.empty();
         for (int i = 0; i < md->topic_cnt; ++i) {
           const rd_kafka_metadata_topic_t& t = md->topics[i];
           if (t.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -270,6 +327,9 @@ struct Aggregator::Impl {
           if (options.dead_topic == t.topic) {
             dead_exists = true;
           }
+          if (options.changes_topic == t.topic) {
+            changes_exists = true;
+          }
         }
         rd_kafka_metadata_destroy(md);
         if (partitions_of_topic < 0) {
@@ -278,6 +338,12 @@ struct Aggregator::Impl {
         if (!dead_exists) {
           return Status::NotFound("dead-letter topic '" + options.dead_topic +
                                   "' does not exist on " + Brokers());
+        }
+        if (!changes_exists) {
+          return Status::NotFound("changes topic '" + options.changes_topic +
+                                  "' does not exist on " + Brokers() +
+                                  " (create it, or give an empty changes topic to publish "
+                                  "changes in-process only)");
         }
         if (options.exit_at_end) {
           end_at_start.assign(static_cast<std::size_t>(partitions_of_topic), -1);
@@ -337,7 +403,7 @@ struct Aggregator::Impl {
           RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, value_len),
           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
           RD_KAFKA_V_TIMESTAMP(ts_type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? 0 : ts),
-          RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
+          RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(&kDeadLetterTag), RD_KAFKA_V_END);
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         ++dead_in_flight;
         return;  // the producer owns the headers now
@@ -447,7 +513,9 @@ struct Aggregator::Impl {
     const Clock::time_point start = Clock::now();
     Clock::time_point next_log = start + std::chrono::seconds(5);
     while (dead_in_flight > 0) {
-      rd_kafka_flush(producer.get(), 200);
+      // Serve delivery reports until the dead letters are through (change events may still be
+      // queued behind them; they need not be waited for).
+      rd_kafka_poll(producer.get(), 100);
       if (!delivery_error.empty()) {
         return Status::Unavailable(delivery_error);
       }
@@ -507,14 +575,61 @@ struct Aggregator::Impl {
         store.AdvanceWatermark(wm);
       }
       LATTICE_RETURN_IF_ERROR(store.Commit());
+      ++commit_no;
+      if (collect_changes && !merging_changes.empty()) {
+        unpublished.emplace_back(commit_no, std::move(merging_changes));
+        merging_changes.clear();
+      }
       batch_dirty = false;
       kafka_commit_due = true;
       ++report.batches;
     }
     if (flush) {
       LATTICE_RETURN_IF_ERROR(store.Flush());
+      PublishChanges(commit_no);
+    } else if (commit_no >= 2) {
+      // A pipelined Commit() returns once the writer took the previous batch: the one before it
+      // is durable.
+      PublishChanges(commit_no - 2);
     }
     return Status::Ok();
+  }
+
+  /// Publishes the changes of every committed batch up to `durable` (a commit number).
+  void PublishChanges(std::uint64_t durable) {
+    while (!unpublished.empty() && unpublished.front().first <= durable) {
+      for (const crdt::Change& c : unpublished.front().second) {
+        for (const auto& [prefix, callback] : subscribers) {
+          if (c.path.starts_with(prefix)) {
+            callback(c);
+          }
+        }
+        if (!options.changes_topic.empty()) {
+          change_json.clear();
+          AppendChangeJson(change_json, c);
+          while (true) {
+            const rd_kafka_resp_err_t err = rd_kafka_producev(
+                producer.get(), RD_KAFKA_V_TOPIC(options.changes_topic.c_str()),
+                RD_KAFKA_V_KEY(c.path.data(), c.path.size()),
+                RD_KAFKA_V_VALUE(change_json.data(), change_json.size()),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_TIMESTAMP(c.ts),
+                RD_KAFKA_V_OPAQUE(&kChangeTag), RD_KAFKA_V_END);
+            if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+              rd_kafka_poll(producer.get(), 100);
+              continue;
+            }
+            if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+              ++changes_undelivered;
+              spdlog::warn("a change event was not produced to '{}': {}", options.changes_topic,
+                           rd_kafka_err2str(err));
+            }
+            break;
+          }
+        }
+        ++report.changes;
+      }
+      unpublished.pop_front();
+    }
   }
 
   /// Commits the durable offsets to Kafka too (asynchronously), for lag tools. REQUIRES: Flush().
@@ -600,6 +715,10 @@ struct Aggregator::Impl {
   Result<AggregatorReport> Run() {
     const Clock::time_point start = Clock::now();
     LATTICE_RETURN_IF_ERROR(CheckTopics());
+    collect_changes = !subscribers.empty() || !options.changes_topic.empty();
+    if (collect_changes) {
+      store.SetChangeSink([this](const crdt::Change& c) { merging_changes.push_back(c); });
+    }
     PartitionListPtr topics(rd_kafka_topic_partition_list_new(1));
     rd_kafka_topic_partition_list_add(topics.get(), options.topic.c_str(), RD_KAFKA_PARTITION_UA);
     if (rd_kafka_resp_err_t err = rd_kafka_subscribe(consumer.get(), topics.get()); err) {
@@ -679,6 +798,14 @@ struct Aggregator::Impl {
         break;
       }
       rd_kafka_poll(producer.get(), 0);
+      if (n == 0 && !unpublished.empty()) {
+        // Quiet: make the last batches durable now, so their changes go out without delay.
+        status = store.Flush();
+        if (!status.ok()) {
+          break;
+        }
+        PublishChanges(commit_no);
+      }
       // Adapt: grow while batches fill up, shrink while the topic is quiet.
       if (n >= batch_limit) {
         batch_limit = std::min(batch_limit * 2, options.max_batch);
@@ -719,7 +846,14 @@ struct Aggregator::Impl {
     if (status.ok()) {
       status = failure;
     }
-    rd_kafka_flush(producer.get(), 5000);
+    if (collect_changes) {
+      store.SetChangeSink({});
+    }
+    // Change events and dead letters still queued get a last chance to go out.
+    if (rd_kafka_flush(producer.get(), 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      spdlog::warn("{} message(s) to Kafka were still undelivered at exit",
+                   rd_kafka_outq_len(producer.get()));
+    }
     report.dead_letters = dead_delivered;
     report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (!status.ok()) {
@@ -747,5 +881,9 @@ Result<std::unique_ptr<Aggregator>> Aggregator::Create(crdt::StateStore& store,
 }
 
 Result<AggregatorReport> Aggregator::Run() { return impl_->Run(); }
+
+void Aggregator::Subscribe(std::string prefix, Subscriber callback) {
+  impl_->subscribers.emplace_back(std::move(prefix), std::move(callback));
+}
 
 }  // namespace lattice::ingest

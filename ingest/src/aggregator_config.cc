@@ -20,6 +20,8 @@ const std::vector<SettingInfo>& AggregateSettings() {
       {"default_blade", "LATTICE_DEFAULT_BLADE",
        "blade of messages without a key, followed by /<partition> [unkeyed]"},
       {"dead_topic", "LATTICE_DEAD_TOPIC", "topic of rejected shards [lattice.dead]"},
+      {"changes_topic", "LATTICE_CHANGES_TOPIC",
+       "topic of change events, empty for none [lattice.changes]"},
       {"min_batch", "LATTICE_MIN_BATCH", "smallest batch limit, messages [1024]"},
       {"max_batch", "LATTICE_MAX_BATCH", "largest batch limit, messages [262144]"},
       {"max_batch_time", "LATTICE_MAX_BATCH_TIME",
@@ -166,6 +168,9 @@ Result<AggregateConfig> ResolveAggregateConfig(const std::vector<SettingMap>& la
   LATTICE_RETURN_IF_ERROR(text("state", config.state));
   LATTICE_RETURN_IF_ERROR(text("default_blade", o.default_blade));
   LATTICE_RETURN_IF_ERROR(text("dead_topic", o.dead_topic));
+  if (const std::string* v = get("changes_topic")) {
+    o.changes_topic = *v;  // may be empty: no topic, in-process subscribers only
+  }
   if (config.state.empty()) {
     return Status::InvalidArgument(
         "no state directory: give --state DIR, LATTICE_STATE or "

@@ -26,6 +26,9 @@ struct AggregatorOptions {
   std::string group = "lattice-aggregator";
   /// Rejected shards go here with headers lattice-outcome, lattice-reason, lattice-source.
   std::string dead_topic = "lattice.dead";
+  /// Change events (DESIGN.md §6) go here, key = path, value = the wire JSON of crdt::Change,
+  /// after the batch that made them is durable; empty: in-process subscribers only.
+  std::string changes_topic = "lattice.changes";
   /// Blade of messages without a key: `<default_blade>/<partition>` (see message_identity.h).
   std::string default_blade = "unkeyed";
   /// A batch (one RocksDB commit) holds at most this many messages; the limit adapts between
@@ -56,6 +59,7 @@ struct AggregatorReport {
   std::uint64_t dead_letters = 0;  // delivered to the dead-letter topic
   std::uint64_t batches = 0;
   std::uint64_t rebalances = 0;
+  std::uint64_t changes = 0;  // change events published (to subscribers and the changes topic)
   double seconds = 0;
   bool reached_end = false;  // with exit_at_end: stopped because everything was consumed
   std::uint64_t rejected() const { return conflicts + late + bad; }
@@ -70,9 +74,12 @@ struct AggregatorReport {
 /// partitions go. Rejected shards are produced to the dead-letter topic and delivered before the
 /// offsets that pass them are committed.
 ///
-/// Thread safety: Run() on one thread.
+/// Thread safety: Run() on one thread; Subscribe() before Run().
 class Aggregator {
  public:
+  /// Receives one change event after the batch that made it is durable.
+  using Subscriber = std::function<void(const crdt::Change&)>;
+
   /// Creates the Kafka clients (they connect lazily). `store` must outlive the aggregator.
   /// Errors: InvalidArgument for a bad librdkafka property or option.
   static Result<std::unique_ptr<Aggregator>> Create(crdt::StateStore& store,
@@ -80,6 +87,10 @@ class Aggregator {
   ~Aggregator();
   Aggregator(const Aggregator&) = delete;
   Aggregator& operator=(const Aggregator&) = delete;
+
+  /// Delivers every change whose dotted path starts with `prefix` ("" for all) to `callback`, on
+  /// the Run() thread, in the order they happened, after their batch is durable. Call before Run().
+  void Subscribe(std::string prefix, Subscriber callback);
 
   /// Consumes until `options.stop` is set (or, with exit_at_end, until the end), then commits,
   /// leaves the group and returns the report. A broker that is away is waited for.
