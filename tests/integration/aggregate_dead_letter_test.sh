@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Bad messages on the shards topic (invalid JSON, a non-object body, a 2 MiB body, a bad
+# lattice-seq header, a different body for a blade+seq already applied) land in lattice.dead with their
+# reason, outcome, source position, key and original headers, while everything else is applied:
+# the state equals the independent reference of the good shards.
+#
+#   bash aggregate_dead_letter_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY
+set -uo pipefail
+
+lattice=$(realpath "${1:?usage: aggregate_dead_letter_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
+refdump=$(realpath "${2:?usage: aggregate_dead_letter_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
+for tool in kcat jq python3; do
+  command -v "$tool" >/dev/null || { echo "FAIL - needs $tool"; exit 1; }
+done
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-aggregate-dead.XXXXXX")
+here=$(dirname "$(realpath "$0")")
+# shellcheck source=kafka_lib.sh
+source "$here/kafka_lib.sh"
+cleanup() { stop_broker; rm -rf "$tmp"; }
+trap cleanup EXIT
+cd "$tmp" || exit 1
+
+failures=0
+ok() { echo "ok   - $1"; }
+fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
+die() { echo "FAIL - $1"; exit 1; }
+
+start_broker --topic lattice.shards:4 --topic lattice.dead:2
+
+"$lattice" gen --shards 3000 --blades 8 --seed 5 -o rec.ndjson || die "lattice gen failed"
+"$lattice" emit -b "$bootstrap" -f rec.ndjson >emit.out 2>&1 || die "emit failed: $(cat emit.out)"
+
+produce() {  # produce KEY VALUE [kcat flags...]
+  local key=$1 value=$2
+  shift 2
+  printf '%s\t%s\n' "$key" "$value" |
+    kcat -P -b "$bootstrap" -t lattice.shards -K $'\t' -X message.max.bytes=4000000 "$@" ||
+    die "kcat -P of $key failed"
+}
+produce bad-json '{"x":'
+produce non-object '[1,2,3]'
+huge=$(python3 -c 'print("{\"big\":\"" + "x" * (2 * 1024 * 1024) + "\"}")')
+produce huge "$huge" -H origin=test
+produce bad-seq '{"h":1}' -H lattice-seq=abc
+produce c1 '{"c":{"v":1}}' -H lattice-seq=7
+produce c1 '{"c":{"v":2}}' -H lattice-seq=7 -H origin=second
+
+"$lattice" aggregate "${fast_group[@]}" -b "$bootstrap" --state st --exit-at-end --json \
+  --log-interval 0 >run.json 2>run.err || die "aggregate failed: $(tail -3 run.err)"
+echo "     $(cat run.json)"
+expect() { # expect FIELD VALUE
+  local v
+  v=$(jq -r ".$1" run.json)
+  if [ "$v" == "$2" ]; then ok "$1 = $2"; else fail "$1 = $v, expected $2"; fi
+}
+expect applied 3001
+expect bad 4
+expect conflicts 1
+expect dead_letters 5
+
+kcat -C -b "$bootstrap" -t lattice.dead -e -q -f '%k\t%S\t%h\n' >dead.tsv 2>/dev/null
+[ "$(wc -l <dead.tsv)" == 5 ] && ok "5 dead letters in lattice.dead" \
+  || fail "$(wc -l <dead.tsv) dead letters in lattice.dead: $(cut -c1-200 dead.tsv)"
+check_dead() { # check_dead KEY GREP-PATTERN WHAT
+  if grep -P "^$1\t" dead.tsv | grep -q -- "$2"; then ok "dead letter $1: $3"
+  else fail "dead letter $1 lacks $3: $(grep -P "^$1\t" dead.tsv | cut -c1-300)"; fi
+}
+check_dead bad-json 'lattice-outcome=bad,lattice-reason=invalid JSON' "reason invalid JSON"
+check_dead non-object 'must be a JSON object' "reason non-object"
+check_dead huge 'exceeds\|too large\|over' "reason too large"
+check_dead huge 'origin=test' "its original header"
+check_dead huge "lattice-truncated=${#huge}" "the original size (value truncated for the producer)"
+check_dead bad-seq 'lattice-seq=abc.*not a decimal integer' "reason bad lattice-seq header"
+check_dead c1 'lattice-outcome=conflict' "outcome conflict"
+check_dead c1 'origin=second' "the conflicting message's headers"
+check_dead c1 'lattice-source=lattice.shards/[0-9]*/[0-9]*' "its source position"
+len=$(grep -P "^bad-json\t" dead.tsv | cut -f2)
+[ "$len" == 5 ] && [ "$(grep -P "^huge\t" dead.tsv | cut -f2)" == 65536 ] && ok "the original value is kept (5 bytes of invalid JSON; the first 64 KiB of the huge one)" \
+  || fail "bad-json value length $len"
+
+# Everything else is applied: the good shards and the first c1 body.
+c1_ts=$(kcat -C -b "$bootstrap" -t lattice.shards -e -q -f '%k %T\n' 2>/dev/null | awk '$1=="c1"{print $2; exit}')
+{ cat rec.ndjson; echo "{\"blade\":\"c1\",\"seq\":7,\"ts\":$c1_ts,\"shard\":{\"c\":{\"v\":1}}}"; } >good.ndjson
+"$refdump" good.ndjson >ref.dump || die "reference failed"
+"$lattice" state dump --state st >agg.dump || die "dump failed"
+if cmp -s agg.dump ref.dump; then ok "the state equals the reference of the good shards"
+else fail "the state differs from the reference"; diff <(jq -S . agg.dump) <(jq -S . ref.dump) | head; fi
+
+if [ $failures -ne 0 ]; then
+  echo "aggregate_dead_letter_test: $failures check(s) FAILED"
+  exit 1
+fi
+echo "aggregate_dead_letter_test: all checks passed"
