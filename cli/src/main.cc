@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   lattice::cli::AddDiffCommand(app);
   lattice::cli::AddDemoCommand(app);
   lattice::cli::AddAggregateCommand(app);
+  lattice::cli::AddRecordCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -19,6 +19,7 @@
 #include "lattice/ingest/kafka_settings.h"
 #include "lattice/ingest/line_emitter.h"
 #include "lattice/ingest/message_identity.h"
+#include "lattice/ingest/recorder.h"
 #include "lattice/ingest/replayer.h"
 #include "lattice/ingest/synthetic.h"
 #include "lattice/processors/demo_cluster.h"
