@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Kafka throughput on the dev broker, against kcat baselines measured in the same run.
+#
+#   bench/kafka.sh [BUILD_DIR]      (default: build; a Release build of `lattice`)
+#
+# Environment: SHARDS (default 2000000), PARTITIONS (default 128), ROUNDS (default 2: produce
+# figures are the best of ROUNDS alternating runs, since the machine is shared).
+#
+# It starts `lattice broker` (librdkafka's mock cluster, one broker) with topics of PARTITIONS
+# partitions — the mock keeps only ~5 MiB / 100,000 message sets per partition, so 2,000,000
+# shards (~230 MB of bodies) need at least ~50; 128 leaves room — writes `lattice gen --shards
+# SHARDS --blades 64 --seed 7`, and measures:
+#   (c)  produce: `kcat -P -K '|'` of the same bodies keyed by blade (the baseline) vs
+#        `lattice emit` of the recording (envelopes: key, CreateTime and lattice-seq header per
+#        message, every shard validated). Each is timed around the whole process, start to the
+#        last delivery report, into its own topic; the message count is checked afterwards.
+#   (a)  consume baseline: `kcat -C -e -o beginning` of the whole lattice.shards topic (what
+#        `lattice emit` produced) to /dev/null.
+#   (b)  `lattice aggregate` from start to the whole topic merged and durable — SLOT for the
+#        aggregate engineer (see below); reported as "not measured" until filled in.
+# Rates are shards per second of wall-clock time; user+sys CPU seconds are printed too.
+# Targets: (c) lattice emit >= 90% of kcat -P; (b) >= 80% of (a).
+# Exit status: 0 when every figure was measured (a missed target is reported, not an error).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+case "$build" in /*) ;; *) build="$root/$build" ;; esac
+shards=${SHARDS:-2000000}
+partitions=${PARTITIONS:-128}
+rounds=${ROUNDS:-2}
+lattice="$build/cli/lattice"
+[ -x "$lattice" ] || { echo "kafka.sh: $lattice not found; build it first" >&2; exit 1; }
+for tool in kcat python3; do
+  command -v "$tool" >/dev/null || { echo "kafka.sh: needs $tool" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-kafka-bench.XXXXXX")
+broker_pid=""
+cleanup() {
+  if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null; wait "$broker_pid" 2>/dev/null; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+topic_args=(--no-default-topics --topic "lattice.shards:$partitions" --topic lattice.dead:1
+  --topic lattice.changes:1)
+for r in $(seq 1 "$rounds"); do
+  topic_args+=(--topic "bench.kcat.$r:$partitions" --topic "bench.emit.$r:$partitions")
+done
+"$lattice" broker --no-stdin "${topic_args[@]}" --bootstrap-file "$tmp/bs.txt" \
+  >"$tmp/broker.out" 2>"$tmp/broker.err" &
+broker_pid=$!
+for _ in $(seq 1 100); do [ -s "$tmp/bs.txt" ] && break; sleep 0.1; done
+[ -s "$tmp/bs.txt" ] || { echo "kafka.sh: broker did not start: $(cat "$tmp/broker.err")" >&2; exit 1; }
+brokers=$(cat "$tmp/bs.txt")
+
+echo "== Kafka benchmark: $shards shards, 64 blades, $partitions partitions, dev broker $brokers"
+echo "   $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg); build $build"
+rec="$tmp/recording.ndjson"
+"$lattice" gen --shards "$shards" --blades 64 --seed 7 -o "$rec"
+# kcat's input: blade|body, the same bodies byte for byte.
+sed 's/^{"blade":"\([^"]*\)","seq":[0-9]*,"ts":[0-9]*,"shard":\(.*\)}$/\1|\2/' "$rec" >"$tmp/kcat.txt"
+echo "   recording: $(wc -l <"$rec") lines, $(du -m "$rec" | cut -f1) MB;" \
+  "bodies: $(du -m "$tmp/kcat.txt" | cut -f1) MB"
+
+# run_measured CMD...: runs CMD and writes "wall_seconds cpu_seconds exit_code" of it (CPU = user +
+# sys of the child) to $tmp/measure; read it with `read -r w c rc <"$tmp/measure"`.
+run_measured() {
+  python3 - "$tmp/measure" "$@" <<'PY'
+import os, subprocess, sys, time
+t0 = time.monotonic()
+p = subprocess.run(sys.argv[2:])
+wall = time.monotonic() - t0
+t = os.times()
+with open(sys.argv[1], "w") as f:
+    f.write(f"{wall:.3f} {t.children_user + t.children_system:.3f} {p.returncode}\n")
+PY
+}
+count_topic() {  # topic -> number of messages
+  kcat -C -b "$brokers" -t "$1" -e -o beginning -q -f 'x\n' 2>/dev/null | wc -l
+}
+rate() { python3 -c "print(f'{$1 / $2:,.0f}')"; }
+
+best_kcat=""; best_emit=""; cpu_kcat=""; cpu_emit=""
+for r in $(seq 1 "$rounds"); do
+  run_measured sh -c "kcat -P -b '$brokers' -t bench.kcat.$r -K '|' <'$tmp/kcat.txt'"
+  read -r w c rc <"$tmp/measure"
+  [ "$rc" = 0 ] || { echo "kafka.sh: kcat -P failed" >&2; exit 1; }
+  n=$(count_topic "bench.kcat.$r")
+  [ "$n" = "$shards" ] || { echo "kafka.sh: kcat -P delivered $n of $shards" >&2; exit 1; }
+  echo "   (c) round $r: kcat -P       $w s wall, $c s CPU: $(rate "$shards" "$w") shards/s"
+  if [ -z "$best_kcat" ] || python3 -c "import sys; sys.exit(0 if $w < $best_kcat else 1)"; then
+    best_kcat=$w; cpu_kcat=$c
+  fi
+  run_measured "$lattice" emit -b "$brokers" -t "bench.emit.$r" -f "$rec" --json >"$tmp/emit.json"
+  read -r w c rc <"$tmp/measure"
+  [ "$rc" = 0 ] || { echo "kafka.sh: lattice emit failed" >&2; exit 1; }
+  n=$(count_topic "bench.emit.$r")
+  [ "$n" = "$shards" ] || { echo "kafka.sh: lattice emit delivered $n of $shards" >&2; exit 1; }
+  echo "   (c) round $r: lattice emit  $w s wall, $c s CPU: $(rate "$shards" "$w") shards/s"
+  if [ -z "$best_emit" ] || python3 -c "import sys; sys.exit(0 if $w < $best_emit else 1)"; then
+    best_emit=$w; cpu_emit=$c
+  fi
+done
+
+# lattice.shards: what (a) and (b) read. Produced by lattice emit (headers, timestamps).
+"$lattice" emit -b "$brokers" -t lattice.shards -f "$rec" >/dev/null
+n=$(count_topic lattice.shards)
+[ "$n" = "$shards" ] || { echo "kafka.sh: lattice.shards holds $n of $shards" >&2; exit 1; }
+
+run_measured sh -c "kcat -C -b '$brokers' -t lattice.shards -e -o beginning -q >/dev/null"
+read -r w_a c_a rc <"$tmp/measure"
+[ "$rc" = 0 ] || { echo "kafka.sh: kcat -C failed" >&2; exit 1; }
+echo "   (a) kcat -C -e of lattice.shards: $w_a s wall, $c_a s CPU: $(rate "$shards" "$w_a") shards/s"
+
+# ---------------------------------------------------------------------------------------------
+# (b) SLOT — `lattice aggregate` from start to the whole topic merged and durable.
+# To be filled in by the aggregate engineer: run the aggregator on lattice.shards at $brokers
+# (state in $tmp/state), stop timing when all $shards shards are committed, and set
+#   w_b=<wall seconds>  c_b=<CPU seconds>
+# Until then (b) is reported as not measured.
+w_b=""
+c_b=""
+# ---------------------------------------------------------------------------------------------
+
+echo
+echo "| figure | what | wall s | CPU s | shards/s | ratio |"
+echo "|---|---|---:|---:|---:|---|"
+echo "| (c) baseline | kcat -P -K (bodies keyed by blade) | $best_kcat | $cpu_kcat | $(rate "$shards" "$best_kcat") | |"
+ratio_c=$(python3 -c "print(f'{$best_kcat / $best_emit * 100:.0f}')")
+echo "| (c) | lattice emit (envelopes: key, CreateTime, lattice-seq; validated) | $best_emit | $cpu_emit | $(rate "$shards" "$best_emit") | ${ratio_c}% of kcat -P (target >= 90%) |"
+echo "| (a) baseline | kcat -C -e to /dev/null | $w_a | $c_a | $(rate "$shards" "$w_a") | |"
+if [ -n "$w_b" ]; then
+  ratio_b=$(python3 -c "print(f'{$w_a / $w_b * 100:.0f}')")
+  echo "| (b) | lattice aggregate, merged and durable | $w_b | $c_b | $(rate "$shards" "$w_b") | ${ratio_b}% of (a) (target >= 80%) |"
+else
+  echo "| (b) | lattice aggregate | — | — | not measured | slot in bench/kafka.sh |"
+fi
