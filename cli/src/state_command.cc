@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "lattice/core/path.h"
+#include "lattice/crdt/state_join.h"
 #include "lattice/crdt/state_reader.h"
 
 namespace lattice::cli {
@@ -15,6 +16,7 @@ namespace {
 struct StateArgs {
   std::string state;
   std::string path;
+  std::vector<std::string> states;  // dump: one or more
 };
 
 int RunGet(const StateArgs& args, bool scan) {
@@ -45,6 +47,14 @@ int RunGet(const StateArgs& args, bool scan) {
 }
 
 int RunDump(const StateArgs& args) {
+  if (args.states.size() > 1) {
+    // The CRDT join of partial states (e.g. of aggregators sharing a consumer group).
+    Status st = crdt::DumpJoinedStates(args.states, [](std::string_view chunk) {
+      std::fwrite(chunk.data(), 1, chunk.size(), stdout);
+    });
+    std::fflush(stdout);
+    return st.ok() ? 0 : Fail(st.ToString());
+  }
   auto reader = crdt::StateReader::Open(args.state);
   if (!reader.ok()) {
     return Fail(reader.status().ToString());
@@ -80,9 +90,15 @@ void AddStateCommand(CLI::App& app) {
   auto dump = std::make_shared<StateArgs>();
   CLI::App* dump_cmd = cmd->add_subcommand(
       "dump", "Print the whole state as canonical JSON (sorted keys, no spaces, one newline). "
-              "Two states are equal exactly when their dumps are byte-equal.");
-  dump_cmd->add_option("--state", dump->state, "State directory")->required();
-  dump_cmd->callback([dump] { std::exit(RunDump(*dump)); });
+              "Two states are equal exactly when their dumps are byte-equal. With several "
+              "--state, print their CRDT join: the state one aggregator would have built from "
+              "what all of them merged (e.g. aggregators of one consumer group).");
+  dump_cmd->add_option("--state", dump->states, "State directory (repeat to join several)")
+      ->required();
+  dump_cmd->callback([dump] {
+    dump->state = dump->states.front();
+    std::exit(RunDump(*dump));
+  });
 }
 
 }  // namespace lattice::cli

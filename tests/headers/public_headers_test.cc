@@ -9,6 +9,7 @@
 #include "lattice/core/status.h"
 #include "lattice/core/timestamp.h"
 #include "lattice/crdt/merge_engine.h"
+#include "lattice/crdt/state_join.h"
 #include "lattice/crdt/state_reader.h"
 #include "lattice/crdt/state_store.h"
 #include "lattice/crdt/types.h"
