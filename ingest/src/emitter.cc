@@ -17,16 +17,15 @@ namespace {
 using internal::KafkaErrorText;
 
 // Producer defaults: Lattice's choices, before the environment and -X. Batching as librdkafka
-// 2.0's defaults (linger.ms=5, batch.num.messages=10000), no compression, and a deeper local queue
-// so a fast emitter blocks less often.
+// 2.0's defaults (linger.ms=5, batch.num.messages=10000), no compression. The local queue keeps
+// librdkafka's default of 100,000 messages: a deeper one made `lattice emit` slower (more memory
+// touched for the first time, fewer reused allocations; measured with bench/kafka.sh).
 const internal::KafkaProperties& ProducerDefaults() {
   static const internal::KafkaProperties kDefaults = {
       {"enable.idempotence", "true"},
       {"linger.ms", "5"},
       {"batch.num.messages", "10000"},
       {"compression.type", "none"},
-      {"queue.buffering.max.messages", "1000000"},
-      {"queue.buffering.max.kbytes", "1048576"},
   };
   return kDefaults;
 }
@@ -123,21 +122,26 @@ struct Emitter::Impl {
     const auto r = std::to_chars(seq_text, seq_text + sizeof(seq_text), seq);
     *r.ptr = '\0';
     const ssize_t seq_len = r.ptr - seq_text;
+    // One header: a list sized for one (producev's RD_KAFKA_V_HEADER allocates room for 8).
+    rd_kafka_headers_t* headers = rd_kafka_headers_new(1);
+    rd_kafka_header_add(headers, kSeqHeader.data(), static_cast<ssize_t>(kSeqHeader.size()),
+                        seq_text, seq_len);
     for (;;) {
       const rd_kafka_resp_err_t err = rd_kafka_producev(
           rk.get(), RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
           RD_KAFKA_V_KEY(const_cast<char*>(blade.data()), blade.size()),
           RD_KAFKA_V_VALUE(const_cast<char*>(body.data()), body.size()), RD_KAFKA_V_TIMESTAMP(ts),
-          RD_KAFKA_V_HEADER(kSeqHeader.data(), seq_text, seq_len),
+          RD_KAFKA_V_HEADERS(headers),
           RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq))),
           RD_KAFKA_V_END);
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        break;
+        break;  // the message owns `headers` now
       }
       if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         rd_kafka_poll(rk.get(), 10);  // serve delivery reports while the queue drains
         continue;
       }
+      rd_kafka_headers_destroy(headers);
       if (err == RD_KAFKA_RESP_ERR__FATAL) {
         return FatalStatus();
       }
