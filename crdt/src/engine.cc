@@ -128,7 +128,27 @@ void Engine::RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash) {
   }
 }
 
-ApplyResult Engine::Apply(const core::Shard& shard) {
+void Engine::SetOrigin(const ShardSource* source) {
+  if (source == nullptr) {
+    origin_ = Origin{};
+    return;
+  }
+  // Consecutive shards mostly come from one source: compare with the previous one first.
+  if (last_source_ == 0 || source_names_[last_source_ - 1] != source->source) {
+    auto it = source_ids_.find(source->source);
+    if (it == source_ids_.end()) {
+      const auto id = static_cast<std::uint32_t>(source_names_.size());
+      source_names_.emplace_back(source->source);
+      it = source_ids_.emplace(source_names_.back(), id).first;
+    }
+    last_source_ = it->second + 1;
+  }
+  origin_.source = last_source_;
+  origin_.offset = source->offset;
+  origin_.line = source->line;
+}
+
+ApplyResult Engine::Apply(const core::Shard& shard, const ShardSource* source) {
   Blade* blade = InternBlade(shard.blade);
   switch (CheckSeq(*blade, shard.seq, shard.hash)) {
     case SeqCheck::kNew:
@@ -175,6 +195,7 @@ ApplyResult Engine::Apply(const core::Shard& shard) {
     }
   }
   RecordSeq(*blade, shard.seq, shard.hash);
+  SetOrigin(source);
   if (feed_) [[unlikely]] {
     ApplyEntries<true>(shard, s);
   } else {
@@ -560,6 +581,7 @@ Node* Engine::EnsureObject(Node* parent, Node* child, std::string_view key, cons
       child->kind = Kind::kObject;
     }
     child->last = s;
+    child->origin = origin_;
     MarkDirty(child);
   } else if (IsRegister(child->kind) && child->reg->boundary < s) {
     CutRun(child, s);
@@ -578,6 +600,7 @@ Node* Engine::SetScalar(Node* parent, Node* child, std::string_view key, const S
     child->kind = Kind::kScalar;
     child->scalar.assign(value.data(), value.size());
     child->last = s;
+    child->origin = origin_;
     child->reset = s;
     MarkDirty(child);
   } else {
@@ -595,6 +618,7 @@ Node* Engine::Erase(Node* parent, Node* child, std::string_view key, const Stamp
     DropValue(child);
     child->kind = Kind::kAbsent;
     child->last = s;
+    child->origin = origin_;
     child->reset = s;
     MarkDirty(child);
     tombstones_.push_back({s.ts, {child, child->uid}});
@@ -619,6 +643,7 @@ Node* Engine::RegisterOp(Node* parent, Node* child, std::string_view key, const 
       child->reg->boundary = boundary;
     }
     child->last = s;
+    child->origin = origin_;
     child->reset = s;
     AddToRun(child, s, n);
     MarkDirty(child);
@@ -680,6 +705,9 @@ void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
   }
   slot->dirty = true;
   if (kind == Kind::kCounter) {
+    if (slot->last < s) {
+      slot->last = s;
+    }
     if (append) {
       slot->value = AddNumbers(slot->value, n);
     } else {
@@ -762,7 +790,8 @@ void Engine::RecomputeTotal(Node* node) {
   for (const Slot& sl : reg.slots) {
     all_int = all_int && sl.value.is_int;
   }
-  Number t = Number::Int(0);
+  // Folded slots (counter_slot_ttl) are integers only; their sum comes first.
+  Number t = reg.has_retired ? reg.retired : Number::Int(0);
   if (all_int) {
     for (const Slot& sl : reg.slots) {
       t = AddNumbers(t, sl.value);
@@ -871,9 +900,17 @@ void Engine::CutRun(Node* node, const Stamp& s) {
       continue;
     }
     RecomputeSlot(node->kind, slot);
+    if (node->kind == Kind::kCounter) {
+      slot.last = Stamp{};
+      for (const RunEntry& e : slot.history) {
+        slot.last = MaxStamp(slot.last, e.stamp);
+      }
+    }
     slot.dirty = true;
     ++it;
   }
+  reg.has_retired = false;  // folded slots are older than any reset inside the run
+  reg.retired = Number::Int(0);
   ReindexSlots(reg);
   RecomputeTotal(node);
   MarkDirty(node);

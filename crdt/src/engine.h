@@ -82,6 +82,26 @@ enum class Kind : std::uint8_t { kAbsent = 0, kObject, kScalar, kCounter, kMax, 
 
 inline bool IsRegister(Kind k) { return k == Kind::kCounter || k == Kind::kMax || k == Kind::kMin; }
 
+/// Where the write that set a node's `last` came from: an interned source (id + 1; 0 = unknown)
+/// and the position in it.
+struct Origin {
+  std::uint32_t source = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t line = 0;
+};
+
+/// A node that a TTL rule matches (DESIGN.md §4): when its subtree was written, in event time.
+struct TtlState {
+  std::int64_t duration = 0;  // the rule's (the shortest of the rules that match)
+  /// The newest write ts whose gap to its predecessor has been decided (final), or kNone.
+  std::int64_t final_ts = std::numeric_limits<std::int64_t>::min();
+  /// Distinct ts of writes at or under the node newer than final_ts, ascending: their gaps are
+  /// decided once the lateness horizon passes them.
+  std::vector<std::int64_t> pending;
+  std::uint64_t queued_key = 0;  // the expiry-queue entry that is current (see Engine::ttl_queue_)
+  static constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::min();
+};
+
 /// One operator application inside a register's run.
 struct RunEntry {
   Stamp stamp;
@@ -106,6 +126,7 @@ struct Slot {
   core::Number base;      // counters: the folded sum; max/min: the folded best
   Stamp base_stamp;       // max/min: stamp of the folded best
   Stamp value_stamp;      // max/min: stamp of the best
+  Stamp last;             // counters: the newest entry applied to this slot (provenance)
   // The persisted chunks (commit number, entries) covering `history` in order; the first
   // `front_skip` entries of the first chunk were folded since.
   std::vector<std::pair<std::uint64_t, std::uint32_t>> chunks;  // few: commits in the window
@@ -126,6 +147,8 @@ struct Register {
   absl::flat_hash_map<const Blade*, std::uint32_t> index;  // built when slots > kIndexFrom
   core::Number total;        // the visible value
   bool all_int = true;       // counters: every slot is an integer
+  bool has_retired = false;  // counters: slots folded after counter_slot_ttl (DESIGN.md §4)
+  core::Number retired;      // their sum
   std::int32_t gc_index = -1;  // position in Engine::regs_with_history_, or -1
   static constexpr std::size_t kIndexFrom = 8;
 };
@@ -160,6 +183,8 @@ struct Node {
   std::uint64_t uid = 0;  // changes on every reuse of this memory
   std::string scalar;     // kScalar: canonical JSON
   std::unique_ptr<Register> reg;
+  Origin origin;          // where the write that set `last` came from
+  std::unique_ptr<TtlState> ttl;  // set on nodes a TTL rule matches
   /// Persisted slots of a dropped or cut register, to delete at the next commit.
   std::vector<DroppedSlot> dropped_slots;
 };
@@ -175,6 +200,7 @@ class RecordSink {
   virtual void PutHistory(std::string_view key, std::string_view value) = 0;
   virtual void DeleteHistory(std::string_view key) = 0;
   virtual void PutBlade(std::uint32_t id, std::string_view value) = 0;
+  virtual void PutSource(std::uint32_t id, std::string_view name) = 0;
 };
 
 class Engine {
@@ -186,8 +212,11 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  ApplyResult Apply(const core::Shard& shard);
+  ApplyResult Apply(const core::Shard& shard, const ShardSource* source = nullptr);
   void AdvanceWatermark(std::int64_t watermark_ms);
+
+  /// Who decided the visible value at `path`; nullopt if nothing is visible there.
+  std::optional<Provenance> Blame(const core::Path& path) const;
 
   /// The change feed (DESIGN.md §6); empty = off. See docs/merge-rules.md for the emission rules.
   void SetChangeFeed(crdt::ChangeSink feed) { feed_ = std::move(feed); }
@@ -198,13 +227,17 @@ class Engine {
   std::size_t node_count() const { return live_nodes_; }
   std::int64_t watermark() const { return watermark_; }
   std::int64_t gc_horizon() const { return gc_horizon_; }
-  bool has_changes() const { return !dirty_.empty() || !graveyard_.empty() || !dirty_blades_.empty(); }
+  bool has_changes() const {
+    return !dirty_.empty() || !graveyard_.empty() || !dirty_blades_.empty() ||
+           persisted_sources_ < source_names_.size();
+  }
 
   /// Writes every change since the last call to `sink` (deletes before puts), then forgets it.
   void CollectChanges(RecordSink& sink);
 
   // Restoring from a store: blades first, then nodes in key order, then slots.
   Status LoadBlade(std::uint32_t id, std::string_view value);
+  Status LoadSource(std::uint32_t id, std::string_view name);
   Status LoadNode(std::string_view key, std::string_view value);
   Status LoadSlot(std::string_view key, std::string_view value);
   Status LoadHistory(std::string_view key, std::string_view value);
@@ -219,6 +252,7 @@ class Engine {
   };
 
   Blade* InternBlade(std::string_view name);
+  void SetOrigin(const ShardSource* source);
   enum class SeqCheck { kNew, kDuplicate, kConflict };
   SeqCheck CheckSeq(const Blade& blade, std::uint64_t seq, std::uint64_t hash) const;
   void RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash);
@@ -275,6 +309,12 @@ class Engine {
   EngineOptions options_;
   bool persistent_;
   crdt::ChangeSink feed_;
+  // Provenance: interned source names (id = index) and the origin of the shard being applied.
+  std::vector<std::string> source_names_;
+  absl::flat_hash_map<std::string, std::uint32_t, NameHash, NameEq> source_ids_;
+  std::size_t persisted_sources_ = 0;  // source_names_[0, this) are in the store
+  std::uint32_t last_source_ = 0;      // id + 1 of the previous shard's source, 0 = none
+  Origin origin_;
   Node* root_;
   absl::flat_hash_map<std::string, std::unique_ptr<Blade>, NameHash, NameEq> blades_by_name_;
   std::vector<Blade*> blades_by_id_;
@@ -287,6 +327,7 @@ class Engine {
   std::deque<std::pair<std::int64_t, std::pair<Node*, std::uint64_t>>> tombstones_;
   std::vector<Node*> regs_with_history_;
   std::vector<Node*> loaded_registers_;
+  std::vector<std::pair<Node*, std::uint64_t>> loaded_ttl_;  // (node, uid) with TTL state
   std::uint64_t commits_ = 0;  // numbers the history chunks
   std::uint64_t next_uid_ = 1;
   std::size_t live_nodes_ = 0;

@@ -9,8 +9,6 @@ namespace lattice::crdt::internal {
 
 namespace {
 
-constexpr std::uint8_t kNodeFormat = 1;
-
 void PutStamp(std::string& out, const Stamp& s) {
   PutVarint(out, ZigZag(s.ts));
   PutVarint(out, s.blade == nullptr ? 0 : std::uint64_t{s.blade->id} + 1);
@@ -44,11 +42,26 @@ void Engine::EncodeNode(const Node* node, std::string& out) const {
   out.push_back(static_cast<char>(node->kind));
   PutStamp(out, node->last);
   PutStamp(out, node->reset);
+  PutVarint(out, node->origin.source);
+  PutVarint(out, node->origin.offset);
+  PutVarint(out, node->origin.line);
+  out.push_back(static_cast<char>(node->ttl ? 1 : 0));
+  if (node->ttl) {
+    PutVarint(out, ZigZag(node->ttl->final_ts));
+    PutVarint(out, node->ttl->pending.size());
+    for (std::int64_t ts : node->ttl->pending) {
+      PutVarint(out, ZigZag(ts));
+    }
+  }
   if (node->kind == Kind::kScalar) {
     out.append(node->scalar);
   } else if (IsRegister(node->kind)) {
     PutStamp(out, node->reg->boundary);
     PutNumber(out, node->reg->total);
+    out.push_back(static_cast<char>(node->reg->has_retired ? 1 : 0));
+    if (node->reg->has_retired) {
+      PutNumber(out, node->reg->retired);
+    }
   }
 }
 
@@ -59,6 +72,8 @@ void Engine::EncodeSlot(const Slot& slot, std::string& out) const {
     PutStamp(out, slot.base_stamp);
   }
   PutVarint(out, slot.front_skip);
+  PutNumber(out, slot.value);
+  PutStamp(out, slot.blade != nullptr ? slot.last : slot.value_stamp);
 }
 
 namespace {
@@ -181,6 +196,9 @@ void Engine::CollectChanges(RecordSink& sink) {
       delete_dropped(node);
     }
   }
+  for (; persisted_sources_ < source_names_.size(); ++persisted_sources_) {
+    sink.PutSource(static_cast<std::uint32_t>(persisted_sources_), source_names_[persisted_sources_]);
+  }
   std::string& value = record_scratch_;
   for (Blade* blade : dirty_blades_) {
     value.clear();
@@ -224,6 +242,20 @@ void Engine::CollectChanges(RecordSink& sink) {
 }
 
 namespace {
+
+bool ToStamp(const RawStamp& raw, const std::vector<Blade*>& blades, Stamp& s) {
+  s.ts = raw.ts;
+  s.seq = raw.seq;
+  if (raw.blade == 0) {
+    s.blade = nullptr;
+    return true;
+  }
+  if (raw.blade - 1 >= blades.size() || blades[raw.blade - 1] == nullptr) {
+    return false;
+  }
+  s.blade = blades[raw.blade - 1];
+  return true;
+}
 
 bool ReadStamp(RecordReader& r, const std::vector<Blade*>& blades, Stamp& s) {
   std::uint64_t ts, blade, seq;
@@ -297,25 +329,45 @@ Status Engine::LoadNode(std::string_view key, std::string_view value) {
     return Status::Corruption("node record '" + decoded.path.ToString() + "' appears twice");
   }
   Node* node = CreateChild(parent, segments.back());
-  RecordReader r(value);
-  std::uint8_t format, kind;
-  if (!r.Byte(format) || format != kNodeFormat || !r.Byte(kind) ||
-      kind > static_cast<std::uint8_t>(Kind::kMin) || !ReadStamp(r, blades_by_id_, node->last) ||
-      !ReadStamp(r, blades_by_id_, node->reset)) {
+  NodeRecord rec;
+  if (!DecodeNodeRecord(value, rec) || !ToStamp(rec.last, blades_by_id_, node->last) ||
+      !ToStamp(rec.reset, blades_by_id_, node->reset) || rec.source > source_names_.size()) {
     return Status::Corruption("malformed node record '" + decoded.path.ToString() + "'");
   }
-  node->kind = static_cast<Kind>(kind);
+  node->kind = static_cast<Kind>(rec.kind);
   node->persisted = true;
+  node->origin.source = static_cast<std::uint32_t>(rec.source);
+  node->origin.offset = rec.offset;
+  node->origin.line = rec.line;
+  if (rec.has_ttl) {
+    node->ttl = std::make_unique<TtlState>();
+    node->ttl->final_ts = rec.ttl_final;
+    node->ttl->pending = std::move(rec.ttl_pending);
+    loaded_ttl_.push_back({node, node->uid});
+  }
   if (node->kind == Kind::kScalar) {
-    node->scalar = std::string(r.Rest());
+    node->scalar = std::string(rec.scalar);
   } else if (IsRegister(node->kind)) {
     node->reg = std::make_unique<Register>();
-    if (!ReadStamp(r, blades_by_id_, node->reg->boundary) || !r.Number(node->reg->total)) {
+    if (!ToStamp(rec.boundary, blades_by_id_, node->reg->boundary)) {
       return Status::Corruption("malformed register record '" + decoded.path.ToString() + "'");
     }
+    node->reg->total = rec.total;
+    node->reg->has_retired = rec.has_retired;
+    node->reg->retired = rec.has_retired ? rec.retired : core::Number::Int(0);
   } else if (node->kind == Kind::kAbsent) {
     tombstones_.push_back({node->last.ts, {node, node->uid}});
   }
+  return Status::Ok();
+}
+
+Status Engine::LoadSource(std::uint32_t id, std::string_view name) {
+  if (id != source_names_.size() || source_ids_.contains(name)) {
+    return Status::Corruption("source record " + std::to_string(id) + " is out of order or a duplicate");
+  }
+  source_names_.emplace_back(name);
+  source_ids_.emplace(source_names_.back(), id);
+  persisted_sources_ = source_names_.size();
   return Status::Ok();
 }
 
@@ -365,20 +417,25 @@ Status Engine::LoadSlot(std::string_view key, std::string_view value) {
   const std::string_view blade_name = decoded.rest.substr(core::kKeySuffixMarker.size());
   Slot& slot = blade_name.empty() ? reg.slots.emplace_back()
                                   : SlotFor(reg, blades_by_name_.find(blade_name)->second.get());
-  RecordReader r(value);
-  std::uint8_t has_base;
-  std::uint64_t front_skip;
-  if (!r.Byte(has_base)) {
+  SlotRecord rec;
+  if (!DecodeSlotRecord(value, rec)) {
     return Status::Corruption("malformed slot record");
   }
-  slot.has_base = has_base != 0;
-  if (slot.has_base && (!r.Number(slot.base) || !ReadStamp(r, blades_by_id_, slot.base_stamp))) {
+  slot.has_base = rec.has_base;
+  if (slot.has_base) {
+    slot.base = rec.base;
+    if (!ToStamp(rec.base_stamp, blades_by_id_, slot.base_stamp)) {
+      return Status::Corruption("malformed slot record");
+    }
+  }
+  Stamp mark;
+  if (!ToStamp(rec.mark, blades_by_id_, mark)) {
     return Status::Corruption("malformed slot record");
   }
-  if (!r.Varint(front_skip)) {
-    return Status::Corruption("malformed slot record");
+  if (slot.blade != nullptr) {
+    slot.last = mark;
   }
-  slot.front_skip = static_cast<std::uint32_t>(front_skip);
+  slot.front_skip = static_cast<std::uint32_t>(rec.front_skip);
   slot.persisted = true;
   return Status::Ok();
 }
@@ -497,6 +554,69 @@ std::optional<std::string> Engine::Get(const core::Path& path) const {
   std::string out;
   WriteJson(node, out);
   return out;
+}
+
+std::optional<Provenance> Engine::Blame(const core::Path& path) const {
+  const Node* node = root_;
+  for (const auto& seg : path.segments()) {
+    node = node->kind == Kind::kObject ? FindChild(node, seg) : nullptr;
+    if (node == nullptr) {
+      return std::nullopt;
+    }
+  }
+  if (node->kind == Kind::kAbsent) {
+    return std::nullopt;
+  }
+  Provenance p;
+  WriteJson(node, p.value_json);
+  switch (node->kind) {
+    case Kind::kObject:
+      p.kind = "object";
+      break;
+    case Kind::kScalar:
+      p.kind = "value";
+      break;
+    case Kind::kCounter:
+      p.kind = "counter";
+      break;
+    case Kind::kMax:
+      p.kind = "max";
+      break;
+    default:
+      p.kind = "min";
+      break;
+  }
+  if (node == root_) {
+    return p;
+  }
+  const auto stamp_into = [](const Stamp& s, std::string& blade, std::uint64_t& seq,
+                             std::int64_t& ts) {
+    blade = s.blade != nullptr ? s.blade->name : std::string();
+    seq = s.seq;
+    ts = s.ts;
+  };
+  stamp_into(node->last, p.writer.blade, p.writer.seq, p.writer.ts);
+  if (node->origin.source != 0) {
+    p.writer.source = source_names_[node->origin.source - 1];
+    p.writer.offset = node->origin.offset;
+    p.writer.line = node->origin.line;
+  }
+  if (IsRegister(node->kind)) {
+    for (const Slot& slot : node->reg->slots) {
+      Provenance::Share share;
+      core::AppendJsonNumber(share.value_json, slot.value);
+      stamp_into(node->kind == Kind::kCounter ? slot.last : slot.value_stamp, share.blade, share.seq,
+                 share.ts);
+      p.shares.push_back(std::move(share));
+    }
+    std::sort(p.shares.begin(), p.shares.end(),
+              [](const Provenance::Share& a, const Provenance::Share& b) { return a.blade < b.blade; });
+    if (node->reg->has_retired) {
+      p.retired_json.emplace();
+      core::AppendJsonNumber(*p.retired_json, node->reg->retired);
+    }
+  }
+  return p;
 }
 
 }  // namespace lattice::crdt::internal

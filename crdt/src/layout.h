@@ -29,11 +29,31 @@ inline std::string CommitKey(std::uint64_t commit) {
   return k;
 }
 
-inline constexpr std::string_view kFormatKey = "format";  // "lattice-state 3"
-inline constexpr std::string_view kFormatValue = "lattice-state 3";
+inline constexpr std::string_view kFormatKey = "format";  // "lattice-state 4"
+inline constexpr std::string_view kFormatValue = "lattice-state 4";
+inline constexpr std::string_view kFormatPrefix = "lattice-state ";
 inline constexpr std::string_view kClockKey = "clock";  // watermark, gc horizon, commits (varints)
 inline constexpr char kBladePrefix = 'b';               // 'b' + big-endian u32 id -> blade
 inline constexpr char kPositionPrefix = 'p';            // 'p' + source -> offset, line varints
+inline constexpr char kSourcePrefix = 's';  // 's' + big-endian u32 id -> source name (provenance)
+
+inline std::string IdKey(char prefix, std::uint32_t id) {
+  std::string k(1, prefix);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    k.push_back(static_cast<char>((id >> shift) & 0xff));
+  }
+  return k;
+}
+
+/// The error for a state directory whose format marker is not kFormatValue.
+inline Status WrongFormat(const std::string& dir, std::string_view format) {
+  if (format.substr(0, kFormatPrefix.size()) == kFormatPrefix) {
+    return Status::InvalidArgument("'" + dir + "' has state format '" + std::string(format) +
+                                   "'; this lattice reads '" + std::string(kFormatValue) +
+                                   "' only: replay its recordings into a new state directory");
+  }
+  return Status::Corruption("'" + dir + "' is not a Lattice state directory");
+}
 
 inline std::string BladeKey(std::uint32_t id) {
   std::string k(1, kBladePrefix);

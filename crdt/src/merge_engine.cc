@@ -9,7 +9,12 @@ MergeEngine::MergeEngine(EngineOptions options)
     : engine_(std::make_unique<internal::Engine>(options, /*persistent=*/false)) {}
 MergeEngine::~MergeEngine() = default;
 
-ApplyResult MergeEngine::Apply(const core::Shard& shard) { return engine_->Apply(shard); }
+ApplyResult MergeEngine::Apply(const core::Shard& shard, const ShardSource* source) {
+  return engine_->Apply(shard, source);
+}
+std::optional<Provenance> MergeEngine::Blame(const core::Path& path) const {
+  return engine_->Blame(path);
+}
 void MergeEngine::AdvanceWatermark(std::int64_t watermark_ms) {
   engine_->AdvanceWatermark(watermark_ms);
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "lattice/core/json_text.h"
 
@@ -102,6 +103,114 @@ inline void PutNumber(std::string& out, const core::Number& n) {
     std::memcpy(raw, &n.d, 8);
     out.append(raw, 8);
   }
+}
+
+/// A stamp as stored: ts, blade id + 1 (0 = none), seq.
+struct RawStamp {
+  std::int64_t ts = 0;
+  std::uint64_t blade = 0;
+  std::uint64_t seq = 0;
+};
+
+inline bool ReadRawStamp(RecordReader& r, RawStamp& s) {
+  std::uint64_t ts;
+  if (!r.Varint(ts) || !r.Varint(s.blade) || !r.Varint(s.seq)) {
+    return false;
+  }
+  s.ts = UnZigZag(ts);
+  return true;
+}
+
+/// Node record format 2 (docs/state-layout.md):
+///   u8 2, u8 kind, stamp last, stamp reset, varint source id + 1 (0 = unknown), varint offset,
+///   varint line, u8 flags (bit 0: TTL state follows),
+///   [TTL state: zigzag newest final write ts, varint n, n x zigzag pending write ts],
+///   then by kind: scalar -> the canonical JSON (rest of the record); register -> stamp boundary,
+///   number total, u8 has_retired, [number retired].
+inline constexpr std::uint8_t kNodeFormat = 2;
+inline constexpr std::uint8_t kKindScalar = 2;  // Kind values as stored (engine.h)
+inline constexpr std::uint8_t kKindCounter = 3;
+inline constexpr std::uint8_t kKindMin = 5;
+
+struct NodeRecord {
+  std::uint8_t kind = 0;
+  RawStamp last;
+  RawStamp reset;
+  std::uint64_t source = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t line = 0;
+  bool has_ttl = false;
+  std::int64_t ttl_final = 0;
+  std::vector<std::int64_t> ttl_pending;
+  std::string_view scalar;
+  RawStamp boundary;
+  core::Number total;
+  bool has_retired = false;
+  core::Number retired;
+};
+
+/// Decodes a node record; false if it is malformed or of another format.
+inline bool DecodeNodeRecord(std::string_view value, NodeRecord& n) {
+  RecordReader r(value);
+  std::uint8_t format, flags;
+  if (!r.Byte(format) || format != kNodeFormat || !r.Byte(n.kind) || n.kind > kKindMin ||
+      !ReadRawStamp(r, n.last) || !ReadRawStamp(r, n.reset) || !r.Varint(n.source) ||
+      !r.Varint(n.offset) || !r.Varint(n.line) || !r.Byte(flags)) {
+    return false;
+  }
+  n.has_ttl = (flags & 1) != 0;
+  n.ttl_pending.clear();
+  if (n.has_ttl) {
+    std::uint64_t v, count;
+    if (!r.Varint(v) || !r.Varint(count) || count > value.size()) {
+      return false;
+    }
+    n.ttl_final = UnZigZag(v);
+    for (std::uint64_t i = 0; i < count; ++i) {
+      if (!r.Varint(v)) {
+        return false;
+      }
+      n.ttl_pending.push_back(UnZigZag(v));
+    }
+  }
+  if (n.kind == kKindScalar) {
+    n.scalar = r.Rest();
+  } else if (n.kind >= kKindCounter) {
+    std::uint8_t has_retired;
+    if (!ReadRawStamp(r, n.boundary) || !r.Number(n.total) || !r.Byte(has_retired)) {
+      return false;
+    }
+    n.has_retired = has_retired != 0;
+    if (n.has_retired && !r.Number(n.retired)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Slot record (counters CF), format of state 4:
+///   u8 has_base, [number base, stamp base_stamp], varint front_skip, number value,
+///   stamp mark (counter: the slot's newest entry; max/min: the winning entry).
+struct SlotRecord {
+  bool has_base = false;
+  core::Number base;
+  RawStamp base_stamp;
+  std::uint64_t front_skip = 0;
+  core::Number value;
+  RawStamp mark;
+};
+
+inline bool DecodeSlotRecord(std::string_view value, SlotRecord& s) {
+  RecordReader r(value);
+  std::uint8_t has_base;
+  if (!r.Byte(has_base)) {
+    return false;
+  }
+  s.has_base = has_base != 0;
+  if (s.has_base && (!r.Number(s.base) || !ReadRawStamp(r, s.base_stamp))) {
+    return false;
+  }
+  return r.Varint(s.front_skip) && r.Number(s.value) && ReadRawStamp(r, s.mark);
 }
 
 }  // namespace lattice::crdt::internal

@@ -483,10 +483,26 @@ class Joiner {
   Status DecodeNode(const Source& src, std::string_view value, NodeRecord& rec) {
     RecordReader r(value);
     std::uint8_t format, kind;
-    if (!r.Byte(format) || format != 1 || !r.Byte(kind) ||
+    if (!r.Byte(format) || format != internal::kNodeFormat || !r.Byte(kind) ||
         kind > static_cast<std::uint8_t>(Kind::kMin) || !src.ReadStamp(r, names_, rec.last) ||
         !src.ReadStamp(r, names_, rec.reset)) {
       return Status::Corruption("malformed node record in '" + src.dir + "'");
+    }
+    // Provenance (origin) and TTL state (docs/state-layout.md): not needed for the join.
+    std::uint64_t skip, count;
+    std::uint8_t flags;
+    if (!r.Varint(skip) || !r.Varint(skip) || !r.Varint(skip) || !r.Byte(flags)) {
+      return Status::Corruption("malformed node record in '" + src.dir + "'");
+    }
+    if ((flags & 1) != 0) {
+      if (!r.Varint(skip) || !r.Varint(count)) {
+        return Status::Corruption("malformed node record in '" + src.dir + "'");
+      }
+      for (std::uint64_t i = 0; i < count; ++i) {
+        if (!r.Varint(skip)) {
+          return Status::Corruption("malformed node record in '" + src.dir + "'");
+        }
+      }
     }
     rec.kind = static_cast<Kind>(kind);
     if (rec.kind == Kind::kScalar) {

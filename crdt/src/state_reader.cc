@@ -36,6 +36,7 @@ struct StateReader::Impl {
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::ColumnFamilyHandle* state_cf = nullptr;
   rocksdb::ColumnFamilyHandle* meta_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* counters_cf = nullptr;
   rocksdb::ColumnFamilyHandle* changes_cf = nullptr;  // secondary with a change log only
   bool secondary = false;
   std::atomic<std::uint64_t> commit{0};
@@ -112,38 +113,33 @@ struct StateReader::Impl {
   /// A node record's kind, visible JSON (empty for objects and tombstones) and newest stamp.
   static Status DecodeNode(std::string_view value, Kind& kind, std::string& json,
                            RecordStamp& stamp) {
-    internal::RecordReader r(value);
-    std::uint8_t format, k;
-    std::uint64_t skip, ts;
-    if (!r.Byte(format) || format != 1 || !r.Byte(k) || k > static_cast<std::uint8_t>(Kind::kMin)) {
+    internal::NodeRecord rec;
+    if (!internal::DecodeNodeRecord(value, rec)) {
       return Status::Corruption("malformed node record");
     }
-    if (!r.Varint(ts) || !r.Varint(stamp.blade) || !r.Varint(stamp.seq)) {
-      return Status::Corruption("malformed node record");
-    }
-    stamp.ts = internal::UnZigZag(ts);
-    for (int i = 0; i < 3; ++i) {  // the reset stamp
-      if (!r.Varint(skip)) {
-        return Status::Corruption("malformed node record");
-      }
-    }
-    kind = static_cast<Kind>(k);
+    stamp.ts = rec.last.ts;
+    stamp.blade = rec.last.blade;
+    stamp.seq = rec.last.seq;
+    kind = static_cast<Kind>(rec.kind);
     json.clear();
     if (kind == Kind::kScalar) {
-      json = std::string(r.Rest());
+      json = std::string(rec.scalar);
     } else if (internal::IsRegister(kind)) {
-      core::Number n;
-      for (int i = 0; i < 3; ++i) {  // boundary stamp
-        if (!r.Varint(skip)) {
-          return Status::Corruption("malformed register record");
-        }
-      }
-      if (!r.Number(n)) {
-        return Status::Corruption("malformed register record");
-      }
-      core::AppendJsonNumber(json, n);
+      core::AppendJsonNumber(json, rec.total);
     }
     return Status::Ok();
+  }
+
+  /// A source name by id (provenance), or "" if unknown.
+  std::string SourceName(std::uint64_t id) const {
+    std::string value;
+    if (id > 0xffffffffULL ||
+        !db->Get(rocksdb::ReadOptions(), meta_cf,
+                 internal::IdKey(internal::kSourcePrefix, static_cast<std::uint32_t>(id)), &value)
+             .ok()) {
+      return std::string();
+    }
+    return value;
   }
 
   /// Writes the JSON of the subtree whose encoded path is `prefix` (the root for "").
@@ -244,11 +240,15 @@ Result<std::unique_ptr<StateReader>> StateReader::Open(const std::string& dir) {
   }
   im.db.reset(raw);
   im.state_cf = im.handles[1];
+  im.counters_cf = im.handles[2];
   im.meta_cf = im.handles[3];
   std::string format;
   s = im.db->Get(rocksdb::ReadOptions(), im.meta_cf, internal::kFormatKey, &format);
-  if (!s.ok() || format != internal::kFormatValue) {
+  if (!s.ok()) {
     return Status::Corruption("'" + dir + "' is not a Lattice state directory");
+  }
+  if (format != internal::kFormatValue) {
+    return internal::WrongFormat(dir, format);
   }
   LATTICE_RETURN_IF_ERROR(im.ReadClock());
   return reader;
@@ -275,6 +275,7 @@ Result<std::unique_ptr<StateReader>> StateReader::OpenSecondary(const std::strin
       {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
       {std::string(internal::kStateCf), rocksdb::ColumnFamilyOptions()},
       {std::string(internal::kMetaCf), rocksdb::ColumnFamilyOptions()},
+      {std::string(internal::kCountersCf), rocksdb::ColumnFamilyOptions()},
   };
   const bool has_log = std::find(names.begin(), names.end(), internal::kChangesCf) != names.end();
   if (has_log) {
@@ -297,11 +298,15 @@ Result<std::unique_ptr<StateReader>> StateReader::OpenSecondary(const std::strin
   im.db.reset(raw);
   im.state_cf = im.handles[1];
   im.meta_cf = im.handles[2];
-  im.changes_cf = has_log ? im.handles[3] : nullptr;
+  im.counters_cf = im.handles[3];
+  im.changes_cf = has_log ? im.handles[4] : nullptr;
   std::string format;
   s = im.db->Get(rocksdb::ReadOptions(), im.meta_cf, internal::kFormatKey, &format);
-  if (!s.ok() || format != internal::kFormatValue) {
+  if (!s.ok()) {
     return Status::Corruption("'" + dir + "' is not a Lattice state directory");
+  }
+  if (format != internal::kFormatValue) {
+    return internal::WrongFormat(dir, format);
   }
   LATTICE_RETURN_IF_ERROR(im.ReadClock());
   im.followed_commit = im.commit;
@@ -540,6 +545,71 @@ Result<std::optional<std::string>> StateReader::Get(const core::Path& path) cons
     return std::optional<std::string>();
   }
   return std::optional<std::string>(std::move(out));
+}
+
+Result<std::optional<Provenance>> StateReader::Blame(const core::Path& path) const {
+  const Impl& im = *impl_;
+  LATTICE_ASSIGN_OR_RETURN(std::optional<std::string> value, Get(path));
+  if (!value) {
+    return std::optional<Provenance>();
+  }
+  Provenance p;
+  p.value_json = std::move(*value);
+  p.kind = "object";
+  if (path.empty()) {
+    return std::optional<Provenance>(std::move(p));
+  }
+  const std::string key = path.Encode();
+  std::string record;
+  LATTICE_RETURN_IF_ERROR(
+      FromRocks(im.db->Get(rocksdb::ReadOptions(), im.state_cf, key, &record), "reading a node"));
+  internal::NodeRecord rec;
+  if (!internal::DecodeNodeRecord(record, rec)) {
+    return Status::Corruption("malformed node record '" + path.ToString() + "'");
+  }
+  const auto kind = static_cast<Kind>(rec.kind);
+  p.kind = kind == Kind::kScalar    ? "value"
+           : kind == Kind::kCounter ? "counter"
+           : kind == Kind::kMax     ? "max"
+           : kind == Kind::kMin     ? "min"
+                                    : "object";
+  p.writer.blade = im.BladeName(rec.last.blade);
+  p.writer.seq = rec.last.seq;
+  p.writer.ts = rec.last.ts;
+  if (rec.source != 0) {
+    p.writer.source = im.SourceName(rec.source - 1);
+    p.writer.offset = rec.offset;
+    p.writer.line = rec.line;
+  }
+  if (internal::IsRegister(kind)) {
+    std::string prefix = key;
+    prefix.append(core::kKeySuffixMarker);
+    std::unique_ptr<rocksdb::Iterator> it(im.db->NewIterator(rocksdb::ReadOptions(), im.counters_cf));
+    for (it->Seek(prefix); it->Valid(); it->Next()) {
+      const std::string_view k(it->key().data(), it->key().size());
+      if (k.substr(0, prefix.size()) != prefix) {
+        break;
+      }
+      internal::SlotRecord slot;
+      if (!internal::DecodeSlotRecord(std::string_view(it->value().data(), it->value().size()),
+                                      slot)) {
+        return Status::Corruption("malformed slot record under '" + path.ToString() + "'");
+      }
+      Provenance::Share share;
+      share.blade = kind == Kind::kCounter ? std::string(k.substr(prefix.size()))
+                                           : im.BladeName(slot.mark.blade);
+      core::AppendJsonNumber(share.value_json, slot.value);
+      share.seq = slot.mark.seq;
+      share.ts = slot.mark.ts;
+      p.shares.push_back(std::move(share));
+    }
+    LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "reading counter slots"));
+    if (rec.has_retired) {
+      p.retired_json.emplace();
+      core::AppendJsonNumber(*p.retired_json, rec.retired);
+    }
+  }
+  return std::optional<Provenance>(std::move(p));
 }
 
 Status StateReader::Scan(

@@ -43,6 +43,9 @@ class BatchSink final : public internal::RecordSink {
     (void)batch_.Put(history_, key, value);
   }
   void DeleteHistory(std::string_view key) override { (void)batch_.Delete(history_, key); }
+  void PutSource(std::uint32_t id, std::string_view name) override {
+    (void)batch_.Put(meta_, internal::IdKey(internal::kSourcePrefix, id), name);
+  }
   void PutBlade(std::uint32_t id, std::string_view value) override {
     (void)batch_.Put(meta_, internal::BladeKey(id), value);
   }
@@ -220,8 +223,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
   } else if (!s.ok()) {
     return FromRocks(s, "reading the format marker");
   } else if (format != internal::kFormatValue) {
-    return Status::Corruption("'" + dir + "' has state format '" + format + "', expected '" +
-                              std::string(internal::kFormatValue) + "'");
+    return internal::WrongFormat(dir, format);
   }
 
   // Load: blades, clocks and positions from meta; then nodes in key order; then slots.
@@ -236,6 +238,12 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
           id = (id << 8) | static_cast<std::uint8_t>(key[static_cast<std::size_t>(i)]);
         }
         LATTICE_RETURN_IF_ERROR(im.engine.LoadBlade(id, value));
+      } else if (key.size() == 5 && key[0] == internal::kSourcePrefix) {
+        std::uint32_t id = 0;
+        for (int i = 1; i <= 4; ++i) {
+          id = (id << 8) | static_cast<std::uint8_t>(key[static_cast<std::size_t>(i)]);
+        }
+        LATTICE_RETURN_IF_ERROR(im.engine.LoadSource(id, value));
       } else if (!key.empty() && key[0] == internal::kPositionPrefix) {
         internal::RecordReader r(value);
         SourcePosition p;
@@ -276,7 +284,13 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
   return store;
 }
 
-ApplyResult StateStore::Apply(const core::Shard& shard) { return impl_->engine.Apply(shard); }
+ApplyResult StateStore::Apply(const core::Shard& shard, const ShardSource* source) {
+  return impl_->engine.Apply(shard, source);
+}
+
+std::optional<Provenance> StateStore::Blame(const core::Path& path) const {
+  return impl_->engine.Blame(path);
+}
 
 void StateStore::AdvanceWatermark(std::int64_t watermark_ms) {
   impl_->engine.AdvanceWatermark(watermark_ms);

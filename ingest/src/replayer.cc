@@ -217,7 +217,8 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
         reason = std::string(line.error);
       } else {
         clocks.Observe(line.source, line.shard.ts);
-        crdt::ApplyResult r = store.Apply(line.shard);
+        const crdt::ShardSource where{src.id, line.offset, line.number};  // for `lattice blame`
+        crdt::ApplyResult r = store.Apply(line.shard, &where);
         switch (r.outcome) {
           case crdt::Outcome::kApplied:
             ++report.applied;

@@ -561,5 +561,63 @@ TEST_F(FeedTest, ReplacementByAnotherType) {
                                               R"(a 1 -> {"y":true} set b/3@12)"}));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Provenance (Blame)
+
+TEST(BlameTest, NamesTheDecidingShardAndEachCounterSlot) {
+  MergeEngine engine;
+  core::ShardDecoder decoder;
+  const std::vector<std::string> lines = {
+      Env("b1", 1, 100, R"({"intents":{"42":{"host":"a"}},"n":{"$inc":2},"m":{"$max":7}})"),
+      Env("b2", 1, 200, R"({"intents":{"42":{"host":"b"}},"n":{"$inc":5},"m":{"$max":3}})"),
+      Env("b1", 2, 300, R"({"n":{"$inc":1},"intents":{"43":"x"}})"),
+      Env("b3", 1, 150, R"({"intents":{"42":{"host":"late"}}})"),  // older than b2's: loses
+  };
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    auto shard = decoder.DecodeEnvelope(lines[i]);
+    ASSERT_TRUE(shard.ok());
+    const ShardSource src{"/rec/a.ndjson", i * 100, i + 1};
+    ASSERT_EQ(engine.Apply(**shard, i == 2 ? nullptr : &src).outcome, Outcome::kApplied);
+  }
+  auto host = engine.Blame(*core::Path::Parse("intents.42.host"));
+  ASSERT_TRUE(host);
+  EXPECT_EQ(host->kind, "value");
+  EXPECT_EQ(host->value_json, R"("b")");
+  EXPECT_EQ(host->writer.blade, "b2");
+  EXPECT_EQ(host->writer.seq, 1u);
+  EXPECT_EQ(host->writer.ts, 200);
+  EXPECT_EQ(host->writer.source, "/rec/a.ndjson");
+  EXPECT_EQ(host->writer.line, 2u);
+  EXPECT_EQ(host->writer.offset, 100u);
+
+  auto n = engine.Blame(*core::Path::Parse("n"));
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->kind, "counter");
+  EXPECT_EQ(n->value_json, "8");
+  EXPECT_EQ(n->writer.blade, "b1");  // the newest increment, applied without a source
+  EXPECT_EQ(n->writer.source, "");
+  ASSERT_EQ(n->shares.size(), 2u);
+  EXPECT_EQ(n->shares[0].blade, "b1");
+  EXPECT_EQ(n->shares[0].value_json, "3");
+  EXPECT_EQ(n->shares[0].seq, 2u);
+  EXPECT_EQ(n->shares[0].ts, 300);
+  EXPECT_EQ(n->shares[1].blade, "b2");
+  EXPECT_EQ(n->shares[1].value_json, "5");
+  EXPECT_FALSE(n->retired_json);
+
+  auto m = engine.Blame(*core::Path::Parse("m"));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->kind, "max");
+  ASSERT_EQ(m->shares.size(), 1u);
+  EXPECT_EQ(m->shares[0].blade, "b1");  // the winner, not the newest
+  EXPECT_EQ(m->shares[0].value_json, "7");
+
+  auto intents = engine.Blame(*core::Path::Parse("intents"));
+  ASSERT_TRUE(intents);
+  EXPECT_EQ(intents->kind, "object");
+  EXPECT_EQ(intents->writer.ts, 300);  // the newest write under it
+  EXPECT_FALSE(engine.Blame(*core::Path::Parse("intents.44")));
+}
+
 }  // namespace
 }  // namespace lattice::crdt

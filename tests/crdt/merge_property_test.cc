@@ -26,6 +26,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -576,6 +577,100 @@ std::string CheckGets(const reference::ReferenceState& ref,
   return {};
 }
 
+// Provenance (Blame): every visible plain value must name the shard that set it, which is the
+// newest shard (in stamp order, among those applied) whose body sets that path to a plain value,
+// with the source position it was applied with (line = item index + 1). A counter's shares must
+// add up to its value. Returns the first difference, or empty.
+std::string CheckBlame(const Case& c, const std::vector<bool>& applied,
+                       const std::function<std::optional<Provenance>(const core::Path&)>& blame,
+                       bool with_source) {
+  std::vector<int> items;
+  for (int i : c.order) {
+    if (applied.empty() || applied[static_cast<std::size_t>(i)]) {
+      items.push_back(i);
+    }
+  }
+  std::sort(items.begin(), items.end());
+  items.erase(std::unique(items.begin(), items.end()), items.end());
+  std::sort(items.begin(), items.end(), [&](int a, int b) {
+    const Item& x = c.items[static_cast<std::size_t>(a)];
+    const Item& y = c.items[static_cast<std::size_t>(b)];
+    return std::tie(x.ts, x.blade, x.seq) < std::tie(y.ts, y.blade, y.seq);
+  });
+  std::map<std::vector<std::string>, int> setter;  // path -> newest item setting a plain value
+  std::function<void(const json&, std::vector<std::string>&, int)> walk =
+      [&](const json& obj, std::vector<std::string>& path, int item) {
+        for (auto it = obj.begin(); it != obj.end(); ++it) {
+          std::string key = it.key();
+          if (key.size() >= 2 && key[0] == '$' && key[1] == '$') {
+            key = key.substr(1);
+          }
+          path.push_back(key);
+          const json& v = it.value();
+          if (v.is_object()) {
+            const bool op = v.size() == 1 && v.begin().key().size() > 0 &&
+                            v.begin().key()[0] == '$' && v.begin().key().substr(0, 2) != "$$";
+            if (!op) {
+              walk(v, path, item);
+            }
+          } else if (!v.is_null()) {
+            setter[path] = item;
+          }
+          path.pop_back();
+        }
+      };
+  for (int i : items) {
+    std::vector<std::string> path;
+    walk(c.items[static_cast<std::size_t>(i)].body, path, i);
+  }
+  const reference::ReferenceState& ref = ExpectedFor(c, applied).state;
+  for (const auto& [leaf, json_text] : ref.Leaves()) {
+    const std::optional<Provenance> p = blame(core::Path(leaf));
+    if (!p) {
+      return "Blame(" + PathText(leaf) + ") = nullopt for a visible value";
+    }
+    if (p->value_json != json_text) {
+      return "Blame(" + PathText(leaf) + ").value_json = " + p->value_json + ", expected " + json_text;
+    }
+    if (p->kind == "value") {
+      auto it = setter.find(leaf);
+      if (it == setter.end()) {
+        return "Blame(" + PathText(leaf) + "): no shard sets this path";
+      }
+      const Item& want = c.items[static_cast<std::size_t>(it->second)];
+      if (p->writer.blade != want.blade || p->writer.seq != want.seq || p->writer.ts != want.ts) {
+        return "Blame(" + PathText(leaf) + ") names " + p->writer.blade + "/" +
+               std::to_string(p->writer.seq) + ", expected " + want.line;
+      }
+      if (with_source && (p->writer.source != "rec.ndjson" ||
+                          p->writer.line != static_cast<std::uint64_t>(it->second) + 1)) {
+        return "Blame(" + PathText(leaf) + ") source " + p->writer.source + ":" +
+               std::to_string(p->writer.line) + ", expected rec.ndjson:" +
+               std::to_string(it->second + 1);
+      }
+    } else if (p->kind == "counter") {
+      bool all_int = true;
+      __extension__ __int128 sum = 0;
+      for (const auto& share : p->shares) {
+        all_int = all_int && share.value_json.find_first_of(".eE") == std::string::npos;
+        if (all_int) {
+          sum += std::stoll(share.value_json);
+        }
+      }
+      if (p->retired_json) {
+        sum += std::stoll(*p->retired_json);
+      }
+      if (all_int && json_text.find_first_of(".eE") == std::string::npos &&
+          sum != std::stoll(json_text)) {
+        return "Blame(" + PathText(leaf) + "): the counter's shares do not add up to " + json_text;
+      }
+    } else if (p->kind != "max" && p->kind != "min") {
+      return "Blame(" + PathText(leaf) + ").kind = " + p->kind + " for a leaf";
+    }
+  }
+  return {};
+}
+
 RunResult RunEngine(const Case& c, const Mode& mode) {
   RunResult run;
   MergeEngine engine(EngineOptions{.allowed_lateness_ms = mode.AllowedLateness()});
@@ -626,7 +721,8 @@ RunResult RunEngine(const Case& c, const Mode& mode) {
     }
     const std::string blade((*shard)->blade);
     const std::uint64_t seq = (*shard)->seq;
-    const ApplyResult r = engine.Apply(**shard);
+    const ShardSource source{"rec.ndjson", i, idx + 1};
+    const ApplyResult r = engine.Apply(**shard, &source);
     if (r.outcome == Outcome::kApplied) {
       recorded[blade].push_back(seq);
     }
@@ -658,6 +754,13 @@ RunResult RunEngine(const Case& c, const Mode& mode) {
   if (run.problem.empty()) {
     run.problem = CheckGets(ExpectedFor(c, run.applied).state,
                             [&](const core::Path& path) { return engine.Get(path); });
+    if (!run.problem.empty()) {
+      run.problem = "MergeEngine::" + run.problem;
+    }
+  }
+  if (run.problem.empty()) {
+    run.problem = CheckBlame(
+        c, run.applied, [&](const core::Path& path) { return engine.Blame(path); }, true);
     if (!run.problem.empty()) {
       run.problem = "MergeEngine::" + run.problem;
     }
@@ -739,7 +842,8 @@ RunResult RunStore(const Case& c, const Mode& mode) {
       fail("decode failed: " + shard.status().ToString());
       return run;
     }
-    const ApplyResult r = store->Apply(**shard);
+    const ShardSource source{"rec.ndjson", pos, idx + 1};
+    const ApplyResult r = store->Apply(**shard, &source);
     if (std::string p = CheckOutcome(pos, seen[idx], r); !p.empty()) {
       fail(p);
     }
@@ -808,6 +912,20 @@ RunResult RunStore(const Case& c, const Mode& mode) {
     if (!problem.empty()) {
       fail("StateReader::" + problem);
     }
+    problem = CheckBlame(
+        c, {},
+        [&](const core::Path& path) -> std::optional<Provenance> {
+          auto got = (*reader)->Blame(path);
+          if (!got.ok()) {
+            fail("StateReader::Blame: " + got.status().ToString());
+            return std::nullopt;
+          }
+          return *got;
+        },
+        true);
+    if (!problem.empty()) {
+      fail("StateReader::" + problem);
+    }
     // Scan of the root and of each top-level key against the reference's leaves.
     std::vector<std::optional<std::string>> prefixes = {std::nullopt};  // nullopt: the root
     for (const auto& [leaf, json_text] : ref.Leaves()) {
@@ -837,6 +955,11 @@ RunResult RunStore(const Case& c, const Mode& mode) {
   store = open();
   if (store) {
     run.dumps.emplace_back("StateStore::Dump after reopen", store->Dump());
+    if (std::string problem = CheckBlame(
+            c, {}, [&](const core::Path& path) { return store->Blame(path); }, true);
+        !problem.empty()) {
+      fail("StateStore (reopened)::" + problem);
+    }
     const auto p = store->Position(kSource);
     if (!p || p->offset != n || p->line != n) {
       fail("the position after reopening is not the last committed one");

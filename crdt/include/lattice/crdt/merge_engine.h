@@ -31,7 +31,9 @@ class MergeEngine {
   /// Merges one decoded shard. Never fails as a call; the outcome says what happened.
   /// Cost: O(entries of the shard) in the common case; a late erase or replacement also walks
   /// the part of the replaced subtree that is newer than it.
-  ApplyResult Apply(const core::Shard& shard);
+  /// `source`, if given, is kept as the provenance of what the shard decides (Blame()); the
+  /// engine interns the source name, so passing it costs a compare per shard.
+  ApplyResult Apply(const core::Shard& shard, const ShardSource* source = nullptr);
 
   /// Tells the engine how far event time has progressed (the slowest source's newest ts). History
   /// older than watermark - allowed_lateness becomes final and is folded or dropped.
@@ -47,6 +49,12 @@ class MergeEngine {
 
   /// The canonical JSON of the value at `path`, or nullopt if nothing visible is there.
   std::optional<std::string> Get(const core::Path& path) const;
+
+  /// Who decided the visible value at `path`, or nullopt if nothing visible is there: the newest
+  /// write at or under it (blade, seq, ts, and the source position if the shard was applied with
+  /// one) and, for a counter, each blade slot's sum with the blade's newest increment (for a
+  /// max/min register, the winning entry). See docs/state-layout.md ("Provenance").
+  std::optional<Provenance> Blame(const core::Path& path) const;
 
   const ApplyCounts& counts() const;
 

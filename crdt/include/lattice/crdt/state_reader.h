@@ -80,6 +80,11 @@ class StateReader {
   /// The canonical JSON of the value at `path` (the whole state for the root), or nullopt.
   Result<std::optional<std::string>> Get(const core::Path& path) const;
 
+  /// Who decided the visible value at `path` (see MergeEngine::Blame; the same answer from the
+  /// committed records), or nullopt if nothing visible is there. Counter shares are in blade
+  /// byte order. Errors: Corruption on a malformed record; Unavailable on an I/O error.
+  Result<std::optional<Provenance>> Blame(const core::Path& path) const;
+
   /// Calls `visit` with the path and canonical JSON of every visible leaf value under `prefix`
   /// (scalars, counters, max/min registers; empty objects are not leaves), in key order.
   Status Scan(const core::Path& prefix,

@@ -46,8 +46,9 @@ class StateStore {
   StateStore(const StateStore&) = delete;
   StateStore& operator=(const StateStore&) = delete;
 
-  /// Merges one shard into memory; nothing is durable until Commit().
-  ApplyResult Apply(const core::Shard& shard);
+  /// Merges one shard into memory; nothing is durable until Commit(). `source`, if given, is
+  /// kept as the provenance of what the shard decides (Blame()).
+  ApplyResult Apply(const core::Shard& shard, const ShardSource* source = nullptr);
 
   /// Sets the watermark (the slowest source's newest ts); see MergeEngine::AdvanceWatermark.
   void AdvanceWatermark(std::int64_t watermark_ms);
@@ -74,6 +75,8 @@ class StateStore {
   /// The canonical dump of the in-memory state (equal to the committed one after Flush()).
   std::string Dump() const;
   std::optional<std::string> Get(const core::Path& path) const;
+  /// Who decided the visible value at `path` (see MergeEngine::Blame); nullopt if none.
+  std::optional<Provenance> Blame(const core::Path& path) const;
 
   const ApplyCounts& counts() const;
   std::int64_t watermark() const;

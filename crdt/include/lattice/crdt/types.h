@@ -5,6 +5,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace lattice::crdt {
 
@@ -53,6 +55,45 @@ struct SourcePosition {
   std::string source;
   std::uint64_t offset = 0;
   std::uint64_t line = 0;
+};
+
+/// Where one shard came from, passed with it to Apply() for provenance (`lattice blame`):
+/// `source` is an absolute file path with the shard's 1-based `line` and the byte `offset` of
+/// that line, or "topic/partition" with the Kafka `offset` (line 0). The engine copies what it
+/// keeps; the view need only live for the call.
+struct ShardSource {
+  std::string_view source;
+  std::uint64_t offset = 0;
+  std::uint64_t line = 0;
+};
+
+/// Who decided the visible value at a path (DESIGN.md §10, `lattice blame`).
+struct Provenance {
+  /// A shard: its stamp and, if it was applied with a ShardSource, where it came from.
+  struct Writer {
+    std::string blade;
+    std::uint64_t seq = 0;
+    std::int64_t ts = 0;
+    std::string source;  // empty: not known (applied without a source)
+    std::uint64_t offset = 0;
+    std::uint64_t line = 0;
+  };
+  /// One slot of a counter (per blade), or the winning entry of a max/min register.
+  struct Share {
+    std::string blade;
+    std::string value_json;  // the slot's sum (counter) or the winning value (max/min)
+    std::uint64_t seq = 0;   // counter: the blade's newest increment here; max/min: the winner's
+    std::int64_t ts = 0;
+  };
+  /// "object", "value" (string, number, bool or array), "counter", "max" or "min".
+  std::string kind;
+  std::string value_json;  // the visible value (canonical JSON)
+  /// The newest write at or under the path: for a value the shard that set it; for an object the
+  /// newest write anywhere under it; for a register its newest operation.
+  Writer writer;
+  std::vector<Share> shares;  // counters: by blade name; max/min: the winner
+  /// Counters: the sum of blade slots folded away after `counter_slot_ttl` (nullopt: none).
+  std::optional<std::string> retired_json;
 };
 
 /// Why a visible value changed (DESIGN.md §6).
