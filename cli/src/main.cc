@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   lattice::cli::AddDemoCommand(app);
   lattice::cli::AddAggregateCommand(app);
   lattice::cli::AddRecordCommand(app);
+  lattice::cli::AddStepCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -432,6 +432,150 @@ TEST_F(TimeTravelTest, BadLinesPastTheCutAreDeadLetteredOnceByTheRunThatPassesTh
   EXPECT_EQ(count_dead(), 1u);
 }
 
+// Folds change events onto a document as the change feed specifies (docs/merge-rules.md, "Change
+// events"): each event's old value must be what is there; new replaces it (creating missing
+// parents), absent new removes it (parents stay).
+::testing::AssertionResult FoldChanges(nlohmann::json& doc,
+                                       const std::vector<crdt::Change>& changes) {
+  for (const crdt::Change& c : changes) {
+    auto parsed = core::Path::Parse(c.path);
+    if (!parsed.ok() || parsed->empty()) {
+      return ::testing::AssertionFailure() << "bad path '" << c.path << "'";
+    }
+    const std::vector<std::string>& keys = parsed->segments();
+    nlohmann::json* node = &doc;
+    for (std::size_t i = 0; i + 1 < keys.size(); ++i) {
+      if (!node->contains(keys[i])) {
+        (*node)[keys[i]] = nlohmann::json::object();
+      }
+      node = &(*node)[keys[i]];
+    }
+    const bool there = node->contains(keys.back());
+    const std::string old_there =
+        there ? reference::CanonicalJson((*node)[keys.back()]) : std::string("(absent)");
+    if (old_there != c.old_json.value_or("(absent)")) {
+      return ::testing::AssertionFailure() << c.path << ": old " << c.old_json.value_or("(absent)")
+                                           << " but " << old_there << " is there";
+    }
+    if (c.new_json) {
+      (*node)[keys.back()] = nlohmann::json::parse(*c.new_json);
+    } else {
+      node->erase(keys.back());
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// The value at `path` of a document, null when absent.
+nlohmann::json At(const nlohmann::json& doc, const core::Path& path) {
+  const nlohmann::json* node = &doc;
+  for (const std::string& key : path.segments()) {
+    if (!node->is_object() || !node->contains(key)) {
+      return nullptr;
+    }
+    node = &node->at(key);
+  }
+  return *node;
+}
+
+TEST_F(TimeTravelTest, StepChangesFoldedOntoTheStateAtFromGiveTheStateAtUntil) {
+  for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed * 31);
+    const std::vector<std::string> lines = InterleaveBlades(Synthetic(1200, 5, seed), rng);
+    const std::string file = Write("rec.ndjson", lines);
+    for (int round = 0; round < 5; ++round) {
+      SCOPED_TRACE("round " + std::to_string(round));
+      const std::int64_t t1 =
+          1732350000000 + std::uniform_int_distribution<std::int64_t>(-5, 1210)(rng);
+      const std::int64_t t2 = t1 + std::uniform_int_distribution<std::int64_t>(0, 600)(rng);
+      // `from` before `until`: both by ts, or both by line count.
+      const bool by_lines = rng() % 2 == 0;
+      const auto n1 = static_cast<std::uint64_t>(t1 - 1732349999000);
+      const auto n2 = static_cast<std::uint64_t>(t2 - 1732349999000);
+      const Cut from = round == 0 ? Cut::FirstLines(0)
+                       : by_lines ? Cut::FirstLines(n1)
+                                  : Cut::UntilTs(t1);
+      const Cut until = round == 1 ? Cut::All() : by_lines ? Cut::FirstLines(n2) : Cut::UntilTs(t2);
+      auto states = StatesAt({file}, {from, until}, TimeTravelOptions());
+      ASSERT_TRUE(states.ok());
+      for (const char* prefix : {"", "intents", "nodes", "scrape", "intents.i3"}) {
+        SCOPED_TRACE(std::string("prefix '") + prefix + "'");
+        StepOptions options;
+        options.from = from;
+        options.until = until;
+        options.prefix = *core::Path::Parse(prefix);
+        std::vector<crdt::Change> changes;
+        std::uint64_t last = 0;
+        auto summary = Step({file}, options, [&](const StepEvent& e) {
+          EXPECT_GT(e.ordinal, last - (e.watermark ? 1 : 0));
+          last = e.ordinal;
+          if (!e.watermark) {
+            EXPECT_EQ(reference::ParseEnvelope(lines[e.line - 1]).blade, e.blade);
+          }
+          changes.insert(changes.end(), e.changes.begin(), e.changes.end());
+        });
+        ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+        EXPECT_EQ(summary->changes, changes.size());
+        nlohmann::json doc = nlohmann::json::parse((*states)[0].dump);
+        ASSERT_TRUE(FoldChanges(doc, changes));
+        const nlohmann::json want = nlohmann::json::parse((*states)[1].dump);
+        if (std::string(prefix).empty()) {
+          EXPECT_EQ(reference::CanonicalJson(doc) + "\n", (*states)[1].dump);
+        } else {
+          EXPECT_EQ(At(doc, options.prefix), At(want, options.prefix));
+        }
+      }
+    }
+  }
+}
+
+TEST_F(TimeTravelTest, StepShowsWritesThatChangeNothingAndNarrowsChangesAbove) {
+  const std::string file =
+      Write("r.ndjson", {Env("a", 1, 100, R"({"i":{"42":{"h":"x"},"7":{"h":"y"}}})"),
+                         Env("a", 2, 300, R"({"i":{"42":null}})"),
+                         Env("b", 1, 200, R"({"i":{"42":{"late":true}}})"),  // older than the erase
+                         Env("b", 2, 400, R"({"i":{"7":{"z":1}}})"),         // beside the prefix
+                         Env("c", 1, 500, R"({"i":null})")});
+  StepOptions options;
+  options.prefix = *core::Path::Parse("i.42");
+  std::vector<StepEvent> events;
+  auto summary = Step({file}, options, [&](const StepEvent& e) { events.push_back(e); });
+  ASSERT_TRUE(summary.ok());
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events[0].ordinal, 1u);
+  ASSERT_EQ(events[0].changes.size(), 1u);
+  // The engine reports the new subtree once at its root `i`; narrowed to the prefix:
+  EXPECT_EQ(events[0].changes[0].path, "i.42");
+  EXPECT_EQ(events[0].changes[0].new_json, R"({"h":"x"})");
+  EXPECT_EQ(events[1].ordinal, 2u);
+  ASSERT_EQ(events[1].changes.size(), 1u);
+  EXPECT_EQ(events[1].changes[0].path, "i.42");
+  EXPECT_EQ(events[1].changes[0].cause, crdt::ChangeCause::kErase);
+  EXPECT_EQ(events[2].ordinal, 3u);
+  EXPECT_EQ(events[2].blade, "b");
+  EXPECT_EQ(events[2].line, 3u);
+  EXPECT_TRUE(events[2].changes.empty());  // merged, but older than the erase
+  EXPECT_EQ(events[3].ordinal, 5u);        // an erase above the prefix, with nothing below
+  EXPECT_TRUE(events[3].changes.empty());
+  EXPECT_EQ(summary->lines, 5u);
+
+  // Narrowed: the erase of `i` seen from `i.7.h`; the first event, seen from there.
+  options.prefix = *core::Path::Parse("i.7.h");
+  events.clear();
+  ASSERT_TRUE(Step({file}, options, [&](const StepEvent& e) { events.push_back(e); }).ok());
+  ASSERT_EQ(events.size(), 2u);
+  ASSERT_EQ(events[0].changes.size(), 1u);
+  EXPECT_EQ(events[0].changes[0].path, "i.7.h");
+  EXPECT_EQ(events[0].changes[0].old_json, std::nullopt);
+  EXPECT_EQ(events[0].changes[0].new_json, "\"y\"");
+  ASSERT_EQ(events[1].changes.size(), 1u);
+  EXPECT_EQ(events[1].ordinal, 5u);
+  EXPECT_EQ(events[1].changes[0].path, "i.7.h");
+  EXPECT_EQ(events[1].changes[0].old_json, "\"y\"");
+  EXPECT_EQ(events[1].changes[0].new_json, std::nullopt);
+}
+
 TEST(ResolveTimestampTest, MillisecondsRfc3339AndRelativeToTheFirstShard) {
   EXPECT_EQ(*ResolveTimestamp("1732350000123", {}), 1732350000123);
   EXPECT_EQ(*ResolveTimestamp("2024-11-23T08:20:00.123Z", {}), 1732350000123);

@@ -57,6 +57,13 @@ golden diff-intents-seq.txt diff intents.ndjson --from-seq 8 --to-seq 13 --path 
 golden diff-intents-seq.json diff intents.ndjson --from-seq 8 --to-seq 13 --path intents --json
 golden diff-backwards.txt diff intents.ndjson --from +7s --to +5s --path intents.42
 golden diff-counter.json diff intents.ndjson --from-seq 5 --path 'scrape.shop\.example\.com' --json
+golden step-intent42.txt step intents.ndjson --path intents.42
+golden step-intent42.json step intents.ndjson --path intents.42 --json
+golden step-spotter-ok.txt step intents.ndjson --path intents.42.resolution.spotter.ok
+golden step-counter.txt step intents.ndjson --path 'scrape.shop\.example\.com'
+golden step-node.txt step intents.ndjson --path nodes.scraper-1.status --from +1s --until +5s
+golden step-all.json step intents.ndjson --json
+golden step-seq.txt step intents.ndjson --from-seq 12 --until-seq 15
 "$lattice" replay intents.ndjson --state at-5500 --until 2024-11-23T08:20:05.500Z >/dev/null
 golden replay-until-5500.dump state dump --state at-5500
 "$lattice" replay intents.ndjson --state at-seq-9 --until-seq 9 >/dev/null
@@ -91,10 +98,9 @@ else fail "unexpected error: $(cat err.back)"; fi
 
 echo "# diff applied to dump(from) gives dump(to), at random cut points"
 # apply.py OLD_DUMP DIFF_JSON NEW_DUMP: applies the changes as docs/cli.md specifies and compares.
-cat >apply.py <<'PY'
-import json, sys
-
+cat >paths.py <<'PY'
 def split(path):
+    """A dotted path with \\. and \\\\ escapes (docs/cli.md, Paths) as a list of keys."""
     keys, cur, i = [], "", 0
     while i < len(path):
         c = path[i]
@@ -110,6 +116,10 @@ def split(path):
         i += 1
     keys.append(cur)
     return keys
+PY
+cat >apply.py <<'PY'
+import json, sys
+from paths import split
 
 old = json.load(open(sys.argv[1]))
 diff = json.load(open(sys.argv[2]))
@@ -151,11 +161,46 @@ for cut in "+100ms +2s" "+2s +100ms" "+0ms +3s" "+1234ms +1235ms" "+2999ms +1h";
   fi
 done
 
+echo "# step: the changes folded onto dump(from) give dump(until)"
+# fold.py OLD_DUMP STEP_NDJSON NEW_DUMP: each event's old must be what is there; new replaces it.
+cat >fold.py <<'PY'
+import json, sys
+from paths import split
+doc = json.load(open(sys.argv[1]))
+for line in open(sys.argv[2]):
+    e = json.loads(line)
+    keys = split(e["path"])
+    node = doc
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    assert node.get(keys[-1]) == e["old"], e
+    if e["new"] is None:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = e["new"]
+sys.exit(0 if doc == json.load(open(sys.argv[3])) else 1)
+PY
+for cut in "+100ms +2s" "+0ms +3s" "+1234ms +1235ms"; do
+  set -- $cut
+  "$lattice" state dump --state "a$1" >from.dump
+  "$lattice" state dump --state "b$2" >to.dump
+  "$lattice" step gen.ndjson --from "$1" --until "$2" --json >s.ndjson
+  if python3 fold.py from.dump s.ndjson to.dump; then
+    ok "step --from $1 --until $2 folded onto replay --until $1 gives replay --until $2 ($(wc -l <s.ndjson) events)"
+  else
+    fail "step --from $1 --until $2 folded onto the old dump does not give the new dump"
+  fi
+done
+
 echo "# colour"
 "$lattice" diff intents.ndjson --from +5s --to +7s --color always >colour.out
 if grep -q $'\x1b\[31m- intents.42.host' colour.out; then ok "--color always colours removals"
 else fail "--color always: no colour in $(head -c 200 colour.out | od -c | head -3)"; fi
-if ! grep -q $'\x1b' out.diff-5s-7s.txt; then ok "no colour when stdout is not a terminal"
+"$lattice" step intents.ndjson --path intents.42 --color always >colour-step.out
+if grep -q $'\x1b\[1;36m#4 intents.ndjson:4' colour-step.out && grep -q $'\x1b\[32m+ intents.42 =' colour-step.out
+then ok "step --color always colours headers and changes"
+else fail "step --color always: $(head -c 200 colour-step.out | od -c | head -3)"; fi
+if ! grep -q $'\x1b' out.diff-5s-7s.txt out.step-intent42.txt; then ok "no colour when stdout is not a terminal"
 else fail "colour codes in piped output"; fi
 
 echo "# errors"

@@ -141,4 +141,54 @@ struct DiffReport {
 Result<DiffReport> Diff(const std::vector<std::string>& files, const Cut& from, const Cut& to,
                         const core::Path& prefix, const TimeTravelOptions& options);
 
+/// One step of a walk through a recording (Step): a shard and the visible changes it made under
+/// the walk's prefix, or (`watermark`) the changes the final watermark made (TTL evictions).
+struct StepEvent {
+  bool watermark = false;
+  std::uint64_t ordinal = 0;   // the line's number in replay order (1-based; --until-seq N
+                               // gives the state right after step N)
+  std::size_t file_index = 0;  // index into the walked files
+  std::uint64_t line = 0;      // 1-based line number in that file
+  std::uint64_t offset = 0;    // byte offset of the line (decompressed, for .zst)
+  std::string blade;
+  std::uint64_t seq = 0;
+  std::int64_t ts = 0;  // for a watermark step: the watermark
+  std::string topic;    // Kafka provenance of the envelope, if it has one
+  std::int64_t partition = -1;
+  std::int64_t kafka_offset = -1;
+  crdt::Outcome outcome = crdt::Outcome::kApplied;
+  std::string reason;  // why a shard was rejected
+  /// The changes under the prefix, in the order the engine reported them. A change at an
+  /// ancestor of the prefix (an erase of `intents` seen from `intents.42`) is narrowed to the
+  /// prefix, its old and new values taken at the prefix. Empty for a shard that wrote under the
+  /// prefix but changed nothing visible there, or was rejected.
+  std::vector<crdt::Change> changes;
+};
+
+struct StepOptions {
+  /// The walk starts from the state at `from` (merged silently; the empty state by default) and
+  /// goes through every later line in replay order that is within `until`.
+  Cut from = Cut::FirstLines(0);
+  Cut until = Cut::All();
+  /// Only changes at, under or above this path.
+  core::Path prefix;
+  TimeTravelOptions merge;
+};
+
+/// What a walk did.
+struct StepSummary {
+  std::uint64_t lines = 0;    // lines walked (after `from`, within `until`)
+  std::uint64_t steps = 0;    // events passed to `visit`
+  std::uint64_t changes = 0;  // changes under the prefix
+};
+
+/// Walks `files` shard by shard, merging in memory, and calls `visit` for every shard that wrote
+/// at, under or above `options.prefix` (changed something there or not, applied or rejected),
+/// and for the final watermark if it changed something there. Folding the changes in order onto
+/// the state at `from` gives the state at `until` under the prefix.
+/// Errors: those of reading the files; InvalidArgument for stdin with a `from` other than the
+/// empty state (the files are read twice).
+Result<StepSummary> Step(const std::vector<std::string>& files, const StepOptions& options,
+                         const std::function<void(const StepEvent&)>& visit);
+
 }  // namespace lattice::ingest
