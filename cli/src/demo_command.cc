@@ -237,7 +237,9 @@ class Demo {
     if (!WaitFor("the aggregator's state", std::chrono::seconds(30), [&] {
           cluster.Advance(NowMs(), emit);
           (*emitter)->Poll();
-          return std::filesystem::exists(std::filesystem::path(state_) / "CURRENT");
+          // Readable as a Lattice state (not merely created): what the observer needs to start.
+          return std::filesystem::exists(std::filesystem::path(state_) / "CURRENT") &&
+                 crdt::StateReader::Open(state_).ok();
         })) {
       return 1;
     }

@@ -284,7 +284,7 @@ struct DemoCluster::Impl {
     // Jobs arrive at a rate that swings around the workers' capacity, so the queue grows and
     // drains in waves of two minutes.
     const double t = static_cast<double>(now - start) / 1000.0;
-    const double rate = 0.9 + 0.7 * std::sin(2 * std::numbers::pi * t / 120.0);
+    const double rate = 0.8 + 0.7 * std::sin(2 * std::numbers::pi * t / 120.0);
     job_credit += rate * static_cast<double>(o.tick_ms) / 1000.0;
     while (job_credit >= 1.0) {
       job_credit -= 1.0;

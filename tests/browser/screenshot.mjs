@@ -1,7 +1,10 @@
 // Takes the README's screenshot of the observer page with real demo data: runs `lattice demo`,
-// waits until worker-4 has died (about 30 s in), and captures the page in chromium.
+// waits until worker-4 has died (it stops 20 s into the simulation and is dead 10 s later), and
+// captures the page in chromium.
 //   node tests/browser/screenshot.mjs [OUT.png] [--at SECONDS] [--dark] [--width W --height H]
-// Defaults: docs/img/observer.png, 36 s, light, 1440x900 full page. LATTICE_BIN picks the binary.
+// --at counts from the moment the demo prints its URL (the simulation started a few seconds
+// before). Defaults: docs/img/observer.png, 30 s, light, 1440x900 full page. LATTICE_BIN picks the
+// binary.
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -10,7 +13,7 @@ import { launchBrowser, lattice, repoRoot, sleep, waitFor, webDir } from './harn
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { at: { type: 'string', default: '36' }, dark: { type: 'boolean', default: false }, width: { type: 'string', default: '1440' }, height: { type: 'string', default: '900' }, full: { type: 'boolean', default: true } },
+  options: { at: { type: 'string', default: '30' }, dark: { type: 'boolean', default: false }, width: { type: 'string', default: '1440' }, height: { type: 'string', default: '900' }, full: { type: 'boolean', default: true } },
 });
 const out = positionals[0] ?? join(repoRoot, 'docs', 'img', 'observer.png');
 const atMs = Number(values.at) * 1000;
@@ -21,10 +24,10 @@ demo.stdout.on('data', (d) => {
   output += d;
   process.stdout.write(d);
 });
-const started = Date.now();
 let browser;
 try {
   const url = await waitFor('the demo to print its URL', () => output.match(/observer\s+(http:\/\/\S+)/)?.[1], 60000);
+  const started = Date.now();
   browser = await launchBrowser({ colorScheme: values.dark ? 'dark' : 'light', width: Number(values.width), height: Number(values.height) });
   const page = browser.context.pages()[0] ?? (await browser.context.newPage());
   await page.goto(`${url}?mode=live`);
