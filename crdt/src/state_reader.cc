@@ -261,6 +261,8 @@ Result<std::unique_ptr<StateReader>> StateReader::OpenSecondary(const std::strin
   im.secondary = true;
   rocksdb::Options options;
   options.max_open_files = -1;  // required by secondary instances
+  // Catch-ups that see new table files open them on this many threads, created per catch-up.
+  options.max_file_opening_threads = 1;
   std::vector<std::string> names;
   rocksdb::Status s = rocksdb::DB::ListColumnFamilies(options, dir, &names);
   if (!s.ok()) {

@@ -347,7 +347,11 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     if (!open_ || m == nullptr) {
       return;
     }
-    if (queued_bytes_ + m->size() > server_.options.client_queue_bytes && queue_.size() > 1) {
+    // The message being written does not count; one message always fits an empty queue.
+    const std::size_t in_flight_bytes = writing_ ? queue_.front()->size() : 0;
+    const std::size_t waiting = queue_.size() - (writing_ ? 1 : 0);
+    if (waiting > 0 &&
+        queued_bytes_ - in_flight_bytes + m->size() > server_.options.client_queue_bytes) {
       // Too slow: drop everything not yet being written, then send a fresh snapshot.
       ++server_.metrics.slow_drops;
       Message in_flight = writing_ ? queue_.front() : nullptr;
@@ -496,6 +500,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       }
       server_.metrics.CountHttp(101);
       stream_.expires_never();
+      // A fixed kernel send buffer per WebSocket (no autotuning to megabytes): what a slow client
+      // costs is this plus its --client-queue-bytes, and back-pressure reaches the queue early.
+      beast::error_code opt_ec;
+      stream_.socket().set_option(asio::socket_base::send_buffer_size(256 * 1024), opt_ec);
       auto ws = std::make_shared<WsSession>(stream_.release_socket(), server_);
       {
         std::lock_guard lock(server_.sessions_mu);
@@ -866,7 +874,7 @@ void Observer::Impl::Broadcast(const std::shared_ptr<const Tick>& tick) {
 
 void Observer::Impl::FollowLoop() {
   std::uint64_t seq = 0;
-  std::int64_t last_sample = 0, last_summary = 0;
+  std::int64_t last_sample = 0, last_summary = 0, last_error_log = 0;
   bool summary_dirty = false;
   constexpr std::int64_t kSampleMs = 500, kSummaryMs = 250;
   while (!stopping) {
@@ -877,6 +885,11 @@ void Observer::Impl::FollowLoop() {
     bool publish = false;
     if (!r.ok()) {
       ++metrics.catch_up_errors;
+      if (wall - last_error_log >= 10'000) {  // one line per 10 s at most
+        std::fprintf(stderr, "lattice observe: catching up failed (will retry): %s\n",
+                     r.status().ToString().c_str());
+        last_error_log = wall;
+      }
     } else {
       ++metrics.catch_ups;
       caught_up_at = wall;
@@ -887,6 +900,8 @@ void Observer::Impl::FollowLoop() {
         Status st = summary.Rebuild(*reader, r->watermark);
         if (!st.ok()) {
           ++metrics.catch_up_errors;
+          std::fprintf(stderr, "lattice observe: reading the summary failed: %s\n",
+                       st.ToString().c_str());
         }
         tick->resync = true;
         summary_dirty = true;
@@ -895,6 +910,8 @@ void Observer::Impl::FollowLoop() {
         auto changed = summary.Apply(*reader, r->changes, r->watermark);
         if (!changed.ok()) {
           ++metrics.catch_up_errors;
+          std::fprintf(stderr, "lattice observe: updating the summary failed: %s\n",
+                       changed.status().ToString().c_str());
         } else if (*changed) {
           summary_dirty = true;
         }

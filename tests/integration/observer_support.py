@@ -1,0 +1,140 @@
+"""Helpers shared by the observer's integration tests: temp dirs, starting `lattice observe` on a
+free port, HTTP and WebSocket clients (Debian's python3-websockets), checks that print ok/FAIL."""
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import websockets
+
+
+class Checks:
+    def __init__(self):
+        self.failures = 0
+
+    def check(self, cond, what):
+        print(("ok   - " if cond else "FAIL - ") + what, flush=True)
+        if not cond:
+            self.failures += 1
+        return cond
+
+    def done(self):
+        print(f"{self.failures} failure(s)")
+        sys.exit(1 if self.failures else 0)
+
+
+def run(args, **kw):
+    return subprocess.run(args, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def tree_hash(root):
+    """Names, sizes and contents of every file under root."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for f in sorted(filenames):
+            p = os.path.join(dirpath, f)
+            h.update(os.path.relpath(p, root).encode() + b"\0")
+            with open(p, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+class Observer:
+    """`lattice observe` on 127.0.0.1 with a free port, stopped at exit."""
+
+    def __init__(self, lattice, state, workdir, *extra, env=None):
+        self.url_file = os.path.join(workdir, f"url.{time.monotonic_ns()}")
+        self.log = open(os.path.join(workdir, "observe.log"), "ab")
+        self.proc = subprocess.Popen(
+            [lattice, "observe", "--state", state, "--listen", "127.0.0.1:0",
+             "--url-file", self.url_file, *extra],
+            stdout=subprocess.PIPE, stderr=self.log, env=env)
+        first = self.proc.stdout.readline().decode().strip()
+        deadline = time.time() + 20
+        while not os.path.exists(self.url_file):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("lattice observe did not start")
+            time.sleep(0.02)
+        self.url = open(self.url_file).read().strip()
+        assert first == self.url, (first, self.url)
+        self.ws = self.url.replace("http://", "ws://") + "v1/stream"
+
+    def rss_kb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return -1
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return -9
+        return self.proc.returncode
+
+
+def http(url, method="GET", headers=None):
+    """(status, headers, body bytes) without raising on 4xx/5xx."""
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def http_json(url, **kw):
+    status, headers, body = http(url, **kw)
+    return status, json.loads(body) if body else None
+
+
+async def recv_json(ws, timeout=5.0):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_until(ws, pred, timeout=5.0):
+    """Messages until one satisfies pred (returned last); raises on timeout."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise asyncio.TimeoutError()
+        m = await recv_json(ws, left)
+        got.append(m)
+        if pred(m):
+            return got
+
+
+async def nothing_within(ws, seconds):
+    try:
+        m = await asyncio.wait_for(ws.recv(), seconds)
+        return json.loads(m)
+    except asyncio.TimeoutError:
+        return None
+
+
+def envelope(blade, seq, ts, body):
+    return json.dumps({"blade": blade, "seq": seq, "ts": ts, "shard": body}, separators=(",", ":"))
+
+
+def write_lines(path, lines):
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def tmpdir(name):
+    return tempfile.mkdtemp(prefix=f"lattice-{name}.")
