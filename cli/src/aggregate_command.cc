@@ -97,11 +97,11 @@ int RunAggregate(AggregateArgs& args) {
   if (args.json) {
     fmt::print(
         "{{\"messages\":{},\"applied\":{},\"duplicates\":{},\"conflicts\":{},\"late\":{},"
-        "\"bad\":{},\"dead_letters\":{},\"batches\":{},\"rebalances\":{},\"bytes\":{},\"changes\":{"
-        "},"
-        "\"seconds\":{:.6f},\"shards_per_s\":{:.0f},\"reached_end\":{}}}\n",
+        "\"bad\":{},\"dead_letters\":{},\"batches\":{},\"rebalances\":{},\"bytes\":{},"
+        "\"changes\":{},\"assigned_seconds\":{:.6f},\"seconds\":{:.6f},\"shards_per_s\":{:.0f},"
+        "\"reached_end\":{}}}\n",
         r.messages, r.applied, r.duplicates, r.conflicts, r.late, r.bad, r.dead_letters, r.batches,
-        r.rebalances, r.bytes, r.changes, r.seconds, rate, r.reached_end);
+        r.rebalances, r.bytes, r.changes, r.assigned_seconds, r.seconds, rate, r.reached_end);
   } else {
     fmt::print("aggregated {} messages in {:.2f} s: {:.0f} shards/s in {} batches\n", r.messages,
                r.seconds, rate, r.batches);
@@ -143,7 +143,7 @@ void AddAggregateCommand(CLI::App& app) {
   setting("--min-batch", "min_batch",
           "Smallest batch limit in messages (LATTICE_MIN_BATCH) [1024]");
   setting("--max-batch", "max_batch",
-          "Largest batch limit in messages (LATTICE_MAX_BATCH) [262144]");
+          "Largest batch limit in messages (LATTICE_MAX_BATCH) [65536]");
   setting("--max-batch-time", "max_batch_time",
           "Commit a batch at the latest this long after its first message "
           "(LATTICE_MAX_BATCH_TIME) [500ms]");

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <deque>
 #include <limits>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -118,6 +119,7 @@ struct Aggregator::Impl {
   Clock::time_point last_kafka_commit = Clock::now();
   std::size_t batch_limit = 0;
   std::string scratch;
+  std::optional<Clock::time_point> first_assignment;
   // The change feed: collected while merging, published once the batch is durable.
   std::vector<std::pair<std::string, Subscriber>> subscribers;
   bool collect_changes = false;
@@ -241,6 +243,9 @@ struct Aggregator::Impl {
     const bool cooperative = std::strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     ++report.rebalances;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      if (!first_assignment) {
+        first_assignment = Clock::now();
+      }
       std::string names;
       for (int i = 0; i < list->cnt; ++i) {
         rd_kafka_topic_partition_t& tp = list->elems[i];
@@ -856,6 +861,10 @@ struct Aggregator::Impl {
     }
     report.dead_letters = dead_delivered;
     report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    if (first_assignment) {
+      report.assigned_seconds =
+          std::chrono::duration<double>(Clock::now() - *first_assignment).count();
+    }
     if (!status.ok()) {
       return status;
     }

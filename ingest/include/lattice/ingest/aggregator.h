@@ -34,7 +34,7 @@ struct AggregatorOptions {
   /// A batch (one RocksDB commit) holds at most this many messages; the limit adapts between
   /// min and max: doubled while batches fill up, halved while polls come back short.
   std::size_t min_batch = 1024;
-  std::size_t max_batch = 1 << 18;
+  std::size_t max_batch = 1 << 16;
   /// A batch is committed at the latest this long after its first message.
   std::int64_t max_batch_ms = 500;
   /// Stop (committing everything) when every assigned partition has reached the end offset it had
@@ -61,6 +61,8 @@ struct AggregatorReport {
   std::uint64_t rebalances = 0;
   std::uint64_t changes = 0;  // change events published (to subscribers and the changes topic)
   double seconds = 0;
+  /// From the first partition assignment to the end (without the wait for the group to form).
+  double assigned_seconds = 0;
   bool reached_end = false;  // with exit_at_end: stopped because everything was consumed
   std::uint64_t rejected() const { return conflicts + late + bad; }
 };
