@@ -33,6 +33,9 @@ before(async () => {
   await pipeline.emit('w1', { nodes: { w1: { status: 'working', role: 'worker', host: 'blade-1', job: '1' } }, jobs: { 1: { status: 'running', node: 'w1', progress: 0.4 } } });
   await pipeline.emit('w2', { nodes: { w2: { status: 'waiting', role: 'worker', host: 'blade-2' } } });
   await pipeline.emit('w3', { nodes: { w3: { status: 'paused', role: 'worker', host: 'blade-3' } } });
+  // w4 last showed life a minute ago: the observer derives `dead` (w1-w3 have no heartbeat, so
+  // they are never dead).
+  await pipeline.emit('w4', { nodes: { w4: { status: 'working', role: 'worker', heartbeat: { $max: Date.now() - 60000 } } } });
   await pipeline.emit('orchestrator', { jobs: { 2: { status: 'queued' }, 3: { status: 'queued' }, 4: { status: 'queued' }, 5: { status: 'queued' } } });
   await pipeline.emit('scraper-1', { scrape: { 'a.example': { tries: { $inc: 5 }, item_collected: { $inc: 3 } } } });
   await pipeline.emit('checker', { checks: { heartbeats: { status: 'passing', since: Date.now(), evidence: { stale: {} } } } });
@@ -40,7 +43,7 @@ before(async () => {
   mark('shards sent and the state written');
   await pipeline.startObserver();
   mark('observer up');
-  await waitFor('the observer to see three nodes', async () => (await pipeline.summary()).nodes.count === 3, 15000);
+  await waitFor('the observer to see four nodes', async () => (await pipeline.summary()).nodes.count === 4, 15000);
   mark('observer sees the nodes');
   browser = await browserStarting;
   mark('chromium up');
@@ -59,11 +62,16 @@ test('the page loads and shows the nodes with their statuses', async () => {
   await page.goto(`${pipeline.url}?mode=periodic&interval_ms=1000`);
   console.log(`page loaded in ${Date.now() - t0} ms`);
   await waitFor('connected', async () => (await page.getAttribute('[data-testid="connection-status"]', 'data-state')) === 'open', 10000);
-  await waitFor('three node tiles', async () => (await page.locator('[data-testid="node"]').count()) === 3, 10000);
-  assert.equal(await page.textContent('[data-testid="node-count"]'), '3');
+  await waitFor('four node tiles', async () => (await page.locator('[data-testid="node"]').count()) === 4, 10000);
+  assert.equal(await page.textContent('[data-testid="node-count"]'), '4');
   assert.equal(await statusOf('w1'), 'working');
   assert.equal(await statusOf('w2'), 'waiting');
   assert.equal(await statusOf('w3'), 'paused');
+  assert.equal(await statusOf('w4'), 'dead');
+  assert.equal(await page.textContent('[data-testid="count-dead"]'), '1');
+  assert.match(await page.textContent('[data-testid="node-live"]'), /3 live · 1 dead/);
+  // The dead node has no section of the queue; the three live ones share it.
+  assert.deepEqual(await page.locator('[data-testid="queue-section"]').evaluateAll((els) => els.map((e) => e.dataset.nodeId)), ['w1', 'w2', 'w3']);
   assert.equal(await page.textContent('[data-testid="count-working"]'), '1');
   assert.equal(await page.textContent('[data-testid="count-paused"]'), '1');
   assert.equal(await page.textContent('[data-testid="jobs-queued"]'), '4');
@@ -96,7 +104,7 @@ test('manual mode: nothing moves until the refresh button is pressed', async () 
   await page.click('[data-testid="mode-manual"]');
   assert.equal(await page.isDisabled('[data-testid="interval-input"]'), true);
   await pipeline.emit('w3', { nodes: { w3: { status: 'waiting' } } });
-  await sleep(2500); // more than the aggregator and the observer need, and than the old interval
+  await sleep(2000); // more than the aggregator and the observer need, and twice the old interval
   assert.equal(await statusOf('w3'), 'paused', 'manual mode must not update by itself');
   const clicked = Date.now();
   await page.click('[data-testid="refresh-button"]');
