@@ -17,7 +17,14 @@ namespace lattice::cli {
 namespace {
 
 std::atomic<bool> g_emit_stop{false};
-extern "C" void OnEmitStopSignal(int /*signal*/) { g_emit_stop.store(true); }
+// The first SIGINT/SIGTERM stops reading at the next line and delivers what was queued; a second
+// one (e.g. while waiting for a line on an interactive stdin) ends the process at once.
+extern "C" void OnEmitStopSignal(int signal) {
+  if (g_emit_stop.exchange(true)) {
+    std::signal(signal, SIG_DFL);
+    std::raise(signal);
+  }
+}
 
 constexpr std::uint64_t kMaxShownErrors = 20;
 
