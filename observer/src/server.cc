@@ -803,8 +803,67 @@ http::response<http::string_body> Observer::Impl::Handle(
       return json(http::status::ok, std::move(**value));
     }
     if (t.path.rfind("/v1/blame/", 0) == 0) {
-      return json(http::status::not_implemented,
-                  ErrorJson("blame is not available yet: the state has no provenance records"));
+      const std::string dotted = t.path.substr(std::string_view("/v1/blame/").size());
+      auto path = core::Path::Parse(dotted);
+      if (!path.ok()) {
+        return json(http::status::bad_request,
+                    ErrorJson("bad path '" + dotted + "': " + path.status().message()));
+      }
+      auto blame = reader->Blame(*path);
+      if (!blame.ok()) {
+        return json(http::status::internal_server_error, ErrorJson(blame.status().ToString()));
+      }
+      if (!blame->has_value()) {
+        return json(http::status::not_found, ErrorJson("no value at '" + dotted + "'"));
+      }
+      const crdt::Provenance& p = **blame;
+      auto writer = [](std::string& out, const crdt::Provenance::Writer& w) {
+        out.append("{\"blade\":");
+        core::AppendJsonString(out, w.blade);
+        out.append(",\"seq\":");
+        out.append(std::to_string(w.seq));
+        out.append(",\"ts\":");
+        core::AppendJsonInt(out, w.ts);
+        out.append(",\"source\":");
+        if (w.source.empty()) {
+          out.append("null");
+        } else {
+          core::AppendJsonString(out, w.source);
+        }
+        out.append(",\"offset\":");
+        out.append(std::to_string(w.offset));
+        out.append(",\"line\":");
+        out.append(std::to_string(w.line));
+        out.push_back('}');
+      };
+      std::string out("{\"path\":");
+      core::AppendJsonString(out, path->ToString());
+      out.append(",\"kind\":");
+      core::AppendJsonString(out, p.kind);
+      out.append(",\"value\":");
+      out.append(p.value_json);
+      out.append(",\"writer\":");
+      writer(out, p.writer);
+      out.append(",\"shares\":[");
+      for (std::size_t i = 0; i < p.shares.size(); ++i) {
+        if (i > 0) {
+          out.push_back(',');
+        }
+        const auto& sh = p.shares[i];
+        out.append("{\"blade\":");
+        core::AppendJsonString(out, sh.blade);
+        out.append(",\"value\":");
+        out.append(sh.value_json);
+        out.append(",\"seq\":");
+        out.append(std::to_string(sh.seq));
+        out.append(",\"ts\":");
+        core::AppendJsonInt(out, sh.ts);
+        out.push_back('}');
+      }
+      out.append("],\"retired\":");
+      out.append(p.retired_json ? *p.retired_json : std::string("null"));
+      out.push_back('}');
+      return json(http::status::ok, std::move(out));
     }
     if (api) {
       return json(http::status::not_found, ErrorJson("no such route: " + t.path));

@@ -67,8 +67,16 @@ def main():
                 f"/v1/state?prefix= with limit and stamps: {scan}")
         st, err = http_json(u + "v1/state?prefix=x&limit=0")
         c.check(st == 400, "limit out of range -> 400")
-        st, err = http_json(u + "v1/blame/nodes.w1.status")
-        c.check(st == 501 and "not available" in err["error"], "/v1/blame is pending (501)")
+        st, blame = http_json(u + "v1/blame/nodes.w1.status")
+        c.check(st == 200 and blame["value"] == "working" and blame["writer"]["blade"] == "w1" and
+                blame["writer"]["seq"] == 2 and blame["writer"]["line"] >= 1 and
+                blame["writer"]["source"].endswith("summary_state.ndjson"),
+                f"/v1/blame names the shard and its source line: {blame}")
+        st, blame = http_json(u + "v1/blame/scrape.example%5C.com.item_collected")
+        c.check(st == 200 and blame["kind"] == "counter" and blame["shares"][0]["blade"] == "scraper-1",
+                f"/v1/blame of a counter lists its shares: {blame}")
+        st, err = http_json(u + "v1/blame/nodes.w9")
+        c.check(st == 404, "/v1/blame of a missing path -> 404")
         for method in ("POST", "PUT", "DELETE", "PATCH"):
             st, hdrs, _ = http(u + "v1/state/nodes.w1.status", method=method)
             c.check(st == 405 and hdrs.get("Allow") == "GET, HEAD", f"{method} -> 405 (no write route)")
