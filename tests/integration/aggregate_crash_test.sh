@@ -56,7 +56,13 @@ agg=("$lattice" aggregate "${fast_group[@]}" -b "$bootstrap" --max-batch 2000 --
 cmp -s whole.dump ref.dump && ok "uninterrupted run equals the reference" \
   || fail "uninterrupted run differs from the reference"
 
-# Kill at random moments: 3 s for the group to form, then 0..2.5 s of consuming.
+# Kill at random moments while consuming. Wall-clock kill times do not work on a loaded machine
+# (the group may form late, or the whole topic may be merged before the kill), so each kill waits
+# for the run's partition assignment and then for a random 5-45% of the time the uninterrupted
+# run needed from assignment to end.
+consume_ms=$(jq -r '(.assigned_seconds // .seconds) * 1000 | floor' whole.json)
+[ "$consume_ms" -gt 50 ] 2>/dev/null || consume_ms=1000
+echo "     uninterrupted run consumed in ${consume_ms} ms after assignment"
 kills=0
 partial=0
 run=0
@@ -64,14 +70,19 @@ while [ $kills -lt 5 ] && [ $run -lt 12 ]; do
   run=$((run + 1))
   "${agg[@]}" --state crash --group "crash-$run" --exit-at-end --json >"run$run.json" 2>"run$run.err" &
   pid=$!
-  sleep_ms=$(( 3000 + RANDOM % 2500 ))
+  for _ in $(seq 1 3000); do
+    grep -q "assigned" "run$run.err" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.01
+  done
+  sleep_ms=$(( consume_ms * (5 + RANDOM % 41) / 100 ))
   sleep "$(printf '%d.%03d' $((sleep_ms / 1000)) $((sleep_ms % 1000)))"
   if kill -9 "$pid" 2>/dev/null; then
     wait "$pid" 2>/dev/null
     pid=""
     kills=$((kills + 1))
     # Where the next run starts tells how far the killed ones got.
-    echo "     run $run: SIGKILL after ${sleep_ms} ms"
+    echo "     run $run: SIGKILL ${sleep_ms} ms after assignment"
   else
     wait "$pid" 2>/dev/null
     rc=$?
