@@ -16,6 +16,7 @@ void AddDemoCommand(CLI::App& app);
 void AddAggregateCommand(CLI::App& app);
 void AddRecordCommand(CLI::App& app);
 void AddStepCommand(CLI::App& app);
+void AddBlameCommand(CLI::App& app);
 
 /// Prints "lattice: error: <message>" to stderr and returns the exit code for a failure.
 int Fail(const std::string& message);

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   lattice::cli::AddAggregateCommand(app);
   lattice::cli::AddRecordCommand(app);
   lattice::cli::AddStepCommand(app);
+  lattice::cli::AddBlameCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

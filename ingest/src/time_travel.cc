@@ -135,7 +135,8 @@ struct Merger {
   }
 
   // Merges an admitted line; returns the outcome (kInvalid for a line that did not decode).
-  crdt::ApplyResult Merge(const internal::DecodedLine& line) {
+  crdt::ApplyResult Merge(const internal::DecodedLine& line,
+                          const crdt::ShardSource* source = nullptr) {
     ++summary.lines;
     crdt::ApplyResult r;
     if (!line.ok) {
@@ -144,7 +145,7 @@ struct Merger {
       ++summary.rejected;
     } else {
       clocks.Observe(line.source, line.shard.ts);
-      r = engine.Apply(line.shard);
+      r = engine.Apply(line.shard, source);
       switch (r.outcome) {
         case crdt::Outcome::kApplied:
           ++summary.applied;
@@ -378,6 +379,27 @@ Result<DiffReport> Diff(const std::vector<std::string>& files, const Cut& from, 
     }
   }
   return report;
+}
+
+Result<std::optional<crdt::Provenance>> BlameAt(const std::vector<std::string>& files,
+                                                const Cut& cut, const core::Path& path,
+                                                const TimeTravelOptions& options) {
+  CutFilter filter(cut);
+  Merger merger(options, files.size());
+  LATTICE_RETURN_IF_ERROR(
+      ForEachLine(files, [&](const internal::DecodedLine& line, std::uint64_t ordinal) {
+        merger.See(line);
+        if (ordinal != 0 && filter.Admit(line.ok, line.shard.blade, line.shard.ts)) {
+          const crdt::ShardSource where{files[line.source], line.offset, line.number};
+          merger.Merge(line, &where);
+          if (merger.BatchDone()) {
+            merger.Advance();
+          }
+        }
+        return !filter.Full();
+      }));
+  merger.Finish(files.size());
+  return merger.engine.Blame(path);
 }
 
 namespace {

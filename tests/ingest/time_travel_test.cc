@@ -10,7 +10,9 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -19,6 +21,7 @@
 
 #include "../crdt/reference.h"
 #include "lattice/core/path.h"
+#include "lattice/crdt/state_reader.h"
 #include "lattice/crdt/state_store.h"
 #include "lattice/ingest/replayer.h"
 #include "lattice/ingest/synthetic.h"
@@ -574,6 +577,84 @@ TEST_F(TimeTravelTest, StepShowsWritesThatChangeNothingAndNarrowsChangesAbove) {
   EXPECT_EQ(events[1].changes[0].path, "i.7.h");
   EXPECT_EQ(events[1].changes[0].old_json, "\"y\"");
   EXPECT_EQ(events[1].changes[0].new_json, std::nullopt);
+}
+
+TEST_F(TimeTravelTest, BlameNamesTheNewestSetOfEachLeafAndCounterShareSumToTheValue) {
+  std::mt19937_64 rng(77);
+  const std::vector<std::string> lines = InterleaveBlades(Synthetic(1500, 5, 77), rng);
+  const std::string file = Write("rec.ndjson", lines);
+  // Independently, from the lines: per leaf path, the newest (ts, blade, seq) that set it, and
+  // per counter path the lines that incremented it.
+  using Stamp = std::tuple<std::int64_t, std::string, std::uint64_t>;
+  std::map<std::vector<std::string>, std::pair<Stamp, std::size_t>> newest_set;
+  std::map<std::vector<std::string>, std::set<std::size_t>> inc_lines;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const reference::Envelope env = reference::ParseEnvelope(lines[i]);
+    const Stamp stamp{env.ts, env.blade, env.seq};
+    std::function<void(const nlohmann::json&, std::vector<std::string>&)> walk =
+        [&](const nlohmann::json& body, std::vector<std::string>& path) {
+          for (const auto& [key, value] : body.items()) {
+            path.push_back(key);
+            if (value.is_object() && value.size() == 1 && value.contains("$inc")) {
+              inc_lines[path].insert(i + 1);
+            } else if (value.is_object()) {
+              walk(value, path);
+            } else if (!value.is_null()) {
+              auto& slot = newest_set[path];
+              if (slot.second == 0 || slot.first < stamp) {
+                slot = {stamp, i + 1};
+              }
+            }
+            path.pop_back();
+          }
+        };
+    std::vector<std::string> path;
+    walk(env.body, path);
+  }
+  const reference::ReferenceState ref = reference::ReferenceState::FromLines(lines);
+  EXPECT_EQ(ReplayInto("s", {file}, Cut::All()), ref.Dump());
+  auto reader = crdt::StateReader::Open(PathOf("s"));
+  ASSERT_TRUE(reader.ok());
+  std::size_t values = 0;
+  std::size_t counters = 0;
+  for (const auto& [path, json] : ref.Leaves()) {
+    SCOPED_TRACE(core::Path(path).ToString());
+    auto blame = BlameAt({file}, Cut::All(), core::Path(path), TimeTravelOptions());
+    ASSERT_TRUE(blame.ok());
+    ASSERT_TRUE(blame->has_value());
+    const crdt::Provenance& p = **blame;
+    EXPECT_EQ(p.value_json, json);
+    EXPECT_EQ(p.writer.source, file);
+    const reference::Envelope env = reference::ParseEnvelope(lines.at(p.writer.line - 1));
+    EXPECT_EQ(env.blade, p.writer.blade);
+    EXPECT_EQ(env.seq, p.writer.seq);
+    EXPECT_EQ(env.ts, p.writer.ts);
+    if (p.kind == "value") {
+      ++values;
+      ASSERT_TRUE(newest_set.count(path));
+      EXPECT_EQ(p.writer.line, newest_set[path].second);
+    } else if (p.kind == "counter") {
+      ++counters;
+      EXPECT_TRUE(inc_lines[path].count(p.writer.line)) << "line " << p.writer.line;
+      std::int64_t sum = 0;
+      for (const crdt::Provenance::Share& share : p.shares) {
+        sum += std::stoll(share.value_json);
+      }
+      EXPECT_EQ(std::to_string(sum), json);
+    }
+    // The state directory answers the same, with the file's absolute path as its source.
+    auto stored = (*reader)->Blame(core::Path(path));
+    ASSERT_TRUE(stored.ok());
+    ASSERT_TRUE(stored->has_value());
+    EXPECT_EQ((*stored)->writer.line, p.writer.line);
+    EXPECT_EQ((*stored)->writer.blade, p.writer.blade);
+    EXPECT_EQ((*stored)->shares.size(), p.shares.size());
+  }
+  EXPECT_GT(values, 50u);
+  EXPECT_GT(counters, 5u);
+  auto none = BlameAt({file}, Cut::All(), *core::Path::Parse("no.such.path"), TimeTravelOptions());
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
 }
 
 TEST(ResolveTimestampTest, MillisecondsRfc3339AndRelativeToTheFirstShard) {

@@ -32,8 +32,9 @@ fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
 golden() {
   local name=$1
   shift
-  "$lattice" "$@" >"out.$name" 2>"err.$name"
+  "$lattice" "$@" >"out.$name.raw" 2>"err.$name"
   local rc=$?
+  sed "s|$(pwd -P)/||g; s|$PWD/||g" "out.$name.raw" >"out.$name"
   if [ $rc -ne 0 ]; then
     fail "$name: lattice $* exited $rc: $(head -c 400 "err.$name")"
     return
@@ -64,6 +65,26 @@ golden step-counter.txt step intents.ndjson --path 'scrape.shop\.example\.com'
 golden step-node.txt step intents.ndjson --path nodes.scraper-1.status --from +1s --until +5s
 golden step-all.json step intents.ndjson --json
 golden step-seq.txt step intents.ndjson --from-seq 12 --until-seq 15
+"$lattice" replay intents.ndjson --state full-intents >/dev/null
+# A state directory keeps each file's absolute path: the goldens have the scratch directory cut.
+golden_rel() { golden "$@"; }
+golden_rel blame-spotter-ok.txt blame intents.42.resolution.spotter.ok --state full-intents
+golden_rel blame-spotter-ok.json blame intents.42.resolution.spotter.ok --state full-intents --json
+golden_rel blame-intent42.txt blame intents.42 --state full-intents
+golden_rel blame-counter.txt blame 'scrape.shop\.example\.com.item_collected' --state full-intents
+golden_rel blame-counter.json blame 'scrape.shop\.example\.com.item_collected' --state full-intents --json
+golden_rel blame-node.json blame nodes.scraper-1.status --state full-intents --json
+golden blame-host-at-5s.txt blame intents.42.host intents.ndjson --until +5s
+golden blame-counter-at-seq-9.json blame 'scrape.shop\.example\.com.item_collected' intents.ndjson --until-seq 9 --json
+# The rest of docs/debugging.md.
+golden debug-state-intent42.json state get intents.42 --state full-intents
+golden debug-diff-seq-12-15.txt diff intents.ndjson --from-seq 12 --to-seq 15 --path intents.42
+golden debug-diff-erase-retry.txt diff intents.ndjson --from 2024-11-23T08:20:06Z --to 2024-11-23T08:20:06.500Z --path intents
+golden debug-step-from-6s.json step intents.ndjson --path intents.42 --from +6s --json
+golden debug-blame-retry.txt blame intents.42.resolution.spotter.retry intents.ndjson
+"$lattice" replay intents.ndjson --state before-retry --until-seq 14 >/dev/null
+if "$lattice" state get intents.42 --state before-retry 2>/dev/null; then fail "intents.42 exists after #14"
+else ok "intents.42 is gone after step #14 (replay --until-seq 14)"; fi
 "$lattice" replay intents.ndjson --state at-5500 --until 2024-11-23T08:20:05.500Z >/dev/null
 golden replay-until-5500.dump state dump --state at-5500
 "$lattice" replay intents.ndjson --state at-seq-9 --until-seq 9 >/dev/null
@@ -202,6 +223,13 @@ then ok "step --color always colours headers and changes"
 else fail "step --color always: $(head -c 200 colour-step.out | od -c | head -3)"; fi
 if ! grep -q $'\x1b' out.diff-5s-7s.txt out.step-intent42.txt; then ok "no colour when stdout is not a terminal"
 else fail "colour codes in piped output"; fi
+
+echo "# blame errors"
+if "$lattice" blame intents.41.host --state full-intents 2>err.none; then fail "blame of nothing exits 0"
+elif grep -q "lattice: nothing at 'intents.41.host'" err.none; then ok "blame of nothing: exit 1, named"
+else fail "unexpected error: $(cat err.none)"; fi
+if "$lattice" blame x intents.ndjson --state full-intents 2>/dev/null; then fail "blame with --state and FILE accepted"
+else ok "blame takes --state or recordings, not both"; fi
 
 echo "# errors"
 if "$lattice" diff intents.ndjson --from yesterday 2>err.ts; then fail "--from yesterday accepted"

@@ -191,4 +191,12 @@ struct StepSummary {
 Result<StepSummary> Step(const std::vector<std::string>& files, const StepOptions& options,
                          const std::function<void(const StepEvent&)>& visit);
 
+/// Who decided the visible value at `path` in the state of `files` at `cut` (in memory, as
+/// StatesAt builds it): crdt::MergeEngine::Blame, with every shard applied with its file (as named
+/// in `files`) and line as its source. nullopt when nothing is visible at `path`.
+/// Errors: those of reading the files.
+Result<std::optional<crdt::Provenance>> BlameAt(const std::vector<std::string>& files,
+                                                const Cut& cut, const core::Path& path,
+                                                const TimeTravelOptions& options);
+
 }  // namespace lattice::ingest
