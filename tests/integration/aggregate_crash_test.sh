@@ -37,7 +37,7 @@ fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
 die() { echo "FAIL - $1"; exit 1; }
 
 start_broker --topic lattice.shards:8
-shards=60000
+shards=120000
 "$lattice" gen --shards $shards --blades 32 --seed 23 -o rec.ndjson || die "lattice gen failed"
 "$lattice" emit -b "$bootstrap" -f rec.ndjson --json >emit.json 2>emit.err ||
   die "lattice emit failed: $(tail -3 emit.err)"
@@ -47,7 +47,7 @@ shards=60000
 # Small batches make many commits, so kills land between, during and after them. Each run joins
 # a group of its own: the positions come from the state, never from the group, and a fresh group
 # spares waiting for the killed member's session to expire on the mock coordinator.
-agg=("$lattice" aggregate "${fast_group[@]}" -b "$bootstrap" --max-batch 2000 --min-batch 500
+agg=("$lattice" aggregate "${fast_group[@]}" -b "$bootstrap" --max-batch 1000 --min-batch 250
   --log-interval 0 --changes-topic '')
 
 "${agg[@]}" --state whole --group whole --exit-at-end --json >whole.json 2>whole.err ||
@@ -56,40 +56,45 @@ agg=("$lattice" aggregate "${fast_group[@]}" -b "$bootstrap" --max-batch 2000 --
 cmp -s whole.dump ref.dump && ok "uninterrupted run equals the reference" \
   || fail "uninterrupted run differs from the reference"
 
-# Kill at random moments while consuming. Wall-clock kill times do not work on a loaded machine
-# (the group may form late, or the whole topic may be merged before the kill), so each kill waits
-# for the run's partition assignment and then for a random 5-45% of the time the uninterrupted
-# run needed from assignment to end.
-consume_ms=$(jq -r '(.assigned_seconds // .seconds) * 1000 | floor' whole.json)
-[ "$consume_ms" -gt 50 ] 2>/dev/null || consume_ms=1000
-echo "     uninterrupted run consumed in ${consume_ms} ms after assignment"
+# Kill at random moments while it consumes: once the run logged its assignment, after 2%..50% of
+# the time the uninterrupted run took from its assignment to the end. A run that completes before
+# its kill starts the crash state over (at most 3 times), so the kills land mid-topic however fast
+# the machine is today.
+join_ms=$(jq -r '((.seconds - .assigned_seconds) * 1000) | floor' whole.json)
+consume_ms=$(jq -r '(.assigned_seconds * 1000) | floor' whole.json)
+echo "     uninterrupted: group formed after ${join_ms} ms, consumed in ${consume_ms} ms"
 kills=0
 partial=0
 run=0
-while [ $kills -lt 5 ] && [ $run -lt 12 ]; do
+restarts=0
+while [ $kills -lt 5 ] && [ $run -lt 20 ]; do
   run=$((run + 1))
   "${agg[@]}" --state crash --group "crash-$run" --exit-at-end --json >"run$run.json" 2>"run$run.err" &
   pid=$!
-  for _ in $(seq 1 3000); do
+  for _ in $(seq 1 1000); do
     grep -q "assigned" "run$run.err" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.01
   done
-  sleep_ms=$(( consume_ms * (5 + RANDOM % 41) / 100 ))
+  sleep_ms=$(( consume_ms * (2 + RANDOM % 49) / 100 ))
   sleep "$(printf '%d.%03d' $((sleep_ms / 1000)) $((sleep_ms % 1000)))"
   if kill -9 "$pid" 2>/dev/null; then
     wait "$pid" 2>/dev/null
     pid=""
     kills=$((kills + 1))
-    # Where the next run starts tells how far the killed ones got.
-    echo "     run $run: SIGKILL ${sleep_ms} ms after assignment"
+    echo "     run $run: SIGKILL ${sleep_ms} ms after its assignment"
   else
     wait "$pid" 2>/dev/null
     rc=$?
     pid=""
     [ $rc -eq 0 ] || die "run $run exited $rc: $(tail -3 "run$run.err")"
-    echo "     run $run completed before the kill: $(cat "run$run.json")"
-    break
+    echo "     run $run completed within ${sleep_ms} ms of its assignment"
+    [ $kills -ge 3 ] && break
+    restarts=$((restarts + 1))
+    [ $restarts -le 3 ] || break
+    echo "     only $kills kills before completion: starting the crash state over"
+    rm -rf crash run*.json run*.err
+    kills=0
   fi
 done
 [ $kills -ge 3 ] && ok "$kills runs were killed" || fail "only $kills kills landed"
