@@ -64,6 +64,13 @@ void AddGenCommand(CLI::App& app) {
   cmd->add_option("--intent-window", o.intent_window, "Live intents before the oldest is erased")
       ->check(CLI::Range(2u, 1u << 24))
       ->capture_default_str();
+  cmd->add_flag("--churn", o.churn,
+                "Blades and intents keep coming and going: --blades are active at a time, every "
+                "--churn-every shards the oldest falls silent and a new one appears; intents are "
+                "never erased, old ones go idle (for TTL and memory tests)");
+  cmd->add_option("--churn-every", o.churn_every, "Shards between blade replacements (--churn)")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))
+      ->capture_default_str();
   cmd->add_option("-o,--out", args->out, "Output file (- for stdout)")->capture_default_str();
   cmd->callback([args] { std::exit(RunGen(*args)); });
 }

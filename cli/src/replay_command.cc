@@ -12,6 +12,7 @@
 #include "cut_flags.h"
 #include "lattice/core/duration.h"
 #include "lattice/crdt/state_store.h"
+#include "lattice/crdt/ttl.h"
 #include "lattice/ingest/replayer.h"
 
 namespace lattice::cli {
@@ -33,6 +34,10 @@ struct ReplayArgs {
   bool sync = false;
   std::string until;
   std::optional<std::uint64_t> until_seq;
+  std::vector<std::string> ttl;
+  std::string config;
+  std::string counter_slot_ttl;
+  std::uint64_t progress = 0;
 };
 
 int RunReplay(const ReplayArgs& args) {
@@ -53,6 +58,26 @@ int RunReplay(const ReplayArgs& args) {
   }
   crdt::StoreOptions store_options;
   store_options.engine.allowed_lateness_ms = *lateness;
+  if (!args.config.empty()) {
+    if (Status st = crdt::LoadTtlConfig(args.config, store_options.engine); !st.ok()) {
+      return Fail("--config: " + st.message());
+    }
+  }
+  for (const std::string& text : args.ttl) {
+    auto rule = crdt::ParseTtlRule(text);
+    if (!rule.ok()) {
+      return Fail("--ttl: " + rule.status().message());
+    }
+    store_options.engine.ttl.push_back(*rule);
+  }
+  if (!args.counter_slot_ttl.empty()) {
+    auto ms = core::ParseDurationMs(args.counter_slot_ttl);
+    if (!ms.ok() || *ms < 0) {
+      return Fail("--counter-slot-ttl: " +
+                  (ms.ok() ? std::string("must not be negative") : ms.status().message()));
+    }
+    store_options.engine.counter_slot_ttl_ms = *ms;
+  }
   store_options.sync = args.sync;
   auto store = crdt::StateStore::Open(args.state, store_options);
   if (!store.ok()) {
@@ -63,6 +88,23 @@ int RunReplay(const ReplayArgs& args) {
   options.strict = args.strict;
   options.until = *until;
   options.batch_shards = std::max<std::size_t>(args.batch, 1);
+  // With TTL rules the input is closed at the end, so the state is exactly DESIGN.md §4's.
+  options.close_at_end =
+      !store_options.engine.ttl.empty() || store_options.engine.counter_slot_ttl_ms > 0;
+  options.progress_every = args.progress;
+  crdt::StateStore* st = store->get();
+  options.progress = [st](const ingest::ReplayReport& r) {
+    const crdt::StoreStats stats = st->Stats();
+    std::fprintf(stderr,
+                 "progress: lines %llu live_data_bytes %llu rss_bytes %llu nodes %llu evicted %llu "
+                 "folded_slots %llu\n",
+                 static_cast<unsigned long long>(r.lines),
+                 static_cast<unsigned long long>(stats.live_data_bytes),
+                 static_cast<unsigned long long>(stats.rss_bytes),
+                 static_cast<unsigned long long>(stats.nodes),
+                 static_cast<unsigned long long>(st->counts().evicted),
+                 static_cast<unsigned long long>(st->counts().folded_slots));
+  };
   // SIGINT/SIGTERM: commit what was merged and stop; a rerun continues from there.
   options.stop = &g_stop;
   std::signal(SIGINT, OnStopSignal);
@@ -90,6 +132,10 @@ int RunReplay(const ReplayArgs& args) {
     fmt::print("  applied     {}\n  duplicates  {}\n  conflicts   {}\n  late        {}\n"
                "  bad         {}\n",
                r.applied, r.duplicates, r.conflicts, r.late, r.bad);
+    if (!store_options.engine.ttl.empty() || store_options.engine.counter_slot_ttl_ms > 0) {
+      fmt::print("  evicted     {}\n  folded      {}\n", (*store)->counts().evicted,
+                 (*store)->counts().folded_slots);
+    }
     if (until->kind != ingest::Cut::Kind::kAll) {
       fmt::print("  past until  {}\n", r.past_until);
     }
@@ -141,6 +187,19 @@ void AddReplayCommand(CLI::App& app) {
                   "Merge only the first N lines in replay order (counted from where this run "
                   "starts); the rest is left for a later run")
       ->excludes(until);
+  cmd->add_option("--ttl", args->ttl,
+                  "TTL rule PATTERN=DURATION (repeatable), e.g. 'intents.*=1h': a subtree "
+                  "matching PATTERN (* = any one key) is evicted once nothing under it was "
+                  "written for DURATION of event time (docs/configuration.md)");
+  cmd->add_option("--config", args->config,
+                  "YAML config file; its ttl: section (rules, clock, counter_slot_ttl, blade_ttl) "
+                  "is applied (docs/configuration.md)");
+  cmd->add_option("--counter-slot-ttl", args->counter_slot_ttl,
+                  "Fold a counter's per-blade slot into its retired sum once the blade has not "
+                  "touched it for this long (the total never changes)");
+  cmd->add_option("--progress", args->progress,
+                  "Every N lines, print RocksDB live data size, RSS and node count on stderr")
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 40));
   cmd->callback([args] { std::exit(RunReplay(*args)); });
 }
 

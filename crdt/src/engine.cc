@@ -2,7 +2,10 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <functional>
+#include <map>
 
 #include "records.h"
 
@@ -57,6 +60,7 @@ Engine::Engine(EngineOptions options, bool persistent)
   root_ = AllocNode();
   root_->kind = Kind::kObject;
   frames_.reserve(72);
+  BuildPatterns();
 }
 
 Engine::~Engine() = default;
@@ -107,7 +111,10 @@ Engine::SeqCheck Engine::CheckSeq(const Blade& blade, std::uint64_t seq, std::ui
   return SeqCheck::kDuplicate;
 }
 
-void Engine::RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash) {
+void Engine::RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash, std::int64_t ts) {
+  if (blade.last_ts < ts) {
+    blade.last_ts = ts;
+  }
   if (blade.ring_count == Blade::kRing) {
     const std::uint64_t evicted = blade.ring[static_cast<std::size_t>(blade.ring_next)].first;
     if (!blade.has_evicted || evicted > blade.evicted_max) {
@@ -172,7 +179,7 @@ ApplyResult Engine::Apply(const core::Shard& shard, const ShardSource* source) {
                                   " (watermark - allowed lateness) and the kept stamps cannot "
                                   "decide it exactly"};
     }
-    RecordSeq(*blade, shard.seq, shard.hash);
+    RecordSeq(*blade, shard.seq, shard.hash, shard.ts);
     counts_.Add(Outcome::kApplied);
     return {};
   }
@@ -194,12 +201,21 @@ ApplyResult Engine::Apply(const core::Shard& shard, const ShardSource* source) {
       }
     }
   }
-  RecordSeq(*blade, shard.seq, shard.hash);
+  RecordSeq(*blade, shard.seq, shard.hash, shard.ts);
   SetOrigin(source);
+  if (s.ts > max_ts_) {
+    max_ts_ = s.ts;
+  }
   if (feed_) [[unlikely]] {
-    ApplyEntries<true>(shard, s);
+    if (has_ttl_) {
+      ApplyEntries<true, true>(shard, s);
+    } else {
+      ApplyEntries<true, false>(shard, s);
+    }
+  } else if (has_ttl_) {
+    ApplyEntries<false, true>(shard, s);
   } else {
-    ApplyEntries<false>(shard, s);
+    ApplyEntries<false, false>(shard, s);
   }
   counts_.Add(Outcome::kApplied);
   return {};
@@ -226,7 +242,7 @@ ChangeCause CauseOf(OpKind kind) {
 // change feed (docs/merge-rules.md, "Change events"): a node that becomes an object in this shard
 // is reported once, with its whole new subtree, after the entries below it; any other entry is
 // reported at its own node when that node's visible value changed.
-template <bool kEmit>
+template <bool kEmit, bool kTtl>
 void Engine::ApplyEntries(const core::Shard& shard, const Stamp& s) {
   frames_.clear();
   frames_.push_back({root_, Stamp{}});
@@ -280,6 +296,11 @@ void Engine::ApplyEntries(const core::Shard& shard, const Stamp& s) {
         child = RegisterOp(parent, child, e.key, s, KindOf(e.kind), e.number);
         break;
     }
+    if constexpr (kTtl) {
+      if (child->ttl) {
+        NoteTtlWrite(child, s.ts);
+      }
+    }
     if constexpr (kEmit) {
       if (watch) {
         if (e.kind == OpKind::kObject && child->kind == Kind::kObject) {
@@ -303,8 +324,10 @@ void Engine::ApplyEntries(const core::Shard& shard, const Stamp& s) {
   }
 }
 
-template void Engine::ApplyEntries<true>(const core::Shard&, const Stamp&);
-template void Engine::ApplyEntries<false>(const core::Shard&, const Stamp&);
+template void Engine::ApplyEntries<true, true>(const core::Shard&, const Stamp&);
+template void Engine::ApplyEntries<true, false>(const core::Shard&, const Stamp&);
+template void Engine::ApplyEntries<false, true>(const core::Shard&, const Stamp&);
+template void Engine::ApplyEntries<false, false>(const core::Shard&, const Stamp&);
 
 std::optional<std::string> Engine::VisibleJson(const Node* node) const {
   if (node == nullptr || node->kind == Kind::kAbsent) {
@@ -365,6 +388,9 @@ bool Engine::AllDominated(const core::Shard& shard, const Stamp& s) const {
     const Node* child = f.node != nullptr ? FindChild(f.node, e.key) : nullptr;
     if (child == nullptr || !(s < child->last)) {
       return false;
+    }
+    if (child->ttl) {
+      return false;  // a write under a TTL subtree behind the horizon may change a decided gap
     }
     const bool in_run = IsRegister(child->kind) && child->reg->boundary < s;
     if (e.kind == OpKind::kObject) {
@@ -458,6 +484,16 @@ Node* Engine::CreateChild(Node* parent, std::string_view key) {
   n->dead = false;
   n->first_child = nullptr;
   n->child_count = 0;
+  n->origin = Origin{};
+  n->pstate = nullptr;
+  if (parent->pstate != nullptr) [[unlikely]] {
+    auto it = parent->pstate->by_key.find(key);
+    n->pstate = it != parent->pstate->by_key.end() ? it->second : parent->pstate->other;
+    if (n->pstate != nullptr && n->pstate->duration > 0) {
+      n->ttl = std::make_unique<TtlState>();
+      n->ttl->duration = n->pstate->duration;
+    }
+  }
   n->prev = nullptr;
   n->next = parent->first_child;
   if (parent->first_child != nullptr) {
@@ -519,6 +555,7 @@ void Engine::KillSubtree(Node* node) {
 
 void Engine::FreeNode(Node* node) {
   node->reg.reset();
+  node->ttl.reset();
   node->scalar.clear();
   node->dropped_slots.clear();
   node->first_child = node->next = node->prev = nullptr;
@@ -679,6 +716,9 @@ void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
   Slot* slot = nullptr;
   if (kind == Kind::kCounter) {
     slot = &SlotFor(reg, s.blade);
+    if (options_.counter_slot_ttl_ms > 0 && slot->history.empty() && !slot->has_base) {
+      ScheduleSlot(node, s.blade, s.ts);  // a new slot
+    }
   } else {
     if (reg.slots.empty()) {
       reg.slots.emplace_back();
@@ -976,6 +1016,11 @@ void Engine::FoldRegister(Node* node, std::int64_t horizon) {
 }
 
 void Engine::AdvanceWatermark(std::int64_t watermark_ms) {
+  if (options_.ttl_clock == TtlClock::kWallClock && has_ttl_) {
+    ProcessTtl(std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count());
+  }
   if (watermark_ms <= watermark_) {
     return;
   }
@@ -984,10 +1029,24 @@ void Engine::AdvanceWatermark(std::int64_t watermark_ms) {
       watermark_ms < std::numeric_limits<std::int64_t>::min() + options_.allowed_lateness_ms
           ? std::numeric_limits<std::int64_t>::min()
           : watermark_ms - options_.allowed_lateness_ms;
+  AdvanceHorizon(horizon);
+}
+
+void Engine::Close() {
+  const std::int64_t w = std::max(watermark_, max_ts_);
+  watermark_ = w;
+  AdvanceHorizon(w);
+}
+
+void Engine::AdvanceHorizon(std::int64_t horizon) {
   if (horizon <= gc_horizon_) {
     return;
   }
   gc_horizon_ = horizon;
+  // TTL first: a cut keeps run entries newer than it, which must not be folded into a base yet.
+  if (has_ttl_ && options_.ttl_clock == TtlClock::kEventTime) {
+    ProcessTtl(horizon);
+  }
   while (!tombstones_.empty() && tombstones_.front().first < horizon) {
     auto [node, uid] = tombstones_.front().second;
     tombstones_.pop_front();
@@ -1002,6 +1061,262 @@ void Engine::AdvanceWatermark(std::int64_t watermark_ms) {
     FoldRegister(node, horizon);
     if (i < regs_with_history_.size() && regs_with_history_[i] == node) {
       ++i;
+    }
+  }
+  if (options_.counter_slot_ttl_ms > 0) {
+    ProcessSlots(horizon);
+  }
+  if (options_.blade_ttl_ms > 0) {
+    ProcessBlades(horizon);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TTL (DESIGN.md §4; docs/merge-rules.md, "TTL eviction")
+
+void Engine::BuildPatterns() {
+  has_ttl_ = !options_.ttl.empty();
+  if (!has_ttl_) {
+    return;
+  }
+  // A deterministic automaton over rule positions (rule, depth), built eagerly: patterns are few
+  // and short. States are interned by their position set.
+  using Positions = std::vector<std::pair<std::uint32_t, std::uint32_t>>;
+  std::map<Positions, PatternState*> index;
+  const auto& rules = options_.ttl;
+  std::function<PatternState*(Positions)> state_for = [&](Positions pos) -> PatternState* {
+    std::sort(pos.begin(), pos.end());
+    pos.erase(std::unique(pos.begin(), pos.end()), pos.end());
+    if (pos.empty()) {
+      return nullptr;
+    }
+    if (auto it = index.find(pos); it != index.end()) {
+      return it->second;
+    }
+    patterns_.push_back(std::make_unique<PatternState>());
+    PatternState* st = patterns_.back().get();
+    index.emplace(pos, st);
+    std::vector<std::string> keys;
+    Positions other;
+    for (const auto& [r, d] : pos) {
+      const TtlRule& rule = rules[r];
+      if (d == rule.pattern.size()) {
+        if (st->duration == 0 || rule.duration_ms < st->duration) {
+          st->duration = rule.duration_ms;
+        }
+        continue;
+      }
+      if (rule.pattern[d] == "*") {
+        other.emplace_back(r, d + 1);
+      } else {
+        keys.push_back(rule.pattern[d]);
+      }
+    }
+    for (const std::string& key : keys) {
+      Positions next = other;
+      for (const auto& [r, d] : pos) {
+        if (d < rules[r].pattern.size() && rules[r].pattern[d] == key) {
+          next.emplace_back(r, d + 1);
+        }
+      }
+      PatternState* to = state_for(std::move(next));
+      st->by_key.emplace(key, to);
+    }
+    st->other = state_for(std::move(other));
+    return st;
+  };
+  Positions start;
+  for (std::uint32_t r = 0; r < rules.size(); ++r) {
+    start.emplace_back(r, 0);
+  }
+  root_->pstate = state_for(std::move(start));
+}
+
+namespace {
+
+std::int64_t NextTtlKey(const TtlState& t) {
+  if (!t.pending.empty()) {
+    return t.pending.front();  // its gap is decided once the horizon reaches it
+  }
+  if (t.final_ts == TtlState::kNone) {
+    return TtlState::kNone;
+  }
+  // The whole subtree is due once the horizon is past newest + duration.
+  return t.final_ts > std::numeric_limits<std::int64_t>::max() - t.duration - 1
+             ? std::numeric_limits<std::int64_t>::max()
+             : t.final_ts + t.duration + 1;
+}
+
+}  // namespace
+
+void Engine::NoteTtlWrite(Node* node, std::int64_t ts) {
+  TtlState& t = *node->ttl;
+  auto& p = t.pending;
+  if (p.empty() || ts > p.back()) {
+    p.push_back(ts);
+  } else if (ts != p.back()) {
+    auto it = std::lower_bound(p.begin(), p.end(), ts);
+    if (it == p.end() || *it != ts) {
+      p.insert(it, ts);
+    }
+  }
+  MarkDirty(node);
+  ScheduleTtl(node);
+}
+
+void Engine::ScheduleTtl(Node* node) {
+  TtlState& t = *node->ttl;
+  const std::int64_t key = NextTtlKey(t);
+  if (key == TtlState::kNone) {
+    return;
+  }
+  if (t.queued == TtlState::kNone || key < t.queued) {
+    t.queued = key;
+    ttl_queue_.push({key, node, node->uid, nullptr});
+  }
+}
+
+void Engine::ProcessTtl(std::int64_t horizon) {
+  while (!ttl_queue_.empty() && ttl_queue_.top().key <= horizon) {
+    const QueueEntry e = ttl_queue_.top();
+    ttl_queue_.pop();
+    Node* node = e.node;
+    if (node->uid != e.uid || node->dead || !node->ttl || node->ttl->queued != e.key) {
+      continue;  // stale: the node is gone or has a newer entry
+    }
+    node->ttl->queued = TtlState::kNone;
+    DecideTtl(node, horizon);
+    if (node->uid == e.uid && !node->dead && node->ttl) {
+      ScheduleTtl(node);
+    }
+  }
+}
+
+void Engine::DecideTtl(Node* node, std::int64_t horizon) {
+  TtlState& t = *node->ttl;
+  const std::int64_t d = t.duration;
+  // Gaps between consecutive writes that the horizon has passed are final: a gap longer than the
+  // duration evicted the subtree just before the write that ends it (§4), which leaves exactly
+  // what is at least as new as that write. Only the last such gap matters.
+  std::int64_t prev = t.final_ts;
+  std::int64_t cut = TtlState::kNone;
+  std::size_t k = 0;
+  while (k < t.pending.size() && t.pending[k] <= horizon) {
+    const std::int64_t b = t.pending[k];
+    if (prev != TtlState::kNone && b - prev > d) {
+      cut = b;
+    }
+    prev = b;
+    ++k;
+  }
+  if (k > 0) {
+    t.pending.erase(t.pending.begin(), t.pending.begin() + static_cast<std::ptrdiff_t>(k));
+    t.final_ts = prev;
+    MarkDirty(node);
+  }
+  if (cut != TtlState::kNone) {
+    EvictOlder(node, cut);
+  }
+  const std::int64_t newest = t.pending.empty() ? t.final_ts : t.pending.back();
+  if (newest != TtlState::kNone && newest <= std::numeric_limits<std::int64_t>::max() - d &&
+      horizon > newest + d) {
+    EvictWhole(node, newest + d + 1);
+  }
+}
+
+void Engine::EvictOlder(Node* node, std::int64_t cut_ts) {
+  std::optional<std::string> before;
+  if (feed_) {
+    before = VisibleJson(node);
+  }
+  const Stamp cut{cut_ts, nullptr, 0};
+  if (IsRegister(node->kind)) {
+    if (node->reg->boundary < cut) {
+      CutRun(node, cut);
+    }
+  } else if (node->kind == Kind::kObject) {
+    KillOlder(node, cut);
+  }
+  ++counts_.evicted;
+  if (feed_) {
+    Emit(node, std::move(before), VisibleJson(node), cut, ChangeCause::kEvict);
+  }
+}
+
+void Engine::EvictWhole(Node* node, std::int64_t due_ts) {
+  std::optional<std::string> before;
+  if (feed_) {
+    before = VisibleJson(node);
+    if (before) {
+      Emit(node, std::move(before), std::nullopt, Stamp{due_ts, nullptr, 0}, ChangeCause::kEvict);
+    }
+  }
+  Unlink(node);
+  KillSubtree(node);
+  ++counts_.evicted;
+}
+
+void Engine::ScheduleSlot(Node* node, const Blade* blade, std::int64_t ts) {
+  const std::int64_t ttl = options_.counter_slot_ttl_ms;
+  const std::int64_t key =
+      ts > std::numeric_limits<std::int64_t>::max() - ttl - 1 ? std::numeric_limits<std::int64_t>::max()
+                                                              : ts + ttl + 1;
+  slot_queue_.push({key, node, node->uid, blade});
+}
+
+void Engine::ProcessSlots(std::int64_t horizon) {
+  const std::int64_t ttl = options_.counter_slot_ttl_ms;
+  while (!slot_queue_.empty() && slot_queue_.top().key <= horizon) {
+    const QueueEntry e = slot_queue_.top();
+    slot_queue_.pop();
+    Node* node = e.node;
+    if (node->uid != e.uid || node->dead || node->kind != Kind::kCounter) {
+      continue;
+    }
+    Register& reg = *node->reg;
+    auto it = std::find_if(reg.slots.begin(), reg.slots.end(),
+                           [&](const Slot& sl) { return sl.blade == e.blade; });
+    if (it == reg.slots.end()) {
+      continue;  // cut away; a new slot schedules itself
+    }
+    Slot& slot = *it;
+    if (!slot.value.is_int || !reg.all_int) {
+      continue;  // floating-point slots are never folded (their sum order is part of the value)
+    }
+    if (!slot.history.empty() || slot.last.ts > horizon - ttl - 1) {
+      ScheduleSlot(node, e.blade, slot.last.ts);  // touched since: look again later
+      continue;
+    }
+    const Number retired = AddNumbers(reg.has_retired ? reg.retired : Number::Int(0), slot.value);
+    if (!retired.is_int) {
+      continue;
+    }
+    reg.retired = retired;
+    reg.has_retired = true;
+    DropSlot(node, slot);
+    reg.slots.erase(it);
+    ReindexSlots(reg);
+    MarkDirty(node);
+    ++counts_.folded_slots;
+  }
+}
+
+void Engine::ProcessBlades(std::int64_t horizon) {
+  const std::int64_t ttl = options_.blade_ttl_ms;
+  if (horizon < std::numeric_limits<std::int64_t>::min() + ttl) {
+    return;
+  }
+  for (Blade* blade : blades_by_id_) {
+    if (blade != nullptr && blade->ring_count > 0 && blade->last_ts < horizon - ttl) {
+      // Idle for blade_ttl: keep only the last seq; every seq up to it is a duplicate now.
+      blade->has_evicted = true;
+      blade->evicted_max = std::max(blade->evicted_max, blade->last_seq);
+      blade->ring_count = 0;
+      blade->ring_next = 0;
+      if (!blade->dirty && persistent_) {
+        blade->dirty = true;
+        dirty_blades_.push_back(blade);
+      }
     }
   }
 }

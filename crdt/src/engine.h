@@ -25,6 +25,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <queue>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,6 +52,7 @@ struct Blade {
   bool has_evicted = false;
   std::uint64_t evicted_max = 0;
   bool dirty = false;
+  std::int64_t last_ts = std::numeric_limits<std::int64_t>::min();  // newest ts applied (blade_ttl)
 };
 
 /// The stamp (ts, blade, seq) that orders shards; ordered lexicographically, blade by bytes.
@@ -98,8 +100,9 @@ struct TtlState {
   /// Distinct ts of writes at or under the node newer than final_ts, ascending: their gaps are
   /// decided once the lateness horizon passes them.
   std::vector<std::int64_t> pending;
-  std::uint64_t queued_key = 0;  // the expiry-queue entry that is current (see Engine::ttl_queue_)
   static constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::min();
+  std::int64_t queued = kNone;  // the key of this node's current entry in Engine::ttl_queue_
+
 };
 
 /// One operator application inside a register's run.
@@ -163,6 +166,15 @@ struct NameEq {
   bool operator()(std::string_view a, std::string_view b) const { return a == b; }
 };
 
+/// A state of the automaton that matches paths against the TTL rules' patterns: the rule
+/// positions a path can be at. A node keeps the state its path reached (nullptr: no rule can match
+/// it or anything under it).
+struct PatternState {
+  std::int64_t duration = 0;  // > 0: paths in this state match a rule (the shortest duration)
+  absl::flat_hash_map<std::string, PatternState*, NameHash, NameEq> by_key;  // keys some pattern names
+  PatternState* other = nullptr;                           // any other key ("*" only)
+};
+
 struct Node {
   // Hot fields first: a path step reads key, kind, stamps and the children.
   std::string key;
@@ -184,7 +196,8 @@ struct Node {
   std::string scalar;     // kScalar: canonical JSON
   std::unique_ptr<Register> reg;
   Origin origin;          // where the write that set `last` came from
-  std::unique_ptr<TtlState> ttl;  // set on nodes a TTL rule matches
+  const PatternState* pstate = nullptr;  // TTL rules: where this path stands in the patterns
+  std::unique_ptr<TtlState> ttl;         // set on nodes a TTL rule matches
   /// Persisted slots of a dropped or cut register, to delete at the next commit.
   std::vector<DroppedSlot> dropped_slots;
 };
@@ -214,6 +227,10 @@ class Engine {
 
   ApplyResult Apply(const core::Shard& shard, const ShardSource* source = nullptr);
   void AdvanceWatermark(std::int64_t watermark_ms);
+  /// The input is complete: the watermark becomes the largest ts merged and the lateness horizon
+  /// moves up to it (TTL evictions due by then happen; older shards are late from now on).
+  void Close();
+  std::int64_t max_ts() const { return max_ts_; }
 
   /// Who decided the visible value at `path`; nullopt if nothing is visible there.
   std::optional<Provenance> Blame(const core::Path& path) const;
@@ -242,7 +259,8 @@ class Engine {
   Status LoadSlot(std::string_view key, std::string_view value);
   Status LoadHistory(std::string_view key, std::string_view value);
   Status FinishLoad();
-  void LoadClocks(std::int64_t watermark, std::int64_t gc_horizon, std::uint64_t commits);
+  void LoadClocks(std::int64_t watermark, std::int64_t gc_horizon, std::uint64_t commits,
+                  std::int64_t max_ts);
   std::uint64_t commits() const { return commits_; }
 
  private:
@@ -255,7 +273,7 @@ class Engine {
   void SetOrigin(const ShardSource* source);
   enum class SeqCheck { kNew, kDuplicate, kConflict };
   SeqCheck CheckSeq(const Blade& blade, std::uint64_t seq, std::uint64_t hash) const;
-  void RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash);
+  void RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash, std::int64_t ts);
 
   bool AllDominated(const core::Shard& shard, const Stamp& s) const;
   Status CheckOverflow(const core::Shard& shard, const Stamp& s) const;
@@ -270,8 +288,21 @@ class Engine {
   void MarkDirty(Node* node);
   Node* AllocNode();
 
-  template <bool kEmit>
+  template <bool kEmit, bool kTtl>
   void ApplyEntries(const core::Shard& shard, const Stamp& s);
+
+  // TTL (DESIGN.md §4).
+  void BuildPatterns();
+  void NoteTtlWrite(Node* node, std::int64_t ts);
+  void ScheduleTtl(Node* node);
+  void ProcessTtl(std::int64_t horizon);
+  void DecideTtl(Node* node, std::int64_t horizon);
+  void EvictOlder(Node* node, std::int64_t cut_ts);
+  void EvictWhole(Node* node, std::int64_t due_ts);
+  void ScheduleSlot(Node* node, const Blade* blade, std::int64_t key);
+  void ProcessSlots(std::int64_t horizon);
+  void ProcessBlades(std::int64_t horizon);
+  void AdvanceHorizon(std::int64_t horizon);
   Node* EnsureObject(Node* parent, Node* child, std::string_view key, const Stamp& s);
   Node* SetScalar(Node* parent, Node* child, std::string_view key, const Stamp& s,
                   std::string_view value);
@@ -309,6 +340,21 @@ class Engine {
   EngineOptions options_;
   bool persistent_;
   crdt::ChangeSink feed_;
+  // TTL: the pattern automaton, and time-ordered queues of what may become due (lazy: entries
+  // are checked against the node's current state when they come up).
+  struct QueueEntry {
+    std::int64_t key;
+    Node* node;
+    std::uint64_t uid;
+    const Blade* blade;  // slot queue only
+    bool operator>(const QueueEntry& o) const { return key > o.key; }
+  };
+  using Queue = std::priority_queue<QueueEntry, std::vector<QueueEntry>, std::greater<>>;
+  bool has_ttl_ = false;
+  std::vector<std::unique_ptr<PatternState>> patterns_;
+  Queue ttl_queue_;
+  Queue slot_queue_;
+  std::int64_t max_ts_ = std::numeric_limits<std::int64_t>::min();
   // Provenance: interned source names (id = index) and the origin of the shard being applied.
   std::vector<std::string> source_names_;
   absl::flat_hash_map<std::string, std::uint32_t, NameHash, NameEq> source_ids_;

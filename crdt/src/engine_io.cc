@@ -141,6 +141,7 @@ void Engine::EncodeBlade(const Blade& blade, std::string& out) const {
     PutVarint(out, blade.ring[static_cast<std::size_t>(i)].first);
     PutVarint(out, blade.ring[static_cast<std::size_t>(i)].second);
   }
+  PutVarint(out, ZigZag(blade.last_ts));
 }
 
 void Engine::CollectChanges(RecordSink& sink) {
@@ -301,6 +302,11 @@ Status Engine::LoadBlade(std::uint32_t id, std::string_view value) {
       return Status::Corruption("malformed blade record " + std::to_string(id));
     }
   }
+  std::uint64_t last_ts;
+  if (!r.Varint(last_ts)) {
+    return Status::Corruption("malformed blade record " + std::to_string(id));
+  }
+  blade->last_ts = UnZigZag(last_ts);
   if (blades_by_id_.size() <= id) {
     blades_by_id_.resize(id + 1, nullptr);
   }
@@ -339,11 +345,18 @@ Status Engine::LoadNode(std::string_view key, std::string_view value) {
   node->origin.source = static_cast<std::uint32_t>(rec.source);
   node->origin.offset = rec.offset;
   node->origin.line = rec.line;
-  if (rec.has_ttl) {
-    node->ttl = std::make_unique<TtlState>();
-    node->ttl->final_ts = rec.ttl_final;
-    node->ttl->pending = std::move(rec.ttl_pending);
+  if (node->ttl) {  // a TTL rule matches (CreateChild): its state, or the newest write as pending
+    if (rec.has_ttl) {
+      node->ttl->final_ts = rec.ttl_final;
+      node->ttl->pending = std::move(rec.ttl_pending);
+    } else if (node->last.ts != TtlState::kNone) {
+      node->ttl->pending.push_back(node->last.ts);
+      node->dirty = false;
+      MarkDirty(node);
+    }
     loaded_ttl_.push_back({node, node->uid});
+  } else if (rec.has_ttl) {
+    MarkDirty(node);  // no rule matches any more: rewrite the record without TTL state
   }
   if (node->kind == Kind::kScalar) {
     node->scalar = std::string(rec.scalar);
@@ -488,12 +501,25 @@ Status Engine::FinishLoad() {
     if (has_history) {
       TrackRegister(node);
     }
+    if (node->kind == Kind::kCounter && options_.counter_slot_ttl_ms > 0) {
+      for (const Slot& slot : reg.slots) {
+        ScheduleSlot(node, slot.blade, slot.last.ts);
+      }
+    }
   }
   loaded_registers_.clear();
+  for (auto [node, uid] : loaded_ttl_) {
+    if (node->uid == uid && !node->dead && node->ttl) {
+      ScheduleTtl(node);
+    }
+  }
+  loaded_ttl_.clear();
   return Status::Ok();
 }
 
-void Engine::LoadClocks(std::int64_t watermark, std::int64_t gc_horizon, std::uint64_t commits) {
+void Engine::LoadClocks(std::int64_t watermark, std::int64_t gc_horizon, std::uint64_t commits,
+                        std::int64_t max_ts) {
+  max_ts_ = max_ts;
   watermark_ = watermark;
   gc_horizon_ = gc_horizon;
   commits_ = commits;

@@ -18,6 +18,7 @@ std::optional<Provenance> MergeEngine::Blame(const core::Path& path) const {
 void MergeEngine::AdvanceWatermark(std::int64_t watermark_ms) {
   engine_->AdvanceWatermark(watermark_ms);
 }
+void MergeEngine::Close() { engine_->Close(); }
 void MergeEngine::SetChangeSink(ChangeSink sink) { engine_->SetChangeFeed(std::move(sink)); }
 std::string MergeEngine::Dump() const { return engine_->Dump(); }
 std::optional<std::string> MergeEngine::Get(const core::Path& path) const {

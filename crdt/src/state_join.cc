@@ -121,6 +121,8 @@ struct NodeRecord {
   JoinStamp reset;
   JoinStamp boundary;       // registers
   Number total;             // registers
+  bool has_retired = false;  // counters: slots folded after counter_slot_ttl
+  Number retired;
   std::string_view scalar;  // scalars: canonical JSON
 };
 
@@ -369,7 +371,14 @@ class Joiner {
               return Status::Ok();
             }));
       }
+      // Folded slots (counter_slot_ttl): each state's retired sum, unless its run is cut. The
+      // states own disjoint shards, so their retired sums add up.
       Number total = Number::Int(0);
+      for (const NodeRecord& r : records) {
+        if (r.kind == kind && r.has_retired && !(r.boundary < boundary)) {
+          total = AddNumbers(total, r.retired);
+        }
+      }
       for (const auto& [blade, v] : slots) {
         total = AddNumbers(total, v);
       }
@@ -508,9 +517,12 @@ class Joiner {
     if (rec.kind == Kind::kScalar) {
       rec.scalar = r.Rest();
     } else if (internal::IsRegister(rec.kind)) {
-      if (!src.ReadStamp(r, names_, rec.boundary) || !r.Number(rec.total)) {
+      std::uint8_t has_retired;
+      if (!src.ReadStamp(r, names_, rec.boundary) || !r.Number(rec.total) ||
+          !r.Byte(has_retired) || (has_retired != 0 && !r.Number(rec.retired))) {
         return Status::Corruption("malformed register record in '" + src.dir + "'");
       }
+      rec.has_retired = has_retired != 0;
     }
     return Status::Ok();
   }

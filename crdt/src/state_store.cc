@@ -1,7 +1,10 @@
 // StateStore: the engine plus RocksDB, with one WriteBatch per commit and a background writer.
 #include "lattice/crdt/state_store.h"
 
+#include <unistd.h>
+
 #include <condition_variable>
+#include <cstdio>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -254,11 +257,12 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
         im.positions[p.source] = p;
       } else if (key == internal::kClockKey) {
         internal::RecordReader r(value);
-        std::uint64_t wm, horizon, commits;
-        if (!r.Varint(wm) || !r.Varint(horizon) || !r.Varint(commits)) {
+        std::uint64_t wm, horizon, commits, max_ts;
+        if (!r.Varint(wm) || !r.Varint(horizon) || !r.Varint(commits) || !r.Varint(max_ts)) {
           return Status::Corruption("malformed clock record");
         }
-        im.engine.LoadClocks(internal::UnZigZag(wm), internal::UnZigZag(horizon), commits);
+        im.engine.LoadClocks(internal::UnZigZag(wm), internal::UnZigZag(horizon), commits,
+                             internal::UnZigZag(max_ts));
       }
     }
     LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "reading meta"));
@@ -295,6 +299,8 @@ std::optional<Provenance> StateStore::Blame(const core::Path& path) const {
 void StateStore::AdvanceWatermark(std::int64_t watermark_ms) {
   impl_->engine.AdvanceWatermark(watermark_ms);
 }
+
+void StateStore::Close() { impl_->engine.Close(); }
 
 void StateStore::SetChangeSink(ChangeSink sink) {
   impl_->engine.SetChangeFeed(std::move(sink));
@@ -345,6 +351,7 @@ Status StateStore::Commit() {
     internal::PutVarint(clock, internal::ZigZag(im.engine.watermark()));
     internal::PutVarint(clock, internal::ZigZag(im.engine.gc_horizon()));
     internal::PutVarint(clock, im.engine.commits());
+    internal::PutVarint(clock, internal::ZigZag(im.engine.max_ts()));
     (void)batch->Put(im.meta_cf, internal::kClockKey, clock);
   }
   if (!im.options.pipelined) {
@@ -380,6 +387,32 @@ std::optional<std::string> StateStore::Get(const core::Path& path) const {
   return impl_->engine.Get(path);
 }
 const ApplyCounts& StateStore::counts() const { return impl_->engine.counts(); }
+StoreStats StateStore::Stats() const {
+  StoreStats st;
+  const Impl& im = *impl_;
+  for (rocksdb::ColumnFamilyHandle* cf : im.handles) {
+    std::uint64_t v = 0;
+    if (im.db->GetIntProperty(cf, "rocksdb.estimate-live-data-size", &v)) {
+      st.live_data_bytes += v;
+    }
+    if (im.db->GetIntProperty(cf, "rocksdb.total-sst-files-size", &v)) {
+      st.sst_bytes += v;
+    }
+    if (im.db->GetIntProperty(cf, "rocksdb.cur-size-all-mem-tables", &v)) {
+      st.memtable_bytes += v;
+    }
+  }
+  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+    unsigned long long size = 0, resident = 0;
+    if (std::fscanf(f, "%llu %llu", &size, &resident) == 2) {
+      st.rss_bytes = resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+    }
+    std::fclose(f);
+  }
+  st.nodes = im.engine.node_count();
+  return st;
+}
+
 std::int64_t StateStore::watermark() const { return impl_->engine.watermark(); }
 std::size_t StateStore::node_count() const { return impl_->engine.node_count(); }
 

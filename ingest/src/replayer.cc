@@ -261,14 +261,22 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
         src.moved = true;
       }
       clocks.SetDone(line.source, line.source_done);
-      if (++in_batch >= options.batch_shards) {
+      const bool report_progress = options.progress_every > 0 && options.progress &&
+                                   report.lines % options.progress_every == 0;
+      if (++in_batch >= options.batch_shards || report_progress) {
         LATTICE_RETURN_IF_ERROR(commit());
         in_batch = 0;
+      }
+      if (report_progress) {
+        options.progress(report);
       }
     }
     stage.Recycle(batch);
   }
   stage.Stop();
+  if (options.close_at_end && !report.interrupted) {
+    store.Close();
+  }
   LATTICE_RETURN_IF_ERROR(commit());
   LATTICE_RETURN_IF_ERROR(store.Flush());
   report.seconds =

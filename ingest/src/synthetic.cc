@@ -38,8 +38,12 @@ void GenerateSynthetic(const SyntheticOptions& o,
   std::vector<std::uint64_t> seqs(blades, 0);
   std::vector<std::string> blade_names(blades);
   for (std::uint32_t b = 0; b < blades; ++b) {
-    blade_names[b] = fmt::format("b-{:03}", b);
+    blade_names[b] = o.churn ? fmt::format("b-{:06}", b) : fmt::format("b-{:03}", b);
   }
+  // Churn: the active blades are blade_base .. blade_base + blades - 1 (indices into the growing
+  // name and seq tables); every churn_every shards the window moves by one.
+  std::uint64_t blade_base = 0;
+  const std::uint64_t churn_every = std::max<std::uint64_t>(o.churn_every, 1);
   std::vector<std::uint64_t> tries(domains, 0), items(domains, 0);
   std::vector<std::uint64_t> jobs(blades, 0);
   std::deque<std::uint64_t> live_intents;
@@ -48,12 +52,20 @@ void GenerateSynthetic(const SyntheticOptions& o,
   fmt::memory_buffer body;
 
   for (std::uint64_t i = 0; i < o.shards; ++i) {
-    const std::uint32_t b = static_cast<std::uint32_t>(rng.Below(blades));
+    if (o.churn && i > 0 && i % churn_every == 0) {
+      ++blade_base;
+      while (blade_names.size() < blade_base + blades) {
+        blade_names.push_back(fmt::format("b-{:06}", blade_names.size()));
+        seqs.push_back(0);
+        jobs.push_back(0);
+      }
+    }
+    const auto b = static_cast<std::size_t>(blade_base + rng.Below(blades));
     const std::string& blade = blade_names[b];
     const std::int64_t ts = o.start_ts + static_cast<std::int64_t>(i) * o.step_ms;
     body.clear();
     std::uint64_t kind = rng.Below(10);
-    if (kind == 9 && (o.plain || live_intents.empty())) {
+    if (kind == 9 && (o.plain || o.churn || live_intents.empty())) {
       kind = 7;  // no erasures in plain mode (and nothing to erase yet): resolve instead
     }
     if (kind <= 3) {
@@ -86,7 +98,7 @@ void GenerateSynthetic(const SyntheticOptions& o,
       if (fresh) {
         id = next_intent++;
         live_intents.push_back(id);
-        if (o.plain && live_intents.size() > o.intent_window) {
+        if ((o.plain || o.churn) && live_intents.size() > o.intent_window) {
           live_intents.pop_front();  // forgotten, not erased
         }
         fmt::format_to(

@@ -257,6 +257,8 @@ struct ReferenceState::Node {
   // kCounter: per blade, the increments (seq, amount) applied since the counter was created.
   std::map<std::string, std::vector<std::pair<std::uint64_t, RefNumber>>, ByteLess> slots;
   RefNumber best;  // kMax, kMin
+  // §4: the largest ts of a body entry at or below this node since it was created.
+  std::int64_t newest = std::numeric_limits<std::int64_t>::min();
 
   RefNumber Visible() const {
     if (kind == Kind::kMax || kind == Kind::kMin) {
@@ -359,13 +361,16 @@ void ApplyObject(Node& node, const json& body, const Envelope& env) {
     }
     if (v.is_object()) {
       if (v.size() == 1 && IsOperatorKey(v.begin().key())) {
-        ApplyOperator(node.children[key], v.begin().key(), NumberOf(v.begin().value()), env);
+        std::unique_ptr<Node>& child = node.children[key];
+        ApplyOperator(child, v.begin().key(), NumberOf(v.begin().value()), env);
+        child->newest = std::max(child->newest, env.ts);
         continue;
       }
       std::unique_ptr<Node>& child = node.children[key];
       if (!child || child->kind != Node::Kind::kObject) {
         child = std::make_unique<Node>();  // an empty object
       }
+      child->newest = std::max(child->newest, env.ts);
       ApplyObject(*child, v, env);
       continue;
     }
@@ -373,13 +378,52 @@ void ApplyObject(Node& node, const json& body, const Envelope& env) {
     auto leaf = std::make_unique<Node>();
     leaf->kind = Node::Kind::kValue;
     leaf->value = v;
+    leaf->newest = env.ts;
     node.children[key] = std::move(leaf);
+  }
+}
+
+// The shortest duration of the rules matching `path` exactly, or 0 if none does.
+std::int64_t TtlFor(const std::vector<std::string>& path, const std::vector<RefTtlRule>& ttl) {
+  std::int64_t best = 0;
+  for (const RefTtlRule& rule : ttl) {
+    if (rule.pattern.size() != path.size()) {
+      continue;
+    }
+    bool match = true;
+    for (std::size_t i = 0; i < path.size() && match; ++i) {
+      match = rule.pattern[i] == "*" || rule.pattern[i] == path[i];
+    }
+    if (match && (best == 0 || rule.duration < best)) {
+      best = rule.duration;
+    }
+  }
+  return best;
+}
+
+// §4: removes every subtree under `node` matching a rule whose newest write is older than
+// ts - duration.
+void Evict(Node& node, std::vector<std::string>& path, std::int64_t ts,
+           const std::vector<RefTtlRule>& ttl) {
+  for (auto it = node.children.begin(); it != node.children.end();) {
+    path.push_back(it->first);
+    const std::int64_t d = TtlFor(path, ttl);
+    if (d > 0 && it->second->newest < ts - d) {
+      it = node.children.erase(it);
+    } else {
+      if (it->second->kind == Node::Kind::kObject) {
+        Evict(*it->second, path, ts, ttl);
+      }
+      ++it;
+    }
+    path.pop_back();
   }
 }
 
 }  // namespace
 
-ReferenceState ReferenceState::FromLines(const std::vector<std::string>& lines) {
+ReferenceState ReferenceState::FromLines(const std::vector<std::string>& lines,
+                                         const std::vector<RefTtlRule>& ttl) {
   std::vector<Envelope> shards;
   std::set<std::pair<std::string, std::uint64_t>> seen;
   for (const std::string& line : lines) {
@@ -399,8 +443,15 @@ ReferenceState ReferenceState::FromLines(const std::vector<std::string>& lines) 
   });
   ReferenceState state;
   state.root_ = std::make_shared<Node>();
+  std::vector<std::string> path;
   for (const Envelope& e : shards) {
+    if (!ttl.empty()) {
+      Evict(*state.root_, path, e.ts, ttl);
+    }
     ApplyObject(*state.root_, e.body, e);
+  }
+  if (!ttl.empty() && !shards.empty()) {
+    Evict(*state.root_, path, shards.back().ts, ttl);
   }
   return state;
 }

@@ -57,11 +57,22 @@ struct Envelope {
 /// nlohmann exception) on a malformed line; the tests only feed it lines they generated.
 Envelope ParseEnvelope(std::string_view line);
 
-/// The merged state of a set of envelope lines, as DESIGN.md §3 defines it.
+/// A TTL rule of DESIGN.md §4: `pattern` keys from the root, "*" = any one key.
+struct RefTtlRule {
+  std::vector<std::string> pattern;
+  std::int64_t duration = 0;
+};
+
+/// The merged state of a set of envelope lines, as DESIGN.md §3 and §4 define it.
 class ReferenceState {
  public:
   /// Merges `lines` (in any order, duplicates allowed: the first line of a (blade, seq) counts).
-  static ReferenceState FromLines(const std::vector<std::string>& lines);
+  /// With TTL rules, §4 literally: before each shard (in stamp order) with timestamp ts, every
+  /// subtree at a path matching a rule whose newest write is older than ts - duration is removed
+  /// (a write "under" a path is any body entry at or below it since the path was last created);
+  /// after the last shard, the same with the largest ts.
+  static ReferenceState FromLines(const std::vector<std::string>& lines,
+                                  const std::vector<RefTtlRule>& ttl = {});
 
   /// The canonical dump of the whole state, "\n"-terminated ("{}\n" when empty).
   std::string Dump() const;

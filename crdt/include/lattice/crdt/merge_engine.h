@@ -39,6 +39,12 @@ class MergeEngine {
   /// older than watermark - allowed_lateness becomes final and is folded or dropped.
   void AdvanceWatermark(std::int64_t watermark_ms);
 
+  /// Declares the input complete (the end of a replay): the watermark becomes the largest ts
+  /// merged and the lateness horizon moves up to it, so every TTL eviction due by then happens —
+  /// DESIGN.md §4's "after the last shard, the same for the watermark" — and history behind it is
+  /// folded. A shard older than that arriving afterwards is late.
+  void Close();
+
   /// Sets (or with an empty function, removes) the receiver of the change feed: every visible
   /// change of the state, synchronously, in the order it happens (docs/merge-rules.md, "Change
   /// events"). Off by default; when off it costs one predictable branch per shard.

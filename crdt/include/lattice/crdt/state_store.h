@@ -30,6 +30,15 @@ struct StoreOptions {
   bool change_log = true;
 };
 
+/// Sizes of a store, for metrics and the bounded-memory benchmark.
+struct StoreStats {
+  std::uint64_t live_data_bytes = 0;  // RocksDB's rocksdb.estimate-live-data-size, all families
+  std::uint64_t sst_bytes = 0;        // rocksdb.total-sst-files-size
+  std::uint64_t memtable_bytes = 0;   // rocksdb.cur-size-all-mem-tables
+  std::uint64_t rss_bytes = 0;        // this process's resident set size (/proc/self/statm)
+  std::uint64_t nodes = 0;            // trie nodes in memory (node_count())
+};
+
 /// The merged state of one aggregator: merges shards in memory and commits them, with the
 /// positions of the sources they came from, in one RocksDB WriteBatch per Commit().
 ///
@@ -52,6 +61,9 @@ class StateStore {
 
   /// Sets the watermark (the slowest source's newest ts); see MergeEngine::AdvanceWatermark.
   void AdvanceWatermark(std::int64_t watermark_ms);
+
+  /// Declares the input complete; see MergeEngine::Close. Commit() afterwards to persist it.
+  void Close();
 
   /// Sets (or with an empty function, removes) the receiver of the change feed; see
   /// MergeEngine::SetChangeSink. Changes are reported as shards are merged, before Commit().
@@ -79,6 +91,8 @@ class StateStore {
   std::optional<Provenance> Blame(const core::Path& path) const;
 
   const ApplyCounts& counts() const;
+  /// Sizes of the database and the process (a few RocksDB property reads).
+  StoreStats Stats() const;
   std::int64_t watermark() const;
   std::size_t node_count() const;
   const std::string& dir() const { return dir_; }

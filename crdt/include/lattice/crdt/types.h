@@ -32,6 +32,10 @@ struct ApplyCounts {
   std::uint64_t conflicts = 0;
   std::uint64_t late = 0;
   std::uint64_t invalid = 0;
+  /// TTL (DESIGN.md §4): evictions done (a whole subtree, or what a subtree held before an idle
+  /// gap longer than its duration) and counter slots folded into their counter's retired sum.
+  std::uint64_t evicted = 0;
+  std::uint64_t folded_slots = 0;
   void Add(Outcome o) {
     switch (o) {
       case Outcome::kApplied: ++applied; break;
@@ -43,10 +47,31 @@ struct ApplyCounts {
   }
 };
 
-/// Options of the merge engine (DESIGN.md §3).
+/// A TTL rule (DESIGN.md §4): a subtree at a path matching `pattern` (keys from the root; "*"
+/// matches any one key) is evicted when nothing under it was written for `duration_ms`, in event
+/// time. Written `intents.*=1h` (lattice/crdt/ttl.h parses it).
+struct TtlRule {
+  std::vector<std::string> pattern{};
+  std::int64_t duration_ms = 0;
+};
+
+/// What time TTL eviction follows: event time (the default, replay-exact) or the wall clock of the
+/// merging process (for live use; not replay-exact). See docs/configuration.md.
+enum class TtlClock : std::uint8_t { kEventTime, kWallClock };
+
+/// Options of the merge engine (DESIGN.md §3, §4).
 struct EngineOptions {
   /// How far behind the watermark a shard may arrive and still be merged exactly, in ms.
   std::int64_t allowed_lateness_ms = 5 * 60 * 1000;
+  /// TTL rules; where several match one path, the shortest duration applies.
+  std::vector<TtlRule> ttl{};
+  TtlClock ttl_clock = TtlClock::kEventTime;
+  /// A counter's blade slot untouched this long (event time, behind the lateness horizon) is
+  /// folded into the counter's retired sum; 0 = never. Integer counters only.
+  std::int64_t counter_slot_ttl_ms = 0;
+  /// A blade silent this long gives up its window of recent seqs: any seq up to its last applied
+  /// one is then a duplicate. Default 7 days.
+  std::int64_t blade_ttl_ms = 7LL * 24 * 3600 * 1000;
 };
 
 /// Where a source stands: the next byte/offset to read and how many lines (records) precede it.

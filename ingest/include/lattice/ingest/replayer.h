@@ -13,6 +13,8 @@
 
 namespace lattice::ingest {
 
+struct ReplayReport;
+
 struct ReplayOptions {
   /// Recordings to merge ("-" is stdin; .zst files are decompressed). Several files are merged
   /// by ts (a k-way merge of their heads), so one recording per blade replays as well as one file.
@@ -31,6 +33,13 @@ struct ReplayOptions {
   /// after it that this run merged as duplicates). A kTs cut fails with InvalidArgument when the
   /// store's watermark is already past it. A kLines cut counts from where this run starts.
   Cut until = Cut::All();
+  /// Close the input at the end (StateStore::Close: the watermark becomes the largest ts merged,
+  /// TTL evictions due by then happen) before the last commit. Set when TTL rules are in use.
+  bool close_at_end = false;
+  /// Every this many lines (0 = never), after a commit, `progress` is called with the report so
+  /// far (`lattice replay --progress`).
+  std::uint64_t progress_every = 0;
+  std::function<void(const ReplayReport&)> progress;
 };
 
 /// What a replay did.

@@ -21,6 +21,12 @@ struct SyntheticOptions {
   std::int64_t step_ms = 1;  // ts advances this much per shard
   std::uint32_t domains = 50;
   std::uint32_t intent_window = 1000;  // live intents kept before the oldest is erased
+  /// Churn (`lattice gen --churn`): `blades` is the number of blades active at a time; every
+  /// `churn_every` shards the oldest active blade falls silent for good and a new one appears, and
+  /// intents are never erased (old ones just go idle). Without TTL rules the state of such a
+  /// recording grows without bound; with them it stays flat (bench/ttl_memory.sh).
+  bool churn = false;
+  std::uint64_t churn_every = 10000;
 };
 
 /// Generates the recording line by line (each line an NDJSON envelope without the newline).

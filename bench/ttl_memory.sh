@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Bounded memory under TTL (issue 3, DESIGN.md §4): replays a churning synthetic recording (new
+# intent ids and blades keep appearing, old ones go idle; `lattice gen --churn`) twice, with TTL
+# rules and without, printing every EVERY shards RocksDB's live data size
+# (rocksdb.estimate-live-data-size over all column families), the process RSS and the number of
+# trie nodes, from `lattice replay --progress` lines on stderr.
+#
+#   bench/ttl_memory.sh [BUILD_DIR]      SHARDS=20000000 EVERY=1000000 (environment)
+#
+# The recording is streamed from `lattice gen` into `lattice replay -` (20 M shards would be a
+# 2.6 GB file). Event time advances 1 ms per shard, so 20 M shards are 5.5 h of event time; the
+# TTL run uses intents.*=10m, nodes.*=10m and --counter-slot-ttl 10m, allowed lateness 1m.
+# Expected: with TTL the figures are flat after the first ~1 M shards (10 min of event time);
+# without, live data, RSS and nodes grow with the number of intents and blades seen.
+# Runtime: a few minutes per run on an idle 2-core machine.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+case "$build" in /*) ;; *) build="$root/$build" ;; esac
+shards=${SHARDS:-20000000}
+every=${EVERY:-1000000}
+lattice="$build/cli/lattice"
+[ -x "$lattice" ] || { echo "ttl_memory.sh: $lattice not found; build first" >&2; exit 1; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-ttl-memory.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+gen=(gen --churn --shards "$shards" --blades 64 --churn-every 20000 --intent-window 2000 --seed 11)
+ttl=(--ttl 'intents.*=10m' --ttl 'nodes.*=10m' --counter-slot-ttl 10m)
+
+run() {
+  local label=$1
+  shift
+  echo "== $label: lattice ${gen[*]} | lattice replay - --allowed-lateness 1m $*"
+  printf '%12s %14s %12s %12s %10s\n' shards live_data_MB rss_MB nodes evicted
+  "$lattice" "${gen[@]}" |
+    /usr/bin/time -f "time: user %U s, system %S s, max RSS %M KB" \
+      "$lattice" replay - --state "$tmp/$label" --allowed-lateness 1m --progress "$every" "$@" \
+      2>"$tmp/$label.err" >"$tmp/$label.out"
+  awk '/^progress:/ {printf "%12d %14.1f %12.1f %12d %10d\n", $3, $5/1e6, $7/1e6, $9, $11}' \
+    "$tmp/$label.err"
+  grep '^time:' "$tmp/$label.err" || true
+  du -sh "$tmp/$label" | awk '{print "state directory at the end: " $1}'
+  rm -rf "${tmp:?}/$label"
+}
+
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+run with-ttl "${ttl[@]}"
+run without-ttl
