@@ -45,7 +45,10 @@ struct PartitionState {
   std::int64_t max_ts = kNoTs;    // newest event time seen
   std::int64_t end_offset = -1;   // exit_at_end: the end to reach (-1: not captured yet)
   bool assigned = false;
-  bool idle = true;    // at the end of the partition (excluded from the watermark)
+  bool idle = true;  // at the end of the partition (excluded from the watermark)
+  // Assigned but neither a message nor the end seen yet: its event time is unknown, so the
+  // watermark must not advance past it.
+  bool unknown = false;
   bool moved = false;  // consumed something since the last commit
 };
 
@@ -255,7 +258,8 @@ struct Aggregator::Impl {
         p.next_offset = pos ? static_cast<std::int64_t>(pos->offset) : -1;
         tp.offset = pos ? static_cast<std::int64_t>(pos->offset) : RD_KAFKA_OFFSET_BEGINNING;
         p.assigned = true;
-        p.idle = true;
+        p.idle = false;
+        p.unknown = true;
         p.moved = false;
         if (options.exit_at_end && p.end_offset < 0) {
           const auto i_p = static_cast<std::size_t>(tp.partition);
@@ -508,6 +512,7 @@ struct Aggregator::Impl {
     p.next_offset = m->offset + 1;
     p.moved = true;
     p.idle = false;
+    p.unknown = false;
     batch_dirty = true;
   }
 
@@ -550,6 +555,11 @@ struct Aggregator::Impl {
     std::int64_t slowest = std::numeric_limits<std::int64_t>::max();
     std::int64_t newest = kNoTs;
     bool any_active = false;
+    for (const auto& p : partitions) {
+      if (p && p->assigned && p->unknown) {
+        return kNoTs;  // a partition that has not started yet may hold the oldest shards
+      }
+    }
     for (const auto& p : partitions) {
       if (!p || p->max_ts == kNoTs) {
         continue;
@@ -772,6 +782,7 @@ struct Aggregator::Impl {
           if (m->rkt != nullptr && options.topic == rd_kafka_topic_name(m->rkt)) {
             PartitionState& p = Partition(m->partition);
             p.idle = true;
+            p.unknown = false;
             if (p.next_offset < m->offset) {
               p.next_offset = m->offset;  // an empty or compacted-away range: nothing to merge
             }
