@@ -3,9 +3,11 @@
 # intent ids and blades keep appearing, old ones go idle; `lattice gen --churn`) twice, with TTL
 # rules and without, printing every EVERY shards RocksDB's live data size
 # (rocksdb.estimate-live-data-size over all column families), the process RSS and the number of
-# trie nodes, from `lattice replay --progress` lines on stderr.
+# trie nodes, from `lattice replay --progress` lines on stderr. The live data size is the state's
+# (families state, counters, history, meta); the change log kept for followers (the last 4096
+# commits) is shown apart, as change_log_MB.
 #
-#   bench/ttl_memory.sh [BUILD_DIR]      SHARDS=20000000 EVERY=1000000 (environment)
+#   bench/ttl_memory.sh [BUILD_DIR]      SHARDS=20000000 EVERY=1000000 RUNS="with-ttl without-ttl"
 #
 # The recording is streamed from `lattice gen` into `lattice replay -` (20 M shards would be a
 # 2.6 GB file). Event time advances 1 ms per shard, so 20 M shards are 5.5 h of event time; the
@@ -33,12 +35,12 @@ run() {
   local label=$1
   shift
   echo "== $label: lattice ${gen[*]} | lattice replay - --allowed-lateness 1m $*"
-  printf '%12s %14s %12s %12s %10s\n' shards live_data_MB rss_MB nodes evicted
+  printf '%12s %14s %12s %12s %10s %14s\n' shards live_data_MB rss_MB nodes evicted change_log_MB
   "$lattice" "${gen[@]}" |
     /usr/bin/time -f "time: user %U s, system %S s, max RSS %M KB" \
       "$lattice" replay - --state "$tmp/$label" --allowed-lateness 1m --progress "$every" "$@" \
       2>"$tmp/$label.err" >"$tmp/$label.out"
-  awk '/^progress:/ {printf "%12d %14.1f %12.1f %12d %10d\n", $3, $5/1e6, $7/1e6, $9, $11}' \
+  awk '/^progress:/ {printf "%12d %14.1f %12.1f %12d %10d %14.1f\n", $3, $5/1e6, $7/1e6, $9, $11, $15/1e6}' \
     "$tmp/$label.err"
   grep '^time:' "$tmp/$label.err" || true
   du -sh "$tmp/$label" | awk '{print "state directory at the end: " $1}'
@@ -46,5 +48,10 @@ run() {
 }
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-run with-ttl "${ttl[@]}"
-run without-ttl
+for r in ${RUNS:-with-ttl without-ttl}; do
+  case "$r" in
+    with-ttl) run with-ttl "${ttl[@]}" ;;
+    without-ttl) run without-ttl ;;
+    *) echo "ttl_memory.sh: unknown run '$r'" >&2; exit 1 ;;
+  esac
+done

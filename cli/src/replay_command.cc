@@ -97,13 +97,14 @@ int RunReplay(const ReplayArgs& args) {
     const crdt::StoreStats stats = st->Stats();
     std::fprintf(stderr,
                  "progress: lines %llu live_data_bytes %llu rss_bytes %llu nodes %llu evicted %llu "
-                 "folded_slots %llu\n",
+                 "folded_slots %llu change_log_bytes %llu\n",
                  static_cast<unsigned long long>(r.lines),
                  static_cast<unsigned long long>(stats.live_data_bytes),
                  static_cast<unsigned long long>(stats.rss_bytes),
                  static_cast<unsigned long long>(stats.nodes),
                  static_cast<unsigned long long>(st->counts().evicted),
-                 static_cast<unsigned long long>(st->counts().folded_slots));
+                 static_cast<unsigned long long>(st->counts().folded_slots),
+                 static_cast<unsigned long long>(stats.change_log_bytes));
   };
   // SIGINT/SIGTERM: commit what was merged and stop; a rerun continues from there.
   options.stop = &g_stop;

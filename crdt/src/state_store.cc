@@ -393,7 +393,7 @@ StoreStats StateStore::Stats() const {
   for (rocksdb::ColumnFamilyHandle* cf : im.handles) {
     std::uint64_t v = 0;
     if (im.db->GetIntProperty(cf, "rocksdb.estimate-live-data-size", &v)) {
-      st.live_data_bytes += v;
+      (cf == im.changes_cf ? st.change_log_bytes : st.live_data_bytes) += v;
     }
     if (im.db->GetIntProperty(cf, "rocksdb.total-sst-files-size", &v)) {
       st.sst_bytes += v;

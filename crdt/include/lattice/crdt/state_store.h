@@ -32,7 +32,10 @@ struct StoreOptions {
 
 /// Sizes of a store, for metrics and the bounded-memory benchmark.
 struct StoreStats {
-  std::uint64_t live_data_bytes = 0;  // RocksDB's rocksdb.estimate-live-data-size, all families
+  /// RocksDB's rocksdb.estimate-live-data-size of the state (families state, counters, history,
+  /// meta); the change log (`changes`, the last 4096 commits) is counted apart.
+  std::uint64_t live_data_bytes = 0;
+  std::uint64_t change_log_bytes = 0;
   std::uint64_t sst_bytes = 0;        // rocksdb.total-sst-files-size
   std::uint64_t memtable_bytes = 0;   // rocksdb.cur-size-all-mem-tables
   std::uint64_t rss_bytes = 0;        // this process's resident set size (/proc/self/statm)
