@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <deque>
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
@@ -86,6 +87,12 @@ struct StateStore::Impl {
   rocksdb::ColumnFamilyHandle* history_cf = nullptr;
   rocksdb::ColumnFamilyHandle* changes_cf = nullptr;
   std::string change_log;                           // the change-log record being built (reused)
+  // Sizes of the change-log entries written since open (oldest first), their sum, and the bytes
+  // the log holds since the last trim (entries from before open are trimmed by the first trim).
+  std::deque<std::pair<std::uint64_t, std::size_t>> log_sizes;
+  std::size_t log_bytes = 0;
+  std::size_t log_bytes_at_trim = 0;
+  bool log_trim_due = false;
   std::map<std::string, SourcePosition> positions;  // committed (or in flight)
   std::map<std::string, SourcePosition> staged_positions;  // for the next commit
 
@@ -330,12 +337,28 @@ Status StateStore::Commit() {
   im.engine.CollectChanges(sink);
   if (im.options.change_log) {
     // Every commit gets an entry (possibly empty), so a reader can tell a trimmed log from a
-    // commit that changed nothing. Trimming is a range delete every 64 commits.
+    // commit that changed nothing. The log keeps the last kChangeLogCommits commits and at most
+    // options.change_log_max_bytes of them (a reader further behind resyncs from a snapshot); trimming is a
+    // range delete from commit 0 (which also covers entries left from before a reopen), issued
+    // every 64 commits or as soon as the kept bytes pass twice the bound.
     const std::uint64_t commit = im.engine.commits();
     (void)batch->Put(im.changes_cf, internal::CommitKey(commit), im.change_log);
-    if (commit > internal::kChangeLogCommits && commit % 64 == 0) {
+    im.log_sizes.emplace_back(commit, im.change_log.size());
+    im.log_bytes += im.change_log.size();
+    while (im.log_sizes.size() > 1 && (im.log_sizes.size() > internal::kChangeLogCommits ||
+                                       im.log_bytes > im.options.change_log_max_bytes)) {
+      im.log_bytes -= im.log_sizes.front().second;
+      im.log_sizes.pop_front();
+      im.log_trim_due = true;
+    }
+    const bool far_over = im.log_bytes_at_trim > 2 * im.options.change_log_max_bytes;
+    if (im.log_trim_due && (commit % 64 == 0 || far_over)) {
       (void)batch->DeleteRange(im.changes_cf, internal::CommitKey(0),
-                               internal::CommitKey(commit - internal::kChangeLogCommits));
+                               internal::CommitKey(im.log_sizes.front().first));
+      im.log_trim_due = false;
+      im.log_bytes_at_trim = im.log_bytes;
+    } else {
+      im.log_bytes_at_trim += im.change_log.size();
     }
   }
   for (auto& [source, p] : im.staged_positions) {

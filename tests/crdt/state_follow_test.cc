@@ -167,6 +167,39 @@ TEST_F(StateFollowTest, FollowsAfterTheWriterClosesAndReportsAGapWhenTheLogIsTri
   EXPECT_TRUE(r.changes.empty());
 }
 
+TEST_F(StateFollowTest, TheLogIsBoundedInBytesAndAFollowerBehindItSeesAGap) {
+  store_.reset();
+  StoreOptions options;
+  options.change_log_max_bytes = 4096;
+  auto store = StateStore::Open(dir_, options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  store_ = std::move(*store);
+  Commit({Env("a", 1, 10, R"({"x":1})")});
+  Follow();
+  // 70 commits of 20 keys each (about 600 bytes of log per commit): far more than 4096 bytes.
+  std::uint64_t seq = 2;
+  for (int c = 0; c < 70; ++c) {
+    std::string body = "{";
+    for (int k = 0; k < 20; ++k) {
+      body += (k ? "," : "") + std::string(R"("key-with-a-long-name-)") + std::to_string(k) +
+              R"(":)" + std::to_string(c);
+    }
+    body += "}";
+    Commit({Env("a", seq, static_cast<std::int64_t>(seq) * 10, body)});
+    ++seq;
+  }
+  CatchUpResult r = CatchUp();
+  EXPECT_TRUE(r.gap) << "the follower is further behind than the log";
+  r = CatchUp();
+  EXPECT_FALSE(r.gap);
+  // Caught up again: the next commit is reported as a change.
+  Commit({Env("a", seq, static_cast<std::int64_t>(seq) * 10, R"({"x":2})")});
+  r = CatchUp();
+  EXPECT_FALSE(r.gap);
+  ASSERT_EQ(r.changes.size(), 1u);
+  EXPECT_EQ(r.changes[0].path, "x");
+}
+
 TEST_F(StateFollowTest, TooManyChangesAreAGap) {
   Follow();
   std::vector<std::string> lines;

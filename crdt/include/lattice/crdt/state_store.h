@@ -26,14 +26,17 @@ struct StoreOptions {
   /// Write each batch on a background thread while the next one is merged.
   bool pipelined = true;
   /// Keep a change log (the `changes` column family: per commit, the state keys it wrote, in the
-  /// same WriteBatch; the last 4096 commits) for readers that follow the state, e.g. the observer.
+  /// same WriteBatch; the last 4096 commits, at most 64 MiB of them) for readers that follow the state, e.g. the observer.
   bool change_log = true;
+  /// The change log keeps at most this many bytes of entries (and at most 4096 commits); a
+  /// follower further behind sees a gap and resyncs.
+  std::size_t change_log_max_bytes = 64u << 20;
 };
 
 /// Sizes of a store, for metrics and the bounded-memory benchmark.
 struct StoreStats {
   /// RocksDB's rocksdb.estimate-live-data-size of the state (families state, counters, history,
-  /// meta); the change log (`changes`, the last 4096 commits) is counted apart.
+  /// meta); the change log (`changes`, the last 4096 commits, at most 64 MiB) is counted apart.
   std::uint64_t live_data_bytes = 0;
   std::uint64_t change_log_bytes = 0;
   std::uint64_t sst_bytes = 0;        // rocksdb.total-sst-files-size
