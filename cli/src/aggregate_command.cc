@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -12,7 +14,9 @@
 
 #include "commands.h"
 #include "kafka_options.h"
+#include "lattice/core/duration.h"
 #include "lattice/crdt/state_store.h"
+#include "lattice/crdt/ttl.h"
 #include "lattice/ingest/aggregator.h"
 #include "lattice/ingest/aggregator_config.h"
 
@@ -31,6 +35,8 @@ struct AggregateArgs {
   bool json = false;
   bool exit_at_end = false;
   bool sync = false;
+  std::vector<std::string> ttl;   // --ttl PATTERN=DURATION, repeatable
+  std::string counter_slot_ttl;  // --counter-slot-ttl
 };
 
 int RunAggregate(AggregateArgs& args) {
@@ -77,6 +83,28 @@ int RunAggregate(AggregateArgs& args) {
   crdt::StoreOptions store_options;
   store_options.engine.allowed_lateness_ms = config->allowed_lateness_ms;
   store_options.sync = config->sync;
+  // TTL (DESIGN §4): the config file's ttl: section, then --ttl rules added to it. Live, an
+  // eviction is carried out once the lateness horizon passes it (docs/configuration.md).
+  if (!config_path.empty()) {
+    if (Status st = crdt::LoadTtlConfig(config_path, store_options.engine); !st.ok()) {
+      return Fail(st.message());
+    }
+  }
+  for (const std::string& text : args.ttl) {
+    auto rule = crdt::ParseTtlRule(text);
+    if (!rule.ok()) {
+      return Fail("--ttl: " + rule.status().message());
+    }
+    store_options.engine.ttl.push_back(*rule);
+  }
+  if (!args.counter_slot_ttl.empty()) {
+    auto ms = core::ParseDurationMs(args.counter_slot_ttl);
+    if (!ms.ok() || *ms <= 0) {
+      return Fail("--counter-slot-ttl: '" + args.counter_slot_ttl +
+                  "' is not a positive duration (e.g. 10m, 1h)");
+    }
+    store_options.engine.counter_slot_ttl_ms = *ms;
+  }
   auto store = crdt::StateStore::Open(config->state, store_options);
   if (!store.ok()) {
     return Fail(store.status().ToString());
@@ -153,6 +181,11 @@ void AddAggregateCommand(CLI::App& app) {
   setting("--log-interval", "log_interval",
           "Period of the progress log (lag, rates, batches); 0 for none (LATTICE_LOG_INTERVAL) "
           "[5s]");
+  cmd->add_option("--ttl", args->ttl,
+                  "TTL rule PATTERN=DURATION ('*' matches one key), repeatable, added to the "
+                  "config file's ttl: rules; e.g. --ttl 'intents.*=1h' (docs/configuration.md)");
+  cmd->add_option("--counter-slot-ttl", args->counter_slot_ttl,
+                  "Fold a counter's blade slot untouched this long into its retired sum");
   cmd->add_option("-c,--config", args->config,
                   "YAML config file of the settings above (LATTICE_CONFIG)");
   cmd->add_flag("--exit-at-end", args->exit_at_end,

@@ -116,6 +116,9 @@ Result<SettingMap> ReadAggregateConfigFile(const std::string& path) {
         }
         continue;
       }
+      if (key == "ttl") {
+        continue;  // the state's TTL section, read by crdt::LoadTtlConfig (docs/configuration.md)
+      }
       if (!Known(key)) {
         return Status::InvalidArgument(where() + "unknown setting '" + key + "'");
       }
