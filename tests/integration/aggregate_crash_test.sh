@@ -63,11 +63,22 @@ cmp -s whole.dump ref.dump && ok "uninterrupted run equals the reference" \
 join_ms=$(jq -r '((.seconds - .assigned_seconds) * 1000) | floor' whole.json)
 consume_ms=$(jq -r '(.assigned_seconds * 1000) | floor' whole.json)
 echo "     uninterrupted: group formed after ${join_ms} ms, consumed in ${consume_ms} ms"
+# Where a run starts (the sum of the offsets in its assignment line) shows whether the kill before
+# it landed after a commit; when it did not (the first fetch and commit can take longer than the
+# uninterrupted run suggests), the next kills wait twice as long.
+assigned_sum() {
+  local line
+  line=$(grep -m1 "assigned" "$1" 2>/dev/null) || { echo -1; return; }
+  { echo 0; grep -o '@[0-9]\+' <<<"$line" | tr -d @; } | paste -sd+ | bc
+}
 kills=0
 partial=0
 run=0
 restarts=0
-while [ $kills -lt 5 ] && [ $run -lt 20 ]; do
+scale=1
+prev_sum=-1
+mid=0
+while { [ $kills -lt 5 ] || [ $mid -lt 2 ]; } && [ $run -lt 20 ]; do
   run=$((run + 1))
   "${agg[@]}" --state crash --group "crash-$run" --exit-at-end --json >"run$run.json" 2>"run$run.err" &
   pid=$!
@@ -76,7 +87,14 @@ while [ $kills -lt 5 ] && [ $run -lt 20 ]; do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.01
   done
-  sleep_ms=$(( consume_ms * (2 + RANDOM % 49) / 100 ))
+  sum=$(assigned_sum "run$run.err")
+  if [ "$sum" -gt 0 ] && [ "$sum" -lt $shards ]; then mid=$((mid + 1)); fi
+  if [ "$sum" == "$prev_sum" ] && [ $scale -lt 64 ]; then
+    scale=$((scale * 2))
+    echo "     the last kill came before its first commit: kills now wait ${scale}x longer"
+  fi
+  prev_sum=$sum
+  sleep_ms=$(( consume_ms * scale * (2 + RANDOM % 49) / 100 ))
   sleep "$(printf '%d.%03d' $((sleep_ms / 1000)) $((sleep_ms % 1000)))"
   if kill -9 "$pid" 2>/dev/null; then
     wait "$pid" 2>/dev/null
@@ -95,6 +113,9 @@ while [ $kills -lt 5 ] && [ $run -lt 20 ]; do
     echo "     only $kills kills before completion: starting the crash state over"
     rm -rf crash run*.json run*.err
     kills=0
+    mid=0
+    prev_sum=-1
+    [ $scale -gt 1 ] && scale=$((scale / 2))
   fi
 done
 [ $kills -ge 3 ] && ok "$kills runs were killed" || fail "only $kills kills landed"
