@@ -29,20 +29,6 @@ struct StepArgs {
   bool json = false;
 };
 
-std::string_view CauseName(crdt::ChangeCause cause) {
-  switch (cause) {
-    case crdt::ChangeCause::kSet:
-      return "set";
-    case crdt::ChangeCause::kErase:
-      return "erase";
-    case crdt::ChangeCause::kCounter:
-      return "counter";
-    case crdt::ChangeCause::kEvict:
-      return "evict";
-  }
-  return "set";
-}
-
 std::string_view OutcomeName(crdt::Outcome outcome) {
   switch (outcome) {
     case crdt::Outcome::kApplied:
@@ -75,7 +61,7 @@ void AppendChangeJson(std::string& out, const crdt::Change& c, const ingest::Ste
   out += ",\"ts\":";
   out += std::to_string(c.ts);
   out += "},\"cause\":\"";
-  out += CauseName(c.cause);
+  out += crdt::ChangeCauseName(c.cause);
   out += "\",\"position\":";
   if (e.watermark) {
     out += "{\"after_step\":";

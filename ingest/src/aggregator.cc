@@ -83,20 +83,7 @@ void AppendChangeJson(std::string& out, const crdt::Change& c) {
   out += ",\"ts\":";
   out += std::to_string(c.ts);
   out += "},\"cause\":\"";
-  switch (c.cause) {
-    case crdt::ChangeCause::kSet:
-      out += "set";
-      break;
-    case crdt::ChangeCause::kErase:
-      out += "erase";
-      break;
-    case crdt::ChangeCause::kCounter:
-      out += "counter";
-      break;
-    case crdt::ChangeCause::kEvict:
-      out += "evict";
-      break;
-  }
+  out += crdt::ChangeCauseName(c.cause);
   out += "\"}";
 }
 

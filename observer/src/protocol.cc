@@ -25,20 +25,6 @@ std::string_view ModeName(Mode mode) {
 
 namespace {
 
-std::string_view CauseName(crdt::ChangeCause cause) {
-  switch (cause) {
-    case crdt::ChangeCause::kSet:
-      return "set";
-    case crdt::ChangeCause::kErase:
-      return "erase";
-    case crdt::ChangeCause::kCounter:
-      return "counter";
-    case crdt::ChangeCause::kEvict:
-      return "evict";
-  }
-  return "set";
-}
-
 void AppendOptJson(std::string& out, const std::optional<std::string>& json) {
   out.append(json ? *json : std::string("null"));
 }
@@ -67,7 +53,7 @@ void AppendChange(std::string& out, const crdt::Change& c) {
   out.append(",\"ts\":");
   core::AppendJsonInt(out, c.ts);
   out.append("},\"cause\":\"");
-  out.append(CauseName(c.cause));
+  out.append(crdt::ChangeCauseName(c.cause));
   out.append("\"}");
 }
 

@@ -129,6 +129,17 @@ enum class ChangeCause : std::uint8_t {
   kEvict,    // a TTL rule removed the subtree (DESIGN.md §4)
 };
 
+/// The wire name of a cause: set / erase / counter / evict.
+inline std::string_view ChangeCauseName(ChangeCause cause) {
+  switch (cause) {
+    case ChangeCause::kSet: return "set";
+    case ChangeCause::kErase: return "erase";
+    case ChangeCause::kCounter: return "counter";
+    case ChangeCause::kEvict: return "evict";
+  }
+  return "set";
+}
+
 /// One visible change of the merged state: the value at `path` went from `old_json` to
 /// `new_json` (canonical JSON; nullopt = nothing visible there). Emitted at the highest path whose
 /// visible value changed as one unit (an erased subtree is one change at its root). The stamp is
