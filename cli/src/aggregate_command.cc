@@ -159,6 +159,10 @@ void AddAggregateCommand(CLI::App& app) {
   AddKafkaFlags(cmd, args->kafka);
   setting("--topic", "topic", "Topic of shards (LATTICE_TOPIC) [lattice.shards]");
   setting("--group", "group", "Consumer group (LATTICE_GROUP) [lattice-aggregator]");
+  setting("--assign", "assign",
+          "Standalone mode: read 'all' partitions, or a list like 0-31,40, by manual assignment "
+          "without joining the consumer group (one aggregator per partition set; no group "
+          "formation wait, no rebalances) (LATTICE_ASSIGN) [group mode]");
   setting("--state", "state", "State directory, created if missing (LATTICE_STATE)");
   setting("--default-blade", "default_blade",
           "Blade of messages without a key; the partition is appended as /N "

@@ -99,6 +99,7 @@ struct Aggregator::Impl {
   // Indexed by partition number; entries stay when unassigned (assigned = false).
   std::vector<std::unique_ptr<PartitionState>> partitions;
   std::vector<std::int64_t> end_at_start;  // exit_at_end: high watermarks captured at start
+  int topic_partitions = 0;                // of the shards topic, seen at start
   AggregatorReport report;
   Status failure;            // a fatal error seen in a callback; stops the loop
   bool batch_dirty = false;  // merged something since the last commit
@@ -229,35 +230,41 @@ struct Aggregator::Impl {
     static_cast<Impl*>(opaque)->Rebalance(rk, err, list);
   }
 
+  /// Sets each partition of `list` to start where the state says (never where Kafka's committed
+  /// offsets say) and marks it assigned.
+  void PrepareAssignment(rd_kafka_topic_partition_list_t* list) {
+    if (!first_assignment) {
+      first_assignment = Clock::now();
+    }
+    std::string names;
+    for (int i = 0; i < list->cnt; ++i) {
+      rd_kafka_topic_partition_t& tp = list->elems[i];
+      PartitionState& p = Partition(tp.partition);
+      // Start where the state says, never where Kafka's committed offsets say.
+      std::optional<crdt::SourcePosition> pos = store.Position(p.source);
+      p.next_offset = pos ? static_cast<std::int64_t>(pos->offset) : -1;
+      tp.offset = pos ? static_cast<std::int64_t>(pos->offset) : RD_KAFKA_OFFSET_BEGINNING;
+      p.assigned = true;
+      p.idle = false;
+      p.unknown = true;
+      p.moved = false;
+      if (options.exit_at_end && p.end_offset < 0) {
+        const auto i_p = static_cast<std::size_t>(tp.partition);
+        p.end_offset = i_p < end_at_start.size() ? end_at_start[i_p] : -1;
+      }
+      names += ' ';
+      names += std::to_string(tp.partition);
+      names += '@';
+      names += pos ? std::to_string(pos->offset) : std::string("start");
+    }
+    spdlog::info("assigned {} partition(s) of {}:{}", list->cnt, options.topic, names);
+  }
+
   void Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* list) {
     const bool cooperative = std::strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     ++report.rebalances;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-      if (!first_assignment) {
-        first_assignment = Clock::now();
-      }
-      std::string names;
-      for (int i = 0; i < list->cnt; ++i) {
-        rd_kafka_topic_partition_t& tp = list->elems[i];
-        PartitionState& p = Partition(tp.partition);
-        // Start where the state says, never where Kafka's committed offsets say.
-        std::optional<crdt::SourcePosition> pos = store.Position(p.source);
-        p.next_offset = pos ? static_cast<std::int64_t>(pos->offset) : -1;
-        tp.offset = pos ? static_cast<std::int64_t>(pos->offset) : RD_KAFKA_OFFSET_BEGINNING;
-        p.assigned = true;
-        p.idle = false;
-        p.unknown = true;
-        p.moved = false;
-        if (options.exit_at_end && p.end_offset < 0) {
-          const auto i_p = static_cast<std::size_t>(tp.partition);
-          p.end_offset = i_p < end_at_start.size() ? end_at_start[i_p] : -1;
-        }
-        names += ' ';
-        names += std::to_string(tp.partition);
-        names += '@';
-        names += pos ? std::to_string(pos->offset) : std::string("start");
-      }
-      spdlog::info("assigned {} partition(s) of {}:{}", list->cnt, options.topic, names);
+      PrepareAssignment(list);
       rd_kafka_error_t* e = nullptr;
       rd_kafka_resp_err_t r = RD_KAFKA_RESP_ERR_NO_ERROR;
       if (cooperative) {
@@ -330,6 +337,14 @@ struct Aggregator::Impl {
         rd_kafka_metadata_destroy(md);
         if (partitions_of_topic < 0) {
           return Status::NotFound("topic '" + options.topic + "' does not exist on " + Brokers());
+        }
+        topic_partitions = partitions_of_topic;
+        for (const std::int32_t p : options.partitions) {
+          if (p >= partitions_of_topic) {
+            return Status::InvalidArgument("partition " + std::to_string(p) + " of '" +
+                                           options.topic + "' does not exist (it has " +
+                                           std::to_string(partitions_of_topic) + ")");
+          }
         }
         if (!dead_exists) {
           return Status::NotFound("dead-letter topic '" + options.dead_topic +
@@ -721,14 +736,34 @@ struct Aggregator::Impl {
     if (collect_changes) {
       store.SetChangeSink([this](const crdt::Change& c) { merging_changes.push_back(c); });
     }
-    PartitionListPtr topics(rd_kafka_topic_partition_list_new(1));
-    rd_kafka_topic_partition_list_add(topics.get(), options.topic.c_str(), RD_KAFKA_PARTITION_UA);
-    if (rd_kafka_resp_err_t err = rd_kafka_subscribe(consumer.get(), topics.get()); err) {
-      return Status::Unavailable(std::string("subscribing to '") + options.topic +
-                                 "': " + rd_kafka_err2str(err));
+    if (options.standalone) {
+      // Manual assignment, no group: nothing to wait for, and no rebalance ever.
+      PartitionListPtr list(rd_kafka_topic_partition_list_new(topic_partitions));
+      if (options.partitions.empty()) {
+        for (std::int32_t p = 0; p < topic_partitions; ++p) {
+          rd_kafka_topic_partition_list_add(list.get(), options.topic.c_str(), p);
+        }
+      } else {
+        for (const std::int32_t p : options.partitions) {
+          rd_kafka_topic_partition_list_add(list.get(), options.topic.c_str(), p);
+        }
+      }
+      PrepareAssignment(list.get());
+      if (rd_kafka_resp_err_t err = rd_kafka_assign(consumer.get(), list.get()); err) {
+        return Status::Unavailable(std::string("assigning partitions of '") + options.topic +
+                                   "': " + rd_kafka_err2str(err));
+      }
+      spdlog::info("consuming {} at {} standalone (no consumer group)", options.topic, Brokers());
+    } else {
+      PartitionListPtr topics(rd_kafka_topic_partition_list_new(1));
+      rd_kafka_topic_partition_list_add(topics.get(), options.topic.c_str(), RD_KAFKA_PARTITION_UA);
+      if (rd_kafka_resp_err_t err = rd_kafka_subscribe(consumer.get(), topics.get()); err) {
+        return Status::Unavailable(std::string("subscribing to '") + options.topic +
+                                   "': " + rd_kafka_err2str(err));
+      }
+      spdlog::info("consuming {} at {} as a member of group '{}'", options.topic, Brokers(),
+                   options.group);
     }
-    spdlog::info("consuming {} at {} as a member of group '{}'", options.topic, Brokers(),
-                 options.group);
     batch_limit = std::clamp(options.min_batch, std::size_t{1}, options.max_batch);
     Clock::time_point last_log = Clock::now();
     std::uint64_t log_messages = report.messages;

@@ -1,6 +1,7 @@
 // Resolving `lattice aggregate` settings from flags, environment and a YAML file.
 #include "lattice/ingest/aggregator_config.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -16,6 +17,9 @@ const std::vector<SettingInfo>& AggregateSettings() {
       {"brokers", "LATTICE_BROKERS", "Kafka bootstrap list host:port[,host:port...]"},
       {"topic", "LATTICE_TOPIC", "topic of shards [lattice.shards]"},
       {"group", "LATTICE_GROUP", "consumer group [lattice-aggregator]"},
+      {"assign", "LATTICE_ASSIGN",
+       "standalone mode: 'all' or partitions like 0-31,40 read without a consumer group; "
+       "empty for group mode []"},
       {"state", "LATTICE_STATE", "state directory (required)"},
       {"default_blade", "LATTICE_DEFAULT_BLADE",
        "blade of messages without a key, followed by /<partition> [unkeyed]"},
@@ -82,6 +86,56 @@ Result<std::int64_t> ParseDuration(std::string_view name, const std::string& tex
 }
 
 }  // namespace
+
+Result<std::optional<std::vector<std::int32_t>>> ParseAssign(std::string_view text) {
+  if (text.empty() || text == "group") {
+    return std::optional<std::vector<std::int32_t>>();
+  }
+  std::vector<std::int32_t> partitions;
+  if (text == "all") {
+    return std::optional<std::vector<std::int32_t>>(std::move(partitions));
+  }
+  const auto bad = [&](std::string_view why) {
+    std::string msg = "setting assign: '";
+    msg.append(text).append("' ").append(why);
+    msg.append(" (give 'all', or partitions and ranges like 0-31,40)");
+    return Status::InvalidArgument(std::move(msg));
+  };
+  constexpr std::int32_t kMaxPartition = 1 << 20;
+  const auto number = [&](std::string_view s, std::int32_t& out) {
+    auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return !s.empty() && ec == std::errc() && ptr == s.data() + s.size() && out >= 0 &&
+           out < kMaxPartition;
+  };
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    std::size_t comma = text.find(',', pos);
+    if (comma == std::string_view::npos) {
+      comma = text.size();
+    }
+    const std::string_view item = text.substr(pos, comma - pos);
+    const std::size_t dash = item.find('-');
+    std::int32_t lo = 0;
+    std::int32_t hi = 0;
+    if (dash == std::string_view::npos) {
+      if (!number(item, lo)) {
+        return bad("has a bad partition number");
+      }
+      hi = lo;
+    } else if (!number(item.substr(0, dash), lo) || !number(item.substr(dash + 1), hi) || hi < lo) {
+      return bad("has a bad partition range");
+    }
+    for (std::int32_t p = lo; p <= hi; ++p) {
+      partitions.push_back(p);
+    }
+    pos = comma + 1;
+  }
+  std::sort(partitions.begin(), partitions.end());
+  if (std::adjacent_find(partitions.begin(), partitions.end()) != partitions.end()) {
+    return bad("names a partition twice");
+  }
+  return std::optional<std::vector<std::int32_t>>(std::move(partitions));
+}
 
 Result<SettingMap> ReadAggregateConfigFile(const std::string& path) {
   std::ifstream in(path);
@@ -171,6 +225,11 @@ Result<AggregateConfig> ResolveAggregateConfig(const std::vector<SettingMap>& la
   LATTICE_RETURN_IF_ERROR(text("state", config.state));
   LATTICE_RETURN_IF_ERROR(text("default_blade", o.default_blade));
   LATTICE_RETURN_IF_ERROR(text("dead_topic", o.dead_topic));
+  if (const std::string* v = get("assign")) {
+    LATTICE_ASSIGN_OR_RETURN(auto assign, ParseAssign(*v));
+    o.standalone = assign.has_value();
+    o.partitions = assign.value_or(std::vector<std::int32_t>());
+  }
   if (const std::string* v = get("changes_topic")) {
     o.changes_topic = *v;  // may be empty: no topic, in-process subscribers only
   }

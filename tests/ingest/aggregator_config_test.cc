@@ -57,6 +57,30 @@ TEST(AggregatorConfigTest, ValuesAreParsedAndRangeChecked) {
   }
 }
 
+TEST(AggregatorConfigTest, AssignChoosesStandaloneModeAndItsPartitions) {
+  auto group = ResolveAggregateConfig({{{"state", "s"}}});
+  ASSERT_TRUE(group.ok()) << group.status().ToString();
+  EXPECT_FALSE(group->options.standalone);  // the default: a consumer-group member
+  auto all = ResolveAggregateConfig({{{"state", "s"}, {"assign", "all"}}});
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_TRUE(all->options.standalone);
+  EXPECT_TRUE(all->options.partitions.empty());  // every partition of the topic
+  auto list = ResolveAggregateConfig({{{"state", "s"}, {"assign", "7,0-2,5-5"}}});
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  EXPECT_TRUE(list->options.standalone);
+  EXPECT_EQ(list->options.partitions, (std::vector<std::int32_t>{0, 1, 2, 5, 7}));
+  auto back = ResolveAggregateConfig({{{"state", "s"}, {"assign", "group"}}});
+  ASSERT_TRUE(back.ok());
+  EXPECT_FALSE(back->options.standalone);
+  for (const char* bad : {"3-1", "1,1", "0-2,2", "x", "-1", "1-", ",", "1,,2", "2000000"}) {
+    auto r = ResolveAggregateConfig({{{"state", "s"}, {"assign", bad}}});
+    EXPECT_FALSE(r.ok()) << "accepted assign=" << bad;
+    if (!r.ok()) {
+      EXPECT_NE(r.status().message().find("assign"), std::string::npos) << r.status().message();
+    }
+  }
+}
+
 TEST(AggregatorConfigTest, ConfigFileIsYamlWithAKafkaMap) {
   const auto path = std::filesystem::temp_directory_path() /
                     ("lattice-agg-config-" + std::to_string(::getpid()) + ".yaml");

@@ -24,6 +24,13 @@ struct AggregatorOptions {
   KafkaSettings kafka;
   std::string topic = "lattice.shards";
   std::string group = "lattice-aggregator";
+  /// Standalone mode: read the partitions below by manual assignment, without joining a
+  /// consumer group (like `kcat -C` without -G), so there is no group formation or rebalance.
+  /// For one aggregator owning the whole topic (or a fixed, disjoint share of it); `group` is
+  /// then only used to commit offsets to Kafka for lag tools.
+  bool standalone = false;
+  /// With `standalone`: the partitions to read; empty for every partition of the topic.
+  std::vector<std::int32_t> partitions;
   /// Rejected shards go here with headers lattice-outcome, lattice-reason, lattice-source.
   std::string dead_topic = "lattice.dead";
   /// Change events (DESIGN.md §6) go here, key = path, value = the wire JSON of crdt::Change,

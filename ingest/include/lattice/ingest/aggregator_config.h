@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -35,6 +37,11 @@ Result<SettingMap> ReadAggregateConfigFile(const std::string& path);
 
 /// The LATTICE_* variables of the settings above that are set in the environment.
 SettingMap ReadAggregateEnvironment();
+
+/// Parses the `assign` setting: "" or "group" is group mode (nullopt); "all" is standalone mode
+/// on every partition (an empty list); "0-31,40" standalone mode on those partitions (sorted).
+/// Errors: InvalidArgument for a bad number or range, or a partition named twice.
+Result<std::optional<std::vector<std::int32_t>>> ParseAssign(std::string_view text);
 
 /// What `lattice aggregate` runs with.
 struct AggregateConfig {

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# `lattice aggregate --assign` (standalone mode: partitions assigned by hand, no consumer group) on
+# a dev broker over TCP: the canonical dump equals the independent reference's state of the
+# topic; a restart resumes from the offsets stored in the state (a new state directory in the same
+# group reads everything again: Kafka's committed offsets are never used); two aggregators on
+# disjoint partition lists build states whose join equals the reference; bad lists are refused.
+#
+#   bash aggregate_standalone_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY
+set -uo pipefail
+
+lattice=$(realpath "${1:?usage: aggregate_standalone_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
+refdump=$(realpath "${2:?usage: aggregate_standalone_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
+for tool in kcat python3 jq; do
+  command -v "$tool" >/dev/null || { echo "FAIL - needs $tool"; exit 1; }
+done
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-aggregate-standalone.XXXXXX")
+here=$(dirname "$(realpath "$0")")
+# shellcheck source=kafka_lib.sh
+source "$here/kafka_lib.sh"
+cleanup() { stop_broker; rm -rf "$tmp"; }
+trap cleanup EXIT
+cd "$tmp" || exit 1
+
+failures=0
+ok() { echo "ok   - $1"; }
+fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
+die() { echo "FAIL - $1"; exit 1; }
+
+start_broker --brokers 1 --topic lattice.shards:8
+echo "     broker at $bootstrap"
+
+# Two halves of one recording: the second is produced after the first run.
+"$lattice" gen --shards 30000 --blades 20 --seed 23 -o rec.ndjson || die "lattice gen failed"
+head -n 20000 rec.ndjson >first.ndjson
+tail -n +20001 rec.ndjson >second.ndjson
+"$lattice" emit -b "$bootstrap" -f first.ndjson >emit1.out 2>emit1.err || die "emit: $(cat emit1.err)"
+
+# check_dump STATE_ARGS... : the (joined) dump of the states equals the reference of the topic.
+check_dump() {
+  local what=$1
+  shift
+  envelopes_from_topic lattice.shards >envelopes.ndjson
+  "$refdump" envelopes.ndjson >ref.dump || die "reference dump failed"
+  "$lattice" state dump "$@" >agg.dump || die "state dump failed"
+  if cmp -s agg.dump ref.dump; then
+    ok "$what equals the reference ($(wc -l <envelopes.ndjson) shards, $(wc -c <ref.dump) bytes)"
+  else
+    fail "$what differs from the reference"
+    diff <(jq -S . agg.dump) <(jq -S . ref.dump) | head -20
+  fi
+}
+
+"$lattice" aggregate -b "$bootstrap" --assign all --state st --exit-at-end --json \
+  --log-interval 0 >run1.json 2>run1.err || die "aggregate --assign all failed: $(tail -5 run1.err)"
+echo "     run 1: $(cat run1.json)"
+[ "$(jq -r .applied run1.json)" == 20000 ] && ok "standalone: applied all 20000 shards" \
+  || fail "standalone applied $(jq -r .applied run1.json) of 20000"
+grep -q "assigned 8 partition(s)" run1.err && grep -q "standalone (no consumer group)" run1.err &&
+  ok "all 8 partitions assigned by hand, no group" || fail "log: $(head -c 600 run1.err)"
+[ "$(jq -r .rebalances run1.json)" == 0 ] && ok "no rebalance" \
+  || fail "$(jq -r .rebalances run1.json) rebalances in standalone mode"
+check_dump "the standalone state" --state st
+
+# A restart continues from the offsets in the state: only the second half is read.
+"$lattice" emit -b "$bootstrap" -f second.ndjson >emit2.out 2>emit2.err || die "emit: $(cat emit2.err)"
+LATTICE_ASSIGN=all "$lattice" aggregate -b "$bootstrap" --state st --exit-at-end --json \
+  --log-interval 0 >run2.json 2>run2.err || die "second aggregate failed: $(tail -5 run2.err)"
+[ "$(jq -r .messages run2.json)" == 10000 ] && ok "a restart (LATTICE_ASSIGN=all) reads only the 10000 new shards" \
+  || fail "the restart read $(jq -r .messages run2.json) messages, not 10000"
+check_dump "the state after the restart" --state st
+
+# A new state directory in the same group reads everything: Kafka's offsets are not used.
+"$lattice" aggregate -b "$bootstrap" --assign all --state st-new --exit-at-end --json \
+  --log-interval 0 >run3.json 2>run3.err || die "third aggregate failed: $(tail -5 run3.err)"
+[ "$(jq -r .messages run3.json)" == 30000 ] && ok "a new state directory reads the whole topic" \
+  || fail "a new state read $(jq -r .messages run3.json) of 30000"
+
+# Two standalone aggregators on disjoint partition lists: their join is the whole state.
+"$lattice" aggregate -b "$bootstrap" --assign 0-2,6 --state st-a --exit-at-end --json \
+  --log-interval 0 >a.json 2>a.err || die "aggregate --assign 0-2,6 failed: $(tail -5 a.err)"
+"$lattice" aggregate -b "$bootstrap" --assign 3-5,7 --state st-b --exit-at-end --json \
+  --log-interval 0 >b.json 2>b.err || die "aggregate --assign 3-5,7 failed: $(tail -5 b.err)"
+grep -q "assigned 4 partition(s) of lattice.shards: 0@start 1@start 2@start 6@start" a.err &&
+  ok "--assign 0-2,6 reads partitions 0, 1, 2 and 6" || fail "a.err: $(grep assigned a.err)"
+sum=$(($(jq -r .messages a.json) + $(jq -r .messages b.json)))
+[ "$sum" == 30000 ] && ok "the two partition lists read 30000 shards together" \
+  || fail "the two partition lists read $sum shards"
+check_dump "the join of the two partial states" --state st-a --state st-b
+
+# Bad lists are refused with the reason.
+for bad in "5-2" "1,1" "x" "3-"; do
+  out=$("$lattice" aggregate -b "$bootstrap" --state st-bad --assign "$bad" --exit-at-end 2>&1); rc=$?
+  [ $rc -ne 0 ] && grep -q "assign" <<<"$out" && ok "--assign '$bad' is refused" \
+    || fail "--assign '$bad': rc=$rc $out"
+done
+out=$("$lattice" aggregate -b "$bootstrap" --state st-bad --assign 8 --exit-at-end 2>&1); rc=$?
+[ $rc -ne 0 ] && grep -q "partition 8 of 'lattice.shards' does not exist" <<<"$out" &&
+  ok "a partition the topic does not have is refused" || fail "--assign 8: rc=$rc $out"
+
+if [ $failures -ne 0 ]; then
+  echo "aggregate_standalone_test: $failures check(s) FAILED"
+  exit 1
+fi
+echo "aggregate_standalone_test: all checks passed"
