@@ -1,12 +1,16 @@
-// The aggregator loop: poll a batch from the consumer group, decode, merge, dead-letter, commit
-// state and offsets in one WriteBatch (see aggregator.h and docs/architecture.md).
+// The aggregator: a fetch thread polls the consumer and decodes messages into chunks; the merge
+// thread (the caller's) merges them in batches, dead-letters, and commits state and offsets in one
+// WriteBatch (see aggregator.h and docs/architecture.md).
 #include "lattice/ingest/aggregator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -15,7 +19,9 @@
 #include <librdkafka/rdkafka.h>
 #include <spdlog/spdlog.h>
 
+#include "decode_stage.h"  // Arena
 #include "kafka_conf.h"
+#include "kafka_message.h"
 #include "lattice/core/json_text.h"
 #include "lattice/core/shard.h"
 #include "lattice/ingest/message_identity.h"
@@ -51,6 +57,58 @@ struct PartitionState {
   bool unknown = false;
   bool moved = false;  // consumed something since the last commit
 };
+
+/// One message (or a partition-end event) as the merge thread sees it.
+struct FetchedMessage {
+  enum class Kind : std::uint8_t { kShard, kBad, kEnd };
+  Kind kind = Kind::kEnd;
+  std::int32_t partition = 0;
+  std::int64_t offset = 0;                // kEnd: the partition's end offset
+  std::int64_t ts = 0;                    // kShard: the event time
+  rd_kafka_message_t* message = nullptr;  // kShard, kBad: owned by the chunk (dead letters)
+  core::Shard shard;                      // kShard: views into the chunk's arena
+  std::string_view error;                 // kBad: why (in the arena)
+};
+
+/// What the fetch thread hands to the merge thread: decoded messages in consume order.
+/// Recycled: the vector keeps its capacity, the arena its blocks.
+struct FetchedChunk {
+  std::vector<FetchedMessage> items;
+  std::size_t size = 0;
+  internal::Arena arena;
+  bool drained = false;  // the consumer had nothing more after the last item (a short poll)
+  bool barrier = false;  // a rebalance waits: commit and flush everything up to here, then stop
+  Status failure;        // a fatal consumer error seen by the fetch thread
+};
+
+// Messages per chunk: big enough to make the hand-over cheap, small enough that the merge thread
+// starts early; a chunk is handed over as soon as the consumer has nothing more.
+constexpr std::size_t kChunkMessages = 2048;
+// Chunks decoded ahead of the merge thread, at most.
+constexpr std::size_t kChunksInFlight = 8;
+
+/// Copies a decoded shard into `arena` (the decoder's views are valid only until it decodes
+/// again); the twin of DecodeStage::Fill for Kafka messages.
+void CopyShard(const core::Shard& in, internal::Arena& arena, core::Shard& s) {
+  s.blade = arena.Copy(in.blade);
+  s.seq = in.seq;
+  s.ts = in.ts;
+  s.hash = in.hash;
+  s.has_int_inc = in.has_int_inc;
+  s.has_float_inc = in.has_float_inc;
+  s.max_abs_inc = in.max_abs_inc;
+  s.topic = arena.Copy(in.topic);
+  s.partition = in.partition;
+  s.offset = in.offset;
+  s.entries.resize(in.entries.size());
+  for (std::size_t i = 0; i < in.entries.size(); ++i) {
+    s.entries[i] = in.entries[i];
+    s.entries[i].key = arena.Copy(in.entries[i].key);
+    if (in.entries[i].kind == core::OpKind::kSet) {
+      s.entries[i].value = arena.Copy(in.entries[i].value);
+    }
+  }
+}
 
 void LogFromKafka(const rd_kafka_t* /*rk*/, int level, const char* fac, const char* buf) {
   // syslog levels: 0..3 error, 4 warning, 5..7 info and debug.
@@ -94,8 +152,6 @@ struct Aggregator::Impl {
   AggregatorOptions options;
   KafkaHandle consumer;
   KafkaHandle producer;
-  core::ShardDecoder decoder;
-  MessageIdentity identity;
   // Indexed by partition number; entries stay when unassigned (assigned = false).
   std::vector<std::unique_ptr<PartitionState>> partitions;
   std::vector<std::int64_t> end_at_start;  // exit_at_end: high watermarks captured at start
@@ -121,8 +177,33 @@ struct Aggregator::Impl {
   std::uint64_t changes_undelivered = 0;
   std::string change_json;
 
+  // --- The fetch thread's own (it polls the consumer, so the rebalance callback runs on it) ---
+  core::ShardDecoder decoder;
+  MessageIdentity identity;
+  std::thread fetcher;
+  FetchedChunk* filling = nullptr;  // the chunk the fetch thread is filling
+  Status fetch_failure;             // a fatal consumer error (error callback, unknown topic)
+  std::uint64_t rebalances = 0;
+
+  // --- Shared between the two threads, under `mu` ---
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<FetchedChunk*> ready;   // decoded, in order, for the merge thread
+  std::vector<FetchedChunk*> spare;  // merged, for the fetch thread to refill
+  std::vector<std::unique_ptr<FetchedChunk>> chunks;
+  std::atomic<bool> fetch_stop{false};  // the merge thread is done: stop polling
+  bool merging = false;     // the merge loop runs (a rebalance must wait for it at a barrier)
+  bool at_barrier = false;  // the merge thread committed up to a barrier and waits for release
+
   Impl(crdt::StateStore& s, AggregatorOptions o)
       : store(s), options(std::move(o)), identity(options.default_blade) {}
+  ~Impl() {
+    if (fetcher.joinable()) {
+      StopFetcher();
+    }
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
 
   const std::string& Brokers() const { return options.kafka.brokers; }
 
@@ -195,8 +276,10 @@ struct Aggregator::Impl {
     if (code == RD_KAFKA_RESP_ERR__FATAL) {
       char buf[512];
       const rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof buf);
-      self->failure = Status::Unavailable(std::string("fatal Kafka error: ") +
-                                          rd_kafka_err2str(orig) + ": " + buf);
+      // The consumer's callbacks run on the fetch thread, the producer's on the merge thread.
+      Status& target = rk == self->consumer.get() ? self->fetch_failure : self->failure;
+      target = Status::Unavailable(std::string("fatal Kafka error: ") + rd_kafka_err2str(orig) +
+                                   ": " + buf);
       return;
     }
     // Brokers down, connection refused and the like: librdkafka retries; we keep waiting.
@@ -260,9 +343,15 @@ struct Aggregator::Impl {
     spdlog::info("assigned {} partition(s) of {}:{}", list->cnt, options.topic, names);
   }
 
+  // Runs on the fetch thread (inside rd_kafka_consumer_poll), or on the merge thread once the
+  // fetch thread is gone (inside rd_kafka_consumer_close). Partition states and the store belong
+  // to the merge thread: they are touched only while it waits at a barrier, or has stopped.
   void Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* list) {
     const bool cooperative = std::strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    ++report.rebalances;
+    ++rebalances;
+    // On revocation this is "finish the batch in hand, make it durable, then let go": the merge
+    // thread merges what was fetched so far, commits and flushes it.
+    EnterBarrier();
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
       PrepareAssignment(list);
       rd_kafka_error_t* e = nullptr;
@@ -273,20 +362,15 @@ struct Aggregator::Impl {
         r = rd_kafka_assign(rk, list);
       }
       if (e != nullptr) {
-        failure =
+        fetch_failure =
             Status::Unavailable(std::string("assigning partitions: ") + rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
       } else if (r != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        failure = Status::Unavailable(std::string("assigning partitions: ") + rd_kafka_err2str(r));
+        fetch_failure =
+            Status::Unavailable(std::string("assigning partitions: ") + rd_kafka_err2str(r));
       }
+      ReleaseBarrier();
       return;
-    }
-    // Revoked (or lost): finish the batch in hand, make it durable, then let the partitions go.
-    if (failure.ok()) {
-      Status s = CommitBatch(/*flush=*/true);
-      if (!s.ok()) {
-        failure = s;
-      }
     }
     for (int i = 0; i < list->cnt; ++i) {
       PartitionState& p = Partition(list->elems[i].partition);
@@ -304,6 +388,176 @@ struct Aggregator::Impl {
     } else {
       (void)rd_kafka_assign(rk, nullptr);
     }
+    ReleaseBarrier();
+  }
+
+  // --- The hand-over between the fetch and the merge thread ---------------------------------
+
+  /// Fetch thread, inside a rebalance: hands over what was fetched so far marked as a barrier and
+  /// waits until the merge thread has merged, committed and flushed it and waits in turn. Returns
+  /// at once when the merge loop is not running (before it starts or after it stopped).
+  void EnterBarrier() {
+    {
+      std::lock_guard lock(mu);
+      if (!merging) {
+        return;
+      }
+    }
+    // A second rebalance event in one poll finds the chunk handed over at the first.
+    if (filling == nullptr && !AcquireChunk()) {
+      return;  // stopping: the merge thread waits for this thread to end
+    }
+    std::unique_lock lock(mu);
+    if (!merging) {
+      return;
+    }
+    filling->barrier = true;
+    filling->failure = fetch_failure;
+    ready.push_back(filling);
+    filling = nullptr;
+    cv.notify_all();
+    cv.wait(lock, [&] { return at_barrier || !merging; });
+  }
+
+  void ReleaseBarrier() {
+    std::lock_guard lock(mu);
+    at_barrier = false;
+    cv.notify_all();
+  }
+
+  /// Merge thread, at a barrier chunk: waits until the fetch thread has handled the rebalance.
+  void WaitAtBarrier() {
+    std::unique_lock lock(mu);
+    at_barrier = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return !at_barrier; });
+  }
+
+  /// Fetch thread: takes a spare chunk to fill; false when stopping.
+  bool AcquireChunk() {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return fetch_stop.load() || !spare.empty(); });
+    if (fetch_stop.load()) {
+      return false;
+    }
+    filling = spare.back();
+    spare.pop_back();
+    lock.unlock();
+    // The last round's messages are destroyed here, off the merge thread.
+    ReleaseMessages(*filling);
+    filling->size = 0;
+    filling->arena.Reset();
+    filling->drained = false;
+    filling->barrier = false;
+    filling->failure = Status::Ok();
+    return true;
+  }
+
+  /// Fetch thread: hands the chunk being filled to the merge thread.
+  void HandOver(bool drained) {
+    filling->drained = drained;
+    filling->failure = fetch_failure;
+    std::lock_guard lock(mu);
+    ready.push_back(filling);
+    filling = nullptr;
+    cv.notify_all();
+  }
+
+  /// Merge thread: the next chunk, waiting up to `timeout`; nullptr if none came.
+  FetchedChunk* NextChunk(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu);
+    if (!cv.wait_for(lock, timeout, [&] { return !ready.empty(); })) {
+      return nullptr;
+    }
+    FetchedChunk* c = ready.front();
+    ready.pop_front();
+    return c;
+  }
+
+  void Recycle(FetchedChunk* c) {
+    std::lock_guard lock(mu);
+    spare.push_back(c);
+    cv.notify_all();
+  }
+
+  static void ReleaseMessages(FetchedChunk& c) {
+    for (std::size_t i = 0; i < c.size; ++i) {
+      if (c.items[i].message != nullptr) {
+        rd_kafka_message_destroy(c.items[i].message);
+        c.items[i].message = nullptr;
+      }
+    }
+  }
+
+  /// The fetch thread: polls the consumer (serving rebalances), decodes, hands over chunks.
+  void FetchLoop() {
+    while (!fetch_stop.load(std::memory_order_relaxed)) {
+      if (filling == nullptr && !AcquireChunk()) {
+        break;
+      }
+      const int timeout_ms = filling->size == 0 ? 100 : 0;
+      rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer.get(), timeout_ms);
+      if (m == nullptr) {
+        if (!fetch_failure.ok()) {
+          // The merge thread must learn of it (it may come from a callback after a barrier
+          // took the chunk).
+          if (filling != nullptr || AcquireChunk()) {
+            HandOver(/*drained=*/true);
+          }
+          break;
+        }
+        if (filling != nullptr && filling->size > 0) {
+          HandOver(/*drained=*/true);
+        }
+        continue;
+      }
+      if (filling == nullptr && !AcquireChunk()) {  // a rebalance handed the chunk over
+        rd_kafka_message_destroy(m);
+        break;
+      }
+      Fetch(m);
+      if (!fetch_failure.ok()) {
+        HandOver(/*drained=*/false);
+        break;
+      }
+      if (filling->size >= kChunkMessages) {
+        HandOver(/*drained=*/false);
+      }
+    }
+    if (filling != nullptr) {
+      Recycle(filling);
+      filling = nullptr;
+    }
+  }
+
+  void StartFetcher() {
+    for (std::size_t i = 0; i < kChunksInFlight; ++i) {
+      chunks.push_back(std::make_unique<FetchedChunk>());
+      spare.push_back(chunks.back().get());
+    }
+    {
+      std::lock_guard lock(mu);
+      merging = true;
+    }
+    fetcher = std::thread([this] { FetchLoop(); });
+  }
+
+  /// Merge thread: stops the fetch thread and destroys every message it fetched.
+  void StopFetcher() {
+    {
+      std::lock_guard lock(mu);
+      merging = false;
+      fetch_stop.store(true);
+      cv.notify_all();
+    }
+    if (fetcher.joinable()) {
+      fetcher.join();
+    }
+    for (const auto& c : chunks) {
+      ReleaseMessages(*c);
+      c->size = 0;
+    }
+    ready.clear();
   }
 
   // --- Startup ------------------------------------------------------------------------------
@@ -438,84 +692,123 @@ struct Aggregator::Impl {
     }
   }
 
-  void Process(rd_kafka_message_t* m) {
-    PartitionState& p = Partition(m->partition);
-    if (!p.assigned || (p.next_offset >= 0 && m->offset < p.next_offset)) {
-      return;  // from before a revocation or a seek: not ours, or already merged
+  /// Fetch thread: identifies and decodes one message into the chunk being filled (or notes a
+  /// partition end); takes ownership of `m`.
+  void Fetch(rd_kafka_message_t* m) {
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      if (m->rkt != nullptr && options.topic == rd_kafka_topic_name(m->rkt)) {
+        FetchedMessage& it = NextItem();
+        it.kind = FetchedMessage::Kind::kEnd;
+        it.partition = m->partition;
+        it.offset = m->offset;
+      }
+      rd_kafka_message_destroy(m);
+      return;
     }
-    if (p.next_offset >= 0 && m->offset > p.next_offset) {
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+          m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+        fetch_failure = Status::Unavailable(std::string("consuming '") + options.topic +
+                                            "': " + rd_kafka_message_errstr(m));
+      } else {
+        spdlog::warn("consuming {}: {}", options.topic, rd_kafka_message_errstr(m));
+      }
+      rd_kafka_message_destroy(m);
+      return;
+    }
+    FetchedMessage& it = NextItem();
+    it.partition = m->partition;
+    it.offset = m->offset;
+    it.message = m;
+    Result<MessageEnvelope> env = identity.Identify(internal::MessageFieldsOf(m));
+    if (!env.ok()) {
+      it.kind = FetchedMessage::Kind::kBad;
+      it.error = filling->arena.Copy(env.status().message());
+      return;
+    }
+    if (m->payload == nullptr) {
+      it.kind = FetchedMessage::Kind::kBad;
+      it.error = "the message has no value (a shard body is a JSON object)";
+      return;
+    }
+    Result<const core::Shard*> shard =
+        decoder.DecodeBody(std::string_view(static_cast<const char*>(m->payload), m->len),
+                           env->blade, env->seq, env->ts);
+    if (!shard.ok()) {
+      it.kind = FetchedMessage::Kind::kBad;
+      it.error = filling->arena.Copy(shard.status().message());
+      return;
+    }
+    it.kind = FetchedMessage::Kind::kShard;
+    it.ts = env->ts;
+    CopyShard(**shard, filling->arena, it.shard);
+  }
+
+  FetchedMessage& NextItem() {
+    FetchedChunk& c = *filling;
+    if (c.items.size() <= c.size) {
+      c.items.emplace_back();
+    }
+    FetchedMessage& it = c.items[c.size++];
+    it.message = nullptr;
+    return it;
+  }
+
+  /// Merge thread: merges one fetched message (dead-lettering what is rejected) or notes a
+  /// partition end. Returns 1 for a message of an assigned partition, 0 otherwise.
+  std::size_t Merge(const FetchedMessage& it) {
+    PartitionState& p = Partition(it.partition);
+    if (it.kind == FetchedMessage::Kind::kEnd) {
+      p.idle = true;
+      p.unknown = false;
+      if (p.next_offset < it.offset) {
+        p.next_offset = it.offset;  // an empty or compacted-away range: nothing to merge
+      }
+      return 0;
+    }
+    if (!p.assigned || (p.next_offset >= 0 && it.offset < p.next_offset)) {
+      return 0;  // from before a revocation or a seek: not ours, or already merged
+    }
+    if (p.next_offset >= 0 && it.offset > p.next_offset) {
       spdlog::warn("{}: offsets {}..{} are gone from the broker (retention?) and were skipped",
-                   p.source, p.next_offset, m->offset - 1);
+                   p.source, p.next_offset, it.offset - 1);
     }
+    const rd_kafka_message_t* m = it.message;
     ++report.messages;
     report.bytes += m->len;
-    MessageFields fields;
-    if (m->key != nullptr) {
-      fields.key = std::string_view(static_cast<const char*>(m->key), m->key_len);
-    }
-    rd_kafka_headers_t* headers = nullptr;
-    if (rd_kafka_message_headers(m, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      const void* value = nullptr;
-      std::size_t size = 0;
-      if (rd_kafka_header_get_last(headers, kSeqHeader.data(), &value, &size) ==
-          RD_KAFKA_RESP_ERR_NO_ERROR) {
-        fields.seq_header = value == nullptr
-                                ? std::string_view()
-                                : std::string_view(static_cast<const char*>(value), size);
-      }
-    }
-    rd_kafka_timestamp_type_t ts_type;
-    const std::int64_t ts = rd_kafka_message_timestamp(m, &ts_type);
-    if (ts_type != RD_KAFKA_TIMESTAMP_NOT_AVAILABLE) {
-      fields.timestamp_ms = ts;
-    }
-    fields.partition = m->partition;
-    fields.offset = m->offset;
-
-    Result<MessageEnvelope> env = identity.Identify(fields);
-    if (!env.ok()) {
+    if (it.kind == FetchedMessage::Kind::kBad) {
       ++report.bad;
-      DeadLetter(m, "bad", env.status().message());
-    } else if (m->payload == nullptr) {
-      ++report.bad;
-      DeadLetter(m, "bad", "the message has no value (a shard body is a JSON object)");
+      DeadLetter(m, "bad", it.error);
     } else {
-      Result<const core::Shard*> shard =
-          decoder.DecodeBody(std::string_view(static_cast<const char*>(m->payload), m->len),
-                             env->blade, env->seq, env->ts);
-      if (!shard.ok()) {
-        ++report.bad;
-        DeadLetter(m, "bad", shard.status().message());
-      } else {
-        p.max_ts = std::max(p.max_ts, env->ts);
-        crdt::ApplyResult r = store.Apply(**shard);
-        switch (r.outcome) {
-          case crdt::Outcome::kApplied:
-            ++report.applied;
-            break;
-          case crdt::Outcome::kDuplicate:
-            ++report.duplicates;
-            break;
-          case crdt::Outcome::kConflict:
-            ++report.conflicts;
-            DeadLetter(m, "conflict", r.reason);
-            break;
-          case crdt::Outcome::kLate:
-            ++report.late;
-            DeadLetter(m, "late", r.reason);
-            break;
-          case crdt::Outcome::kInvalid:
-            ++report.bad;
-            DeadLetter(m, "bad", r.reason);
-            break;
-        }
+      p.max_ts = std::max(p.max_ts, it.ts);
+      crdt::ApplyResult r = store.Apply(it.shard);
+      switch (r.outcome) {
+        case crdt::Outcome::kApplied:
+          ++report.applied;
+          break;
+        case crdt::Outcome::kDuplicate:
+          ++report.duplicates;
+          break;
+        case crdt::Outcome::kConflict:
+          ++report.conflicts;
+          DeadLetter(m, "conflict", r.reason);
+          break;
+        case crdt::Outcome::kLate:
+          ++report.late;
+          DeadLetter(m, "late", r.reason);
+          break;
+        case crdt::Outcome::kInvalid:
+          ++report.bad;
+          DeadLetter(m, "bad", r.reason);
+          break;
       }
     }
-    p.next_offset = m->offset + 1;
+    p.next_offset = it.offset + 1;
     p.moved = true;
     p.idle = false;
     p.unknown = false;
     batch_dirty = true;
+    return 1;
   }
 
   // --- Commits ------------------------------------------------------------------------------
@@ -765,6 +1058,7 @@ struct Aggregator::Impl {
                    options.group);
     }
     batch_limit = std::clamp(options.min_batch, std::size_t{1}, options.max_batch);
+    StartFetcher();
     Clock::time_point last_log = Clock::now();
     std::uint64_t log_messages = report.messages;
     std::uint64_t log_batches = report.batches;
@@ -779,53 +1073,44 @@ struct Aggregator::Impl {
       const Clock::time_point batch_start = Clock::now();
       bool short_poll = false;
       while (n < batch_limit) {
-        int timeout_ms = 100;
+        auto timeout = std::chrono::milliseconds(100);
         if (n > 0) {
           const auto spent =
-              std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - batch_start)
-                  .count();
-          if (spent >= options.max_batch_ms) {
+              std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - batch_start);
+          if (spent.count() >= options.max_batch_ms) {
             break;
           }
-          timeout_ms = 0;
+          timeout = std::chrono::milliseconds(options.max_batch_ms) - spent;
         }
-        rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer.get(), timeout_ms);
-        if (!failure.ok()) {
-          if (m != nullptr) {
-            rd_kafka_message_destroy(m);
-          }
-          break;
-        }
-        if (m == nullptr) {
+        FetchedChunk* c = NextChunk(timeout);
+        if (c == nullptr) {
           short_poll = true;
           break;
         }
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-          if (m->rkt != nullptr && options.topic == rd_kafka_topic_name(m->rkt)) {
-            PartitionState& p = Partition(m->partition);
-            p.idle = true;
-            p.unknown = false;
-            if (p.next_offset < m->offset) {
-              p.next_offset = m->offset;  // an empty or compacted-away range: nothing to merge
+        for (std::size_t i = 0; i < c->size; ++i) {
+          n += Merge(c->items[i]);
+        }
+        if (!c->failure.ok() && failure.ok()) {
+          failure = c->failure;
+        }
+        const bool drained = c->drained;
+        if (c->barrier) {
+          // A rebalance waits on the fetch thread: make everything merged durable first.
+          if (failure.ok()) {
+            if (Status s = CommitBatch(/*flush=*/true); !s.ok()) {
+              failure = s;
             }
           }
-          rd_kafka_message_destroy(m);
-          continue;
+          Recycle(c);
+          WaitAtBarrier();
+        } else {
+          Recycle(c);
         }
-        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-          if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-              m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
-            failure = Status::Unavailable(std::string("consuming '") + options.topic +
-                                          "': " + rd_kafka_message_errstr(m));
-          } else {
-            spdlog::warn("consuming {}: {}", options.topic, rd_kafka_message_errstr(m));
-          }
-          rd_kafka_message_destroy(m);
-          continue;
+        // A chunk that emptied the consumer's queue ends the batch: the topic is quiet.
+        if (!failure.ok() || drained || Stopping()) {
+          short_poll = short_poll || drained;
+          break;
         }
-        Process(m);
-        rd_kafka_message_destroy(m);
-        ++n;
       }
       status = failure;
       if (!status.ok()) {
@@ -871,15 +1156,19 @@ struct Aggregator::Impl {
         break;
       }
     }
+    // What the fetch thread decoded beyond the last merged message is dropped: it is read again
+    // next time, since its offsets are not committed.
+    StopFetcher();
     if (status.ok()) {
       status = CommitBatch(/*flush=*/true);
     }
     if (status.ok()) {
       CommitToKafka(/*async=*/false);
     } else {
-      failure = status;  // the revocation during close must not commit anything
+      failure = status;
     }
-    // Leave the group cleanly (the revocation callback runs here).
+    // Leave the group cleanly (the revocation callback runs here, on this thread, and only lets
+    // the partitions go: everything merged is committed above).
     rd_kafka_consumer_close(consumer.get());
     if (status.ok()) {
       status = failure;
@@ -893,6 +1182,7 @@ struct Aggregator::Impl {
                    rd_kafka_outq_len(producer.get()));
     }
     report.dead_letters = dead_delivered;
+    report.rebalances = rebalances;
     report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (first_assignment) {
       report.assigned_seconds =
