@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <map>
 
@@ -201,6 +202,7 @@ ApplyResult Engine::Apply(const core::Shard& shard, const ShardSource* source) {
       }
     }
   }
+  in_order_ = !blade->has_seq || shard.seq > blade->last_seq;
   RecordSeq(*blade, shard.seq, shard.hash, shard.ts);
   SetOrigin(source);
   if (s.ts > max_ts_) {
@@ -406,7 +408,7 @@ bool Engine::AllDominated(const core::Shard& shard, const Stamp& s) const {
   return true;
 }
 
-Status Engine::CheckOverflow(const core::Shard& shard, const Stamp& s) const {
+Status Engine::CheckOverflow(const core::Shard& shard, const Stamp& s) {
   // A read-only walk to each $inc target: the slot and the total it would produce must stay in
   // range. Only run when numbers are big enough for that to be in doubt.
   std::vector<std::pair<const Node*, Stamp>> frames;
@@ -434,6 +436,7 @@ Status Engine::CheckOverflow(const core::Shard& shard, const Stamp& s) const {
       Number slot = Number::Int(0);
       Number total = Number::Int(0);
       if (child != nullptr && child->kind == Kind::kCounter && child->reg->boundary < s) {
+        Materialize(const_cast<Node*>(child));  // the slots are read below
         total = child->reg->total;
         for (const Slot& sl : child->reg->slots) {
           if (sl.blade == s.blade) {
@@ -464,8 +467,11 @@ Node* Engine::FindChild(const Node* parent, std::string_view key) const {
     auto it = parent->index->find(key);
     return it == parent->index->end() ? nullptr : it->second;
   }
+  // Sizes first: most keys differ in length or in the first bytes, and memcmp is a call.
+  const std::size_t size = key.size();
   for (Node* c = parent->first_child; c != nullptr; c = c->next) {
-    if (c->key == key) {
+    if (c->key.size() == size &&
+        (size == 0 || (c->key[0] == key[0] && std::memcmp(c->key.data(), key.data(), size) == 0))) {
       return c;
     }
   }
@@ -484,7 +490,7 @@ Node* Engine::CreateChild(Node* parent, std::string_view key) {
   n->dead = false;
   n->first_child = nullptr;
   n->child_count = 0;
-  n->origin = Origin{};
+  // `origin` is left as it was: the write that follows every creation sets it with `last`.
   n->pstate = nullptr;
   if (parent->pstate != nullptr) [[unlikely]] {
     auto it = parent->pstate->by_key.find(key);
@@ -554,11 +560,14 @@ void Engine::KillSubtree(Node* node) {
 }
 
 void Engine::FreeNode(Node* node) {
+  // Only what the first two cache lines hold: CreateChild sets the rest (`scalar` is read only
+  // for a kScalar node, and every write that makes one assigns it).
   node->reg.reset();
   node->ttl.reset();
-  node->scalar.clear();
-  node->dropped_slots.clear();
-  node->first_child = node->next = node->prev = nullptr;
+  if (persistent_) {
+    node->dropped_slots.clear();  // (never filled without persistence)
+  }
+  node->first_child = node->next = nullptr;
   free_nodes_.push_back(node);
 }
 
@@ -713,6 +722,30 @@ void Engine::LateReset(Node* node, const Stamp& s) {
 void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
   Register& reg = *node->reg;
   const Kind kind = node->kind;
+  // The common case: an integer increment that comes after every other entry of its blade's slot
+  // (in_order_), on a counter whose slots are all integers. Its slot would append it and add it;
+  // that can wait (Register, Materialize), only the visible total must move now. With
+  // counter_slot_ttl a new slot must be scheduled as it appears, so that takes the full path.
+  if (kind == Kind::kCounter && n.is_int && reg.all_int && in_order_ &&
+      options_.counter_slot_ttl_ms == 0 && reg.pending.size() < Register::kMaxPending) {
+    std::int64_t total;
+    if (reg.total.is_int && !__builtin_add_overflow(reg.total.i, n.i, &total)) {
+      reg.pending.push_back({s, n.i});
+      reg.total = Number::Int(total);
+      const std::uint64_t mag = n.i < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(n.i)
+                                        : static_cast<std::uint64_t>(n.i);
+      if (__builtin_add_overflow(reg.abs_bound, mag, &reg.abs_bound)) {
+        reg.abs_bound = std::numeric_limits<std::uint64_t>::max();
+      }
+      if (reg.abs_bound >= static_cast<std::uint64_t>(kBigInt)) {
+        big_numbers_seen_ = true;  // some slot may be big: check overflows from now on
+      }
+      NoteMagnitude(reg.total);
+      TrackRegister(node);
+      return;
+    }
+  }
+  Materialize(node);
   Slot* slot = nullptr;
   if (kind == Kind::kCounter) {
     slot = &SlotFor(reg, s.blade);
@@ -771,6 +804,48 @@ void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
     reg.total = slot->value;
   }
   TrackRegister(node);
+}
+
+void Engine::Materialize(Node* node) {
+  Register& reg = *node->reg;
+  if (reg.pending.empty()) {
+    return;
+  }
+  // What AddToRun's full path does per increment, in the same order; the total already has them.
+  for (const PendingInc& p : reg.pending) {
+    Slot& slot = SlotFor(reg, p.stamp.blade);
+    slot.history.push_back({p.stamp, Number::Int(p.amount)});
+    ++slot.unpersisted;
+    slot.dirty = true;
+    if (slot.last < p.stamp) {
+      slot.last = p.stamp;
+    }
+    slot.value = AddNumbers(slot.value, Number::Int(p.amount));
+    NoteMagnitude(slot.value);
+  }
+  reg.pending.clear();
+  std::uint64_t bound = 0;
+  bool all_int = true;
+  for (const Slot& sl : reg.slots) {
+    if (sl.value.is_int) {
+      const std::uint64_t mag = sl.value.i < 0
+                                    ? std::uint64_t{0} - static_cast<std::uint64_t>(sl.value.i)
+                                    : static_cast<std::uint64_t>(sl.value.i);
+      bound = std::max(bound, mag);
+    } else {
+      all_int = false;
+    }
+  }
+  reg.abs_bound = bound;
+  if (!all_int) {
+    RecomputeTotal(node);  // a slot left the integers (cannot happen while overflows are checked)
+  }
+}
+
+void Engine::MaterializeAll() {
+  for (Node* node : regs_with_history_) {
+    Materialize(node);
+  }
 }
 
 void Engine::NoteMagnitude(const Number& n) {
@@ -926,12 +1001,13 @@ void Engine::DropFront(Slot& slot, std::size_t k) {
 }
 
 void Engine::CutRun(Node* node, const Stamp& s) {
+  Materialize(node);
   Register& reg = *node->reg;
   reg.boundary = s;
   for (auto it = reg.slots.begin(); it != reg.slots.end();) {
     Slot& slot = *it;
     slot.has_base = false;
-    if (std::erase_if(slot.history, [&](const RunEntry& e) { return e.stamp < s; }) > 0) {
+    if (slot.history.EraseIf([&](const RunEntry& e) { return e.stamp < s; }) > 0) {
       slot.rewrite = true;
     }
     if (slot.history.empty()) {
@@ -976,6 +1052,7 @@ void Engine::UntrackRegister(Node* node) {
 }
 
 void Engine::FoldRegister(Node* node, std::int64_t horizon) {
+  Materialize(node);
   Register& reg = *node->reg;
   bool any_history = false;
   for (Slot& slot : reg.slots) {
@@ -1043,6 +1120,7 @@ void Engine::AdvanceHorizon(std::int64_t horizon) {
     return;
   }
   gc_horizon_ = horizon;
+  MaterializeAll();
   // TTL first: a cut keeps run entries newer than it, which must not be folded into a base yet.
   if (has_ttl_ && options_.ttl_clock == TtlClock::kEventTime) {
     ProcessTtl(horizon);
@@ -1273,6 +1351,7 @@ void Engine::ProcessSlots(std::int64_t horizon) {
     if (node->uid != e.uid || node->dead || node->kind != Kind::kCounter) {
       continue;
     }
+    Materialize(node);
     Register& reg = *node->reg;
     auto it = std::find_if(reg.slots.begin(), reg.slots.end(),
                            [&](const Slot& sl) { return sl.blade == e.blade; });

@@ -17,6 +17,8 @@
 #pragma once
 
 #include <absl/container/flat_hash_map.h>
+// Inlined: keys are short, and a call into the shared library costs as much as the hash.
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include <array>
@@ -111,6 +113,60 @@ struct RunEntry {
   core::Number amount;
 };
 
+/// A slot's run entries: a vector whose front can be dropped in O(1). Folding drops a prefix of
+/// every slot at each horizon step; erasing it from a plain vector moved (read and wrote) the whole
+/// rest. The dropped prefix is reclaimed when the vector would otherwise grow.
+class History {
+ public:
+  std::size_t size() const { return v_.size() - head_; }
+  bool empty() const { return v_.size() == head_; }
+  RunEntry& operator[](std::size_t i) { return v_[head_ + i]; }
+  const RunEntry& operator[](std::size_t i) const { return v_[head_ + i]; }
+  RunEntry* begin() { return v_.data() + head_; }
+  RunEntry* end() { return v_.data() + v_.size(); }
+  const RunEntry* begin() const { return v_.data() + head_; }
+  const RunEntry* end() const { return v_.data() + v_.size(); }
+  RunEntry& back() { return v_.back(); }
+  const RunEntry& back() const { return v_.back(); }
+  void push_back(const RunEntry& e) {
+    if (head_ > 0 && v_.size() == v_.capacity()) {
+      Compact();
+    }
+    v_.push_back(e);
+  }
+  void insert(const RunEntry* pos, const RunEntry& e) {
+    v_.insert(v_.begin() + (pos - v_.data()), e);
+  }
+  /// Removes [first, last); a prefix costs O(1).
+  void erase(const RunEntry* first, const RunEntry* last) {
+    if (first == begin()) {
+      head_ += static_cast<std::size_t>(last - first);
+      if (head_ == v_.size()) {
+        clear();
+      }
+      return;
+    }
+    v_.erase(v_.begin() + (first - v_.data()), v_.begin() + (last - v_.data()));
+  }
+  template <typename Pred>
+  std::size_t EraseIf(Pred pred) {
+    Compact();
+    return std::erase_if(v_, pred);
+  }
+  void clear() {
+    v_.clear();
+    head_ = 0;
+  }
+
+ private:
+  void Compact() {
+    v_.erase(v_.begin(), v_.begin() + static_cast<std::ptrdiff_t>(head_));
+    head_ = 0;
+  }
+  std::vector<RunEntry> v_;
+  std::size_t head_ = 0;  // entries before it were dropped
+};
+
 /// A counter's per-blade slot, or the single slot of a max/min register (blade == nullptr).
 ///
 /// Persistence: the slot record holds the base; the history is stored append-only in chunks (one
@@ -118,7 +174,7 @@ struct RunEntry {
 struct Slot {
   // Hot fields first (one cache line): every $inc reads and writes these.
   const Blade* blade = nullptr;
-  std::vector<RunEntry> history;  // counters: in seq order; max/min: in stamp order
+  History history;        // counters: in seq order; max/min: in stamp order
   core::Number value;     // counters: base then history summed in seq order; max/min: the best
   std::uint32_t unpersisted = 0;  // entries at the end of `history` in no chunk yet
   bool dirty = false;
@@ -143,17 +199,34 @@ struct DroppedSlot {
   std::vector<std::uint64_t> chunks;
 };
 
+/// An integer $inc not yet appended to its blade's slot (see Engine::AddToRun).
+struct PendingInc {
+  Stamp stamp;
+  std::int64_t amount = 0;
+};
+
 /// The run of a counter or max/min register.
+///
+/// Integer increments that arrive in their blade's seq order (the common case) only update
+/// `total` and are queued in `pending`; Engine::Materialize() appends them to their slots before
+/// anything reads the slots (folding, a cut, a commit, blame, an overflow check). A slot lives in
+/// a different cache line per blade and its history in another: touching both per $inc cost two
+/// cache misses, while `pending` is one append to a line that stays hot.
 struct Register {
-  Stamp boundary;            // the newest non-run event before the run
-  std::vector<Slot> slots;   // in arrival order; `index` finds a blade's slot when there are many
-  absl::flat_hash_map<const Blade*, std::uint32_t> index;  // built when slots > kIndexFrom
-  core::Number total;        // the visible value
+  core::Number total;        // the visible value (pending increments included)
   bool all_int = true;       // counters: every slot is an integer
   bool has_retired = false;  // counters: slots folded after counter_slot_ttl (DESIGN.md §4)
-  core::Number retired;      // their sum
   std::int32_t gc_index = -1;  // position in Engine::regs_with_history_, or -1
+  std::vector<PendingInc> pending;  // counters: in arrival order (each blade's in seq order)
+  /// Counters: an upper bound of |value| of every slot with the pending increments applied
+  /// (saturating), so that big numbers are noticed without materializing (NoteMagnitude).
+  std::uint64_t abs_bound = 0;
+  Stamp boundary;           // the newest non-run event before the run
+  std::vector<Slot> slots;  // in arrival order; `index` finds a blade's slot when there are many
+  absl::flat_hash_map<const Blade*, std::uint32_t> index;  // built when slots > kIndexFrom
+  core::Number retired;  // counters: the sum of the slots folded after counter_slot_ttl
   static constexpr std::size_t kIndexFrom = 8;
+  static constexpr std::size_t kMaxPending = 4096;  // materialize beyond this (bounded memory)
 };
 
 // Heterogeneous lookup by std::string_view (Debian's Abseil does not alias std::string_view).
@@ -175,29 +248,34 @@ struct PatternState {
   PatternState* other = nullptr;                           // any other key ("*" only)
 };
 
-struct Node {
-  // Hot fields first: a path step reads key, kind, stamps and the children.
+// Laid out for the path walk: a child scan reads `key` and `next` (the first cache line); a step
+// into a node then reads its kind, stamps and children (the first two lines), and so does killing
+// a subtree. Aligned so that those two lines are one 128-byte pair (adjacent-line prefetch).
+struct alignas(128) Node {
+  // Cache line 0: what a lookup by key reads.
   std::string key;
-  Stamp last;
-  Stamp reset;
+  Node* next = nullptr;
   Node* first_child = nullptr;
   std::uint32_t child_count = 0;
   Kind kind = Kind::kAbsent;
   bool dirty = false;
   bool persisted = false;
   bool dead = false;
-  Node* parent = nullptr;
-  Node* next = nullptr;
-  Node* prev = nullptr;
+  std::unique_ptr<TtlState> ttl;  // set on nodes a TTL rule matches
+  // Cache line 1: what a write at the node reads and updates.
+  Stamp last;
+  Stamp reset;
   /// Children by key, kept only while there are more than kIndexFrom (else a scan is faster).
   std::unique_ptr<absl::flat_hash_map<std::string_view, Node*, NameHash, NameEq>> index;
-  static constexpr std::uint32_t kIndexFrom = 8;
-  std::uint64_t uid = 0;  // changes on every reuse of this memory
-  std::string scalar;     // kScalar: canonical JSON
   std::unique_ptr<Register> reg;
-  Origin origin;          // where the write that set `last` came from
+  static constexpr std::uint32_t kIndexFrom = 8;
+  // Colder.
+  Node* parent = nullptr;
+  std::uint64_t uid = 0;                 // changes on every reuse of this memory
   const PatternState* pstate = nullptr;  // TTL rules: where this path stands in the patterns
-  std::unique_ptr<TtlState> ttl;         // set on nodes a TTL rule matches
+  Node* prev = nullptr;
+  std::string scalar;  // kScalar: canonical JSON (stale, and never read, for other kinds)
+  Origin origin;       // where the write that set `last` came from
   /// Persisted slots of a dropped or cut register, to delete at the next commit.
   std::vector<DroppedSlot> dropped_slots;
 };
@@ -233,7 +311,8 @@ class Engine {
   std::int64_t max_ts() const { return max_ts_; }
 
   /// Who decided the visible value at `path`; nullopt if nothing is visible there.
-  std::optional<Provenance> Blame(const core::Path& path) const;
+  /// Not const: it materializes the pending increments of the register it reads.
+  std::optional<Provenance> Blame(const core::Path& path);
 
   /// The change feed (DESIGN.md §6); empty = off. See docs/merge-rules.md for the emission rules.
   void SetChangeFeed(crdt::ChangeSink feed) { feed_ = std::move(feed); }
@@ -276,7 +355,7 @@ class Engine {
   void RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash, std::int64_t ts);
 
   bool AllDominated(const core::Shard& shard, const Stamp& s) const;
-  Status CheckOverflow(const core::Shard& shard, const Stamp& s) const;
+  Status CheckOverflow(const core::Shard& shard, const Stamp& s);
 
   Node* FindChild(const Node* parent, std::string_view key) const;
   Node* CreateChild(Node* parent, std::string_view key);
@@ -315,6 +394,10 @@ class Engine {
             std::optional<std::string> new_json, const Stamp& s, ChangeCause cause);
   void LateReset(Node* node, const Stamp& s);
   void AddToRun(Node* node, const Stamp& s, const core::Number& n);
+  /// Appends the register's pending increments to their slots (see Register).
+  void Materialize(Node* node);
+  /// Materialize() of every register with pending increments.
+  void MaterializeAll();
   Slot& SlotFor(Register& reg, const Blade* blade);
   void ReindexSlots(Register& reg);
   void DropSlot(Node* node, Slot& slot);
@@ -380,6 +463,7 @@ class Engine {
   std::int64_t watermark_ = std::numeric_limits<std::int64_t>::min();
   std::int64_t gc_horizon_ = std::numeric_limits<std::int64_t>::min();
   bool big_numbers_seen_ = false;
+  bool in_order_ = false;  // the shard being applied is newer than every seq of its blade
   ApplyCounts counts_;
   mutable std::string key_scratch_;
   std::string record_scratch_;

@@ -78,7 +78,7 @@ void Engine::EncodeSlot(const Slot& slot, std::string& out) const {
 
 namespace {
 
-void EncodeEntries(const std::vector<RunEntry>& history, std::size_t from, std::string& out) {
+void EncodeEntries(const History& history, std::size_t from, std::string& out) {
   PutVarint(out, history.size() - from);
   for (std::size_t i = from; i < history.size(); ++i) {
     PutStamp(out, history[i].stamp);
@@ -145,6 +145,7 @@ void Engine::EncodeBlade(const Blade& blade, std::string& out) const {
 }
 
 void Engine::CollectChanges(RecordSink& sink) {
+  MaterializeAll();  // pending increments go to their slots' records
   std::string& key = key_scratch_;
   auto slot_key = [&](const Node* node, const Blade* blade) {
     key.clear();
@@ -498,6 +499,14 @@ Status Engine::FinishLoad() {
     }
     RecomputeTotal(node);
     NoteMagnitude(reg.total);
+    for (const Slot& slot : reg.slots) {
+      if (slot.value.is_int) {
+        const std::uint64_t mag = slot.value.i < 0
+                                      ? std::uint64_t{0} - static_cast<std::uint64_t>(slot.value.i)
+                                      : static_cast<std::uint64_t>(slot.value.i);
+        reg.abs_bound = std::max(reg.abs_bound, mag);
+      }
+    }
     if (has_history) {
       TrackRegister(node);
     }
@@ -582,7 +591,7 @@ std::optional<std::string> Engine::Get(const core::Path& path) const {
   return out;
 }
 
-std::optional<Provenance> Engine::Blame(const core::Path& path) const {
+std::optional<Provenance> Engine::Blame(const core::Path& path) {
   const Node* node = root_;
   for (const auto& seg : path.segments()) {
     node = node->kind == Kind::kObject ? FindChild(node, seg) : nullptr;
@@ -628,6 +637,7 @@ std::optional<Provenance> Engine::Blame(const core::Path& path) const {
     p.writer.line = node->origin.line;
   }
   if (IsRegister(node->kind)) {
+    Materialize(const_cast<Node*>(node));
     for (const Slot& slot : node->reg->slots) {
       Provenance::Share share;
       core::AppendJsonNumber(share.value_json, slot.value);
