@@ -155,7 +155,9 @@ void AddObserveCommand(CLI::App& app) {
                   "Directory of the web page (default: share/lattice/web next to the binary, else "
                   "observer/web of the source tree)");
   cmd->add_option("--url-file", args->url_file, "Also write the URL to this file (atomically)");
-  cmd->add_option("--poll", args->poll, "How often to catch up with the writer")
+  cmd->add_option("--poll", args->poll,
+                  "Catch up with the writer at least this often (a write to its WAL wakes the "
+                  "observer sooner)")
       ->capture_default_str();
   cmd->add_option("--dead-after", args->dead_after,
                   "A node whose heartbeat is older than this is dead")

@@ -4,6 +4,7 @@
 #include "lattice/ingest/aggregator.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -31,6 +32,55 @@ namespace lattice::ingest {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+std::int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// A histogram of latencies in ms for the progress log: 1 ms buckets below 1 s, 100 ms buckets up
+/// to ~100 s, then one overflow bucket. Constant memory at any message rate.
+class LagHistogram {
+ public:
+  void Add(std::int64_t ms) {
+    std::size_t i = 0;
+    if (ms > 0) {
+      const auto u = static_cast<std::uint64_t>(ms);
+      i = u < 1000 ? u : std::min<std::size_t>(1000 + (u - 1000) / 100, kBuckets - 1);
+    }
+    ++counts_[i];
+    ++total_;
+  }
+  /// "p50/p99" in ms (a bucket's lower bound), or "-" when empty; then empties the histogram.
+  std::string TakePercentiles() {
+    if (total_ == 0) {
+      return "-";
+    }
+    std::string out = std::to_string(At(0.50));
+    out += '/';
+    out += std::to_string(At(0.99));
+    counts_.fill(0);
+    total_ = 0;
+    return out;
+  }
+
+ private:
+  static constexpr std::size_t kBuckets = 2000;
+  std::uint64_t At(double q) const {
+    const auto want = static_cast<std::uint64_t>(q * static_cast<double>(total_ - 1)) + 1;
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < kBuckets; ++i) {
+      seen += counts_[i];
+      if (seen >= want) {
+        return i < 1000 ? i : 1000 + (i - 1000) * 100;
+      }
+    }
+    return 0;
+  }
+  std::array<std::uint64_t, kBuckets> counts_{};
+  std::uint64_t total_ = 0;
+};
 
 constexpr std::int64_t kNoTs = std::numeric_limits<std::int64_t>::min();
 // A dead letter whose value the producer refuses as too large keeps this much of it.
@@ -176,6 +226,12 @@ struct Aggregator::Impl {
   std::uint64_t commit_no = 0;
   std::uint64_t changes_undelivered = 0;
   std::string change_json;
+  // Latency figures for the progress log (merge thread): event-time lag (wall clock - shard ts)
+  // of the messages when merged and of the changes when published, and where the batches' time
+  // goes.
+  LagHistogram lag_merged;
+  LagHistogram lag_published;
+  double wait_s = 0, fill_s = 0, commit_s = 0;
 
   // --- The fetch thread's own (it polls the consumer, so the rebalance callback runs on it) ---
   core::ShardDecoder decoder;
@@ -240,7 +296,11 @@ struct Aggregator::Impl {
         {"max.partition.fetch.bytes", "8388608"},
         {"queued.min.messages", "200000"},
         {"queued.max.messages.kbytes", "262144"},
-        {"fetch.wait.max.ms", "100"},
+        // How long a broker may hold a fetch that finds no new data. A real broker answers as
+        // soon as data arrives, but the dev broker (librdkafka's mock) always holds an empty
+        // fetch this long, even if data arrives meanwhile: this bounds the live latency it adds
+        // (docs/operations.md). Costs up to 100 empty fetches/s per broker on an idle topic.
+        {"fetch.wait.max.ms", "10"},
     };
     LATTICE_ASSIGN_OR_RETURN(internal::KafkaConf conf,
                              internal::BuildKafkaConf(options.kafka, consumer_defaults));
@@ -258,7 +318,9 @@ struct Aggregator::Impl {
         // Dead letters are delivered before the offsets that pass them are committed: while a
         // broker is away they wait (forever), they are never dropped.
         {"message.timeout.ms", "0"},
-        {"linger.ms", "5"},
+        // Change events leave in one burst per durable batch: a short linger sends the burst
+        // at once (dead letters are waited for before each commit anyway).
+        {"linger.ms", "1"},
     };
     LATTICE_ASSIGN_OR_RETURN(conf, internal::BuildKafkaConf(options.kafka, producer_defaults));
     rd_kafka_conf_set_opaque(conf.get(), this);
@@ -907,8 +969,10 @@ struct Aggregator::Impl {
 
   /// Publishes the changes of every committed batch up to `durable` (a commit number).
   void PublishChanges(std::uint64_t durable) {
+    const std::int64_t wall = WallMs();
     while (!unpublished.empty() && unpublished.front().first <= durable) {
       for (const crdt::Change& c : unpublished.front().second) {
+        lag_published.Add(wall - c.ts);
         for (const auto& [prefix, callback] : subscribers) {
           if (c.path.starts_with(prefix)) {
             callback(c);
@@ -1010,14 +1074,19 @@ struct Aggregator::Impl {
         lags += std::to_string(lag);
       }
     }
+    const double per_batch = batches > 0 ? 1000.0 / static_cast<double>(batches) : 0.0;
     spdlog::info(
         "{:.0f} msg/s, {} batches ({:.0f} msg avg, limit {}), {} partitions, lag {}{}{}; "
-        "totals: {} applied, {} duplicate, {} rejected",
+        "lag_ms p50/p99: merged {}, published {}; batch ms avg: wait {:.1f}, fill {:.1f}, "
+        "commit {:.1f}; totals: {} applied, {} duplicate, {} rejected",
         interval_s > 0 ? static_cast<double>(messages) / interval_s : 0.0, batches,
         batches > 0 ? static_cast<double>(messages) / static_cast<double>(batches) : 0.0,
         batch_limit, assigned, total_lag,
-        lags.empty() ? "" : " (partition=lag:", lags.empty() ? "" : lags + ")", report.applied,
-        report.duplicates, report.rejected());
+        lags.empty() ? "" : " (partition=lag:", lags.empty() ? "" : lags + ")",
+        lag_merged.TakePercentiles(), lag_published.TakePercentiles(), wait_s * per_batch,
+        fill_s * per_batch, commit_s * per_batch, report.applied, report.duplicates,
+        report.rejected());
+    wait_s = fill_s = commit_s = 0;
   }
 
   // --- The loop -----------------------------------------------------------------------------
@@ -1071,6 +1140,7 @@ struct Aggregator::Impl {
       // the batch's time budget.
       std::size_t n = 0;
       const Clock::time_point batch_start = Clock::now();
+      std::optional<Clock::time_point> first_chunk_at;
       bool short_poll = false;
       while (n < batch_limit) {
         auto timeout = std::chrono::milliseconds(100);
@@ -1087,7 +1157,14 @@ struct Aggregator::Impl {
           short_poll = true;
           break;
         }
+        const std::int64_t wall = WallMs();
+        if (!first_chunk_at) {
+          first_chunk_at = Clock::now();
+        }
         for (std::size_t i = 0; i < c->size; ++i) {
+          if (c->items[i].kind == FetchedMessage::Kind::kShard) {
+            lag_merged.Add(wall - c->items[i].ts);
+          }
           n += Merge(c->items[i]);
         }
         if (!c->failure.ok() && failure.ok()) {
@@ -1116,19 +1193,29 @@ struct Aggregator::Impl {
       if (!status.ok()) {
         break;
       }
+      const Clock::time_point filled = Clock::now();
+      if (n > 0 && first_chunk_at) {
+        wait_s += std::chrono::duration<double>(*first_chunk_at - batch_start).count();
+        fill_s += std::chrono::duration<double>(filled - *first_chunk_at).count();
+      }
       status = CommitBatch(/*flush=*/false);
       if (!status.ok()) {
         break;
       }
-      rd_kafka_poll(producer.get(), 0);
-      if (n == 0 && !unpublished.empty()) {
-        // Quiet: make the last batches durable now, so their changes go out without delay.
+      if ((n == 0 || short_poll) && !unpublished.empty()) {
+        // Below capacity (the consumer's queue ran dry): wait for the write now and publish at
+        // once instead of two batches later; the merge thread has nothing else to do. At
+        // capacity batches end full and stay pipelined.
         status = store.Flush();
         if (!status.ok()) {
           break;
         }
         PublishChanges(commit_no);
       }
+      if (n > 0) {
+        commit_s += std::chrono::duration<double>(Clock::now() - filled).count();
+      }
+      rd_kafka_poll(producer.get(), 0);
       // Adapt: grow while batches fill up, shrink while the topic is quiet.
       if (n >= batch_limit) {
         batch_limit = std::min(batch_limit * 2, options.max_batch);

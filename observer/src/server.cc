@@ -17,7 +17,11 @@
 
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <unistd.h>
 
 #include "lattice/core/json_text.h"
 #include "lattice/core/path.h"
@@ -205,6 +209,100 @@ void AppendMetricNumber(std::string& out, double v) {
 
 class WsSession;
 
+/// Wakes the follower when the writer appends to its write-ahead log or replaces its manifest
+/// (inotify on the state directory), so a commit is read as soon as it is written instead of at
+/// the next --poll; the poll interval stays as the fallback (and for clock-driven work).
+/// Thread safety: Wait() from the follower thread only; Wake() from any thread.
+class WriterWatch {
+ public:
+  WriterWatch() = default;
+  WriterWatch(const WriterWatch&) = delete;
+  WriterWatch& operator=(const WriterWatch&) = delete;
+  ~WriterWatch() {
+    if (inotify_fd_ >= 0) {
+      ::close(inotify_fd_);
+    }
+    if (wake_fd_ >= 0) {
+      ::close(wake_fd_);
+    }
+  }
+
+  /// Starts watching `dir`. Returns false (the follower then only polls) if inotify is not
+  /// available, e.g. too many watches.
+  bool Open(const std::string& dir) {
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (wake_fd_ < 0 || inotify_fd_ < 0 ||
+        ::inotify_add_watch(inotify_fd_, dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO) < 0) {
+      if (inotify_fd_ >= 0) {
+        ::close(inotify_fd_);
+        inotify_fd_ = -1;
+      }
+      return false;
+    }
+    return true;
+  }
+
+  bool active() const { return inotify_fd_ >= 0; }
+
+  /// Blocks until the writer wrote something, Wake() was called, or `deadline`.
+  void Wait(std::chrono::steady_clock::time_point deadline) {
+    while (true) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now())
+              .count();
+      if (left <= 0) {
+        return;
+      }
+      pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+      const int n = ::poll(fds, 2, static_cast<int>(std::min<std::int64_t>(left, 60'000)));
+      if (n < 0 && errno != EINTR) {
+        return;
+      }
+      if (n > 0 && (fds[1].revents & POLLIN) != 0) {
+        return;
+      }
+      if (n > 0 && (fds[0].revents & POLLIN) != 0 && DrainWriterEvents()) {
+        return;
+      }
+    }
+  }
+
+  void Wake() {
+    if (wake_fd_ >= 0) {
+      const std::uint64_t one = 1;
+      (void)!::write(wake_fd_, &one, sizeof one);
+    }
+  }
+
+ private:
+  /// Reads every pending event; true if one was about the WAL (*.log) or the manifest (the
+  /// RocksDB info log "LOG" and other files do not count).
+  bool DrainWriterEvents() {
+    alignas(inotify_event) char buf[8192];
+    bool relevant = false;
+    while (true) {
+      const ssize_t got = ::read(inotify_fd_, buf, sizeof buf);
+      if (got <= 0) {
+        return relevant;
+      }
+      for (ssize_t at = 0; at < got;) {
+        const auto* ev = reinterpret_cast<const inotify_event*>(buf + at);
+        const std::string_view name(ev->len > 0 ? ev->name : "");
+        const std::string_view file = name.substr(0, name.find('\0'));
+        if (file.ends_with(".log") || file.starts_with("MANIFEST") || file == "CURRENT" ||
+            (ev->mask & IN_Q_OVERFLOW) != 0) {
+          relevant = true;
+        }
+        at += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+      }
+    }
+  }
+
+  int inotify_fd_ = -1;
+  int wake_fd_ = -1;
+};
+
 }  // namespace
 
 struct Observer::Impl {
@@ -227,6 +325,7 @@ struct Observer::Impl {
   std::mutex stop_mu;
   std::condition_variable stop_cv;
   bool stopped = false;
+  WriterWatch writer_watch;
 
   std::mutex sessions_mu;
   std::set<std::shared_ptr<WsSession>> sessions;
@@ -504,6 +603,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       // costs is this plus its --client-queue-bytes, and back-pressure reaches the queue early.
       beast::error_code opt_ec;
       stream_.socket().set_option(asio::socket_base::send_buffer_size(256 * 1024), opt_ec);
+      // Live messages are small and must leave at once: without TCP_NODELAY, Nagle holds a
+      // message while the previous one is unacknowledged, and the client's delayed ACK (40 ms on
+      // Linux) makes that a 40 ms stall per message.
+      stream_.socket().set_option(tcp::no_delay(true), opt_ec);
       auto ws = std::make_shared<WsSession>(stream_.release_socket(), server_);
       {
         std::lock_guard lock(server_.sessions_mu);
@@ -936,6 +1039,7 @@ void Observer::Impl::FollowLoop() {
   std::int64_t last_sample = 0, last_summary = 0, last_error_log = 0;
   bool summary_dirty = false;
   constexpr std::int64_t kSampleMs = 500, kSummaryMs = 250;
+  constexpr auto kMinGap = std::chrono::milliseconds(2);
   while (!stopping) {
     const auto started = std::chrono::steady_clock::now();
     auto r = reader->CatchUp();
@@ -1024,8 +1128,19 @@ void Observer::Impl::FollowLoop() {
       Broadcast(shared);
     }
     const auto next = started + std::chrono::milliseconds(options.poll_ms);
-    std::unique_lock lock(stop_mu);
-    stop_cv.wait_until(lock, next, [&] { return stopped; });
+    if (writer_watch.active()) {
+      // Catch up again as soon as the writer writes, but not sooner than kMinGap after this
+      // catch-up started: at a high commit rate one catch-up reads several commits.
+      const auto earliest = started + kMinGap;
+      writer_watch.Wait(next);
+      if (!stopping && std::chrono::steady_clock::now() < earliest) {
+        std::unique_lock lock(stop_mu);
+        stop_cv.wait_until(lock, earliest, [&] { return stopped; });
+      }
+    } else {
+      std::unique_lock lock(stop_mu);
+      stop_cv.wait_until(lock, next, [&] { return stopped; });
+    }
   }
 }
 
@@ -1122,6 +1237,12 @@ Result<std::unique_ptr<Observer>> Observer::Start(const ObserverOptions& options
       }
     });
   }
+  if (!im.writer_watch.Open(im.options.state_dir)) {
+    std::fprintf(stderr,
+                 "lattice observe: cannot watch %s for writes (inotify); following by polling "
+                 "every %lld ms only\n",
+                 im.options.state_dir.c_str(), static_cast<long long>(options.poll_ms));
+  }
   im.follower = std::thread([&im] { im.FollowLoop(); });
   return obs;
 }
@@ -1155,6 +1276,7 @@ void Observer::Stop() {
     im.stopping = true;
   }
   im.stop_cv.notify_all();
+  im.writer_watch.Wake();
   asio::post(im.ioc, [&im] {
     beast::error_code ec;
     im.acceptor.close(ec);

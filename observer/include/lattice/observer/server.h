@@ -22,7 +22,7 @@ struct ObserverOptions {
   std::string token;
   /// The static page's directory; empty = no static files (404).
   std::string web_dir;
-  /// How often to catch up with the writer.
+  /// Catch up with the writer at least this often; a write to its WAL (inotify) wakes it sooner.
   std::int64_t poll_ms = 10;
   int threads = 2;
   std::int64_t dead_after_ms = 10'000;
