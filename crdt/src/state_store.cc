@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include <rocksdb/db.h>
 #include <rocksdb/memtablerep.h>
@@ -95,15 +97,25 @@ struct StateStore::Impl {
   bool log_trim_due = false;
   std::map<std::string, SourcePosition> positions;  // committed (or in flight)
   std::map<std::string, SourcePosition> staged_positions;  // for the next commit
+  std::uint64_t commits_made = 0;  // Commit() calls that handed a batch over
 
-  // The background writer: at most one batch in flight.
-  std::mutex mu;
+  // The background writer: one batch being written, at most one waiting. Batches are written in
+  // order, and after a failed write none is written any more: a later batch holds positions past
+  // the failed one's state, so writing it would put positions ahead of durable state.
+  mutable std::mutex mu;
   std::condition_variable cv;
-  std::unique_ptr<rocksdb::WriteBatch> pending;
+  struct Pending {
+    std::unique_ptr<rocksdb::WriteBatch> batch;
+    std::uint64_t commit = 0;               // its number in commits_made
+    std::vector<SourcePosition> positions;  // the positions it holds
+  };
+  std::optional<Pending> pending;
   std::unique_ptr<rocksdb::WriteBatch> spare;  // a written batch kept for its buffer
   bool writing = false;
   bool stop = false;
-  Status write_error;
+  Status write_error;                                       // sticky: the first failed write
+  std::uint64_t commits_durable = 0;                        // guarded by mu
+  std::map<std::string, SourcePosition> durable_positions;  // guarded by mu
   std::thread writer;
 
   explicit Impl(StoreOptions o) : options(o), engine(o.engine, /*persistent=*/true) {}
@@ -115,30 +127,44 @@ struct StateStore::Impl {
     return wo;
   }
 
+  // Writes one batch (on the writer thread, or the caller's without pipelining) unless an
+  // earlier write failed, and records what became durable. REQUIRES: `lock` holds mu.
+  void WriteLocked(std::unique_lock<std::mutex>& lock, Pending job) {
+    if (write_error.ok()) {
+      writing = true;
+      lock.unlock();
+      rocksdb::Status s = db->Write(WriteOpts(), job.batch.get());
+      lock.lock();
+      writing = false;
+      if (s.ok()) {
+        commits_durable = job.commit;
+        for (SourcePosition& p : job.positions) {
+          durable_positions[p.source] = std::move(p);
+        }
+      } else {
+        write_error = FromRocks(s, "writing the state");
+      }
+    }
+    spare = std::move(job.batch);
+    cv.notify_all();
+  }
+
   void WriterLoop() {
     std::unique_lock lock(mu);
     while (true) {
-      cv.wait(lock, [&] { return stop || pending != nullptr; });
-      if (pending == nullptr && stop) {
+      cv.wait(lock, [&] { return stop || pending.has_value(); });
+      if (!pending.has_value() && stop) {
         return;
       }
-      std::unique_ptr<rocksdb::WriteBatch> batch = std::move(pending);
-      writing = true;
-      lock.unlock();
-      rocksdb::Status s = db->Write(WriteOpts(), batch.get());
-      lock.lock();
-      spare = std::move(batch);
-      writing = false;
-      if (!s.ok() && write_error.ok()) {
-        write_error = FromRocks(s, "writing the state");
-      }
-      cv.notify_all();
+      Pending job = std::move(*pending);
+      pending.reset();
+      WriteLocked(lock, std::move(job));
     }
   }
 
   Status WaitIdle() {
     std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return pending == nullptr && !writing; });
+    cv.wait(lock, [&] { return !pending.has_value() && !writing; });
     return write_error;
   }
 
@@ -262,6 +288,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
           return Status::Corruption("malformed position record for '" + p.source + "'");
         }
         im.positions[p.source] = p;
+        im.durable_positions[p.source] = p;
       } else if (key == internal::kClockKey) {
         internal::RecordReader r(value);
         std::uint64_t wm, horizon, commits, max_ts;
@@ -361,12 +388,15 @@ Status StateStore::Commit() {
       im.log_bytes_at_trim += im.change_log.size();
     }
   }
+  Impl::Pending job;
+  job.positions.reserve(im.staged_positions.size());
   for (auto& [source, p] : im.staged_positions) {
     std::string value;
     internal::PutVarint(value, p.offset);
     internal::PutVarint(value, p.line);
     (void)batch->Put(im.meta_cf, std::string(1, internal::kPositionPrefix) + source, value);
     im.positions[source] = p;
+    job.positions.push_back(p);
   }
   im.staged_positions.clear();
   {
@@ -377,24 +407,45 @@ Status StateStore::Commit() {
     internal::PutVarint(clock, internal::ZigZag(im.engine.max_ts()));
     (void)batch->Put(im.meta_cf, internal::kClockKey, clock);
   }
-  if (!im.options.pipelined) {
-    return FromRocks(im.db->Write(im.WriteOpts(), batch.get()), "writing the state");
-  }
+  job.batch = std::move(batch);
+  job.commit = ++im.commits_made;
   std::unique_lock lock(im.mu);
-  im.cv.wait(lock, [&] { return im.pending == nullptr; });
+  if (!im.options.pipelined) {
+    im.WriteLocked(lock, std::move(job));
+    return im.write_error;
+  }
+  im.cv.wait(lock, [&] { return !im.pending.has_value(); });
   if (!im.write_error.ok()) {
     return im.write_error;
   }
-  im.pending = std::move(batch);
+  im.pending = std::move(job);
   im.cv.notify_all();
   return Status::Ok();
 }
 
-Status StateStore::Flush() {
-  if (!impl_->options.pipelined) {
-    return Status::Ok();
+Status StateStore::Flush() { return impl_->WaitIdle(); }
+
+std::uint64_t StateStore::commits_made() const { return impl_->commits_made; }
+
+std::uint64_t StateStore::commits_durable() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->commits_durable;
+}
+
+Status StateStore::WaitDurable(std::uint64_t commit) {
+  Impl& im = *impl_;
+  std::unique_lock lock(im.mu);
+  im.cv.wait(lock, [&] { return im.commits_durable >= commit || !im.write_error.ok(); });
+  return im.commits_durable >= commit ? Status::Ok() : im.write_error;
+}
+
+std::optional<SourcePosition> StateStore::DurablePosition(const std::string& source) const {
+  std::lock_guard lock(impl_->mu);
+  auto it = impl_->durable_positions.find(source);
+  if (it == impl_->durable_positions.end()) {
+    return std::nullopt;
   }
-  return impl_->WaitIdle();
+  return it->second;
 }
 
 std::optional<SourcePosition> StateStore::Position(const std::string& source) const {

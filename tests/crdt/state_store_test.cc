@@ -145,6 +145,55 @@ TEST_F(StateStoreTest, WhatWasNotCommittedIsGoneAfterReopen) {
   EXPECT_EQ(Apply(*store, Env("d", 1, 30, R"({"x":"uncommitted","lo":null})")), Outcome::kApplied);
 }
 
+// The pipelined commit hands each batch to the writer thread; commits_durable() and
+// DurablePosition() say what is on disk, and what they report is what a reader opening the
+// directory finds.
+TEST_F(StateStoreTest, DurabilityIsReportedInCommitOrder) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->commits_made(), 0u);
+  EXPECT_EQ(store->commits_durable(), 0u);
+  EXPECT_EQ(store->DurablePosition("/data/rec.ndjson"), std::nullopt);
+  for (std::size_t i = 0; i < kShards.size(); ++i) {
+    ASSERT_EQ(Apply(*store, kShards[i]), Outcome::kApplied);
+    store->StagePosition(SourcePosition{"/data/rec.ndjson", 100 * (i + 1), i + 1});
+    ASSERT_TRUE(store->Commit().ok());
+    ASSERT_EQ(store->commits_made(), i + 1);
+    // Staged positions are visible at once; durable ones at most one batch written and one
+    // waiting behind.
+    EXPECT_EQ(store->Position("/data/rec.ndjson")->offset, 100 * (i + 1));
+    EXPECT_LE(store->commits_durable(), i + 1);
+    EXPECT_GE(store->commits_durable() + 2, i + 1);
+    if (auto durable = store->DurablePosition("/data/rec.ndjson")) {
+      EXPECT_LE(durable->offset, 100 * (i + 1));
+    }
+    if (i == 3) {
+      ASSERT_TRUE(store->WaitDurable(store->commits_made()).ok());
+      EXPECT_EQ(store->commits_durable(), 4u);
+      EXPECT_EQ(store->DurablePosition("/data/rec.ndjson")->offset, 400u);
+      auto reader = StateReader::Open(dir_);
+      ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+      const std::vector<SourcePosition> on_disk = (*reader)->Positions();
+      ASSERT_EQ(on_disk.size(), 1u);
+      EXPECT_EQ(on_disk[0].offset, 400u);
+      std::string dump;
+      ASSERT_TRUE((*reader)->Dump([&](std::string_view chunk) { dump.append(chunk); }).ok());
+      EXPECT_EQ(dump, reference::ReferenceDump(
+                          std::vector<std::string>(kShards.begin(), kShards.begin() + 4)));
+    }
+  }
+  ASSERT_TRUE(store->Flush().ok());
+  EXPECT_EQ(store->commits_durable(), kShards.size());
+  EXPECT_EQ(store->DurablePosition("/data/rec.ndjson")->offset, 100 * kShards.size());
+  store.reset();
+  store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->commits_made(), 0u);  // counted per open
+  ASSERT_TRUE(store->DurablePosition("/data/rec.ndjson").has_value());
+  EXPECT_EQ(store->DurablePosition("/data/rec.ndjson")->offset, 100 * kShards.size());
+  EXPECT_EQ(store->Dump(), reference::ReferenceDump(kShards));
+}
+
 TEST_F(StateStoreTest, SecondOpenOfAnOpenDirectoryIsUnavailable) {
   auto first = Open();
   ASSERT_NE(first, nullptr);

@@ -50,7 +50,8 @@ struct StoreStats {
 ///
 /// Exactly-once effects: a caller stages the position after the last shard it applied and
 /// commits; after a crash the store reopens at the last commit and the caller resumes from the
-/// stored positions. Thread safety: none (one owner thread); the background writer is internal.
+/// stored positions. Thread safety: one owner thread, except where a method says otherwise; the
+/// background writer is internal.
 class StateStore {
  public:
   /// Opens (creating if needed) the state in `dir` and loads it.
@@ -78,17 +79,39 @@ class StateStore {
   /// Stages a source position to be committed with the next batch.
   void StagePosition(const SourcePosition& position);
 
-  /// Writes everything merged since the last commit and the staged positions atomically. With
-  /// `pipelined`, the write finishes in the background; its error surfaces on the next Commit()
-  /// or Flush(). Errors: Unavailable on an I/O failure such as a full disk (then nothing of this
-  /// batch is durable and its positions are not advanced).
+  /// Writes everything merged since the last commit and the staged positions atomically, as
+  /// one WriteBatch: state and positions become durable together or not at all.
+  ///
+  /// With `pipelined` (the default) this serialises the batch on the caller's thread and hands it
+  /// to the store's writer thread, waiting only while an earlier batch is still queued (one is
+  /// written while at most one waits), so the caller merges the next batch during the write.
+  /// The commit is then durable once commits_durable() reaches its number (commits_made() right
+  /// after the call): see WaitDurable(), Flush(). Without `pipelined` it returns once written.
+  /// Batches are written in order, and after a failed write no later batch is written, so a
+  /// position on disk is never ahead of the state on disk.
+  /// Errors: Unavailable on an I/O failure such as a full disk, from this write or (pipelined)
+  /// an earlier one; the error is sticky: every later Commit(), Flush() and WaitDurable()
+  /// returns it, and nothing merged since the last durable commit is written.
   Status Commit();
 
-  /// Waits until every commit is durable (to the configured sync level).
+  /// Waits until every commit is durable (to the configured sync level). Errors: as Commit().
   Status Flush();
 
-  /// The committed position of `source`, if any.
+  /// The number of commits this object has made (successful Commit() calls since Open()).
+  std::uint64_t commits_made() const;
+  /// The number of them that are durable; at most commits_made(). Thread-safe.
+  std::uint64_t commits_durable() const;
+  /// Waits until commit number `commit` (1 = the first Commit() since Open()) is durable.
+  /// Errors: the write error if it (or an earlier commit) failed.
+  Status WaitDurable(std::uint64_t commit);
+
+  /// The position of `source` that the next run resumes from after this one's commits are
+  /// written: as staged by the last Commit(), which may still be in flight (pipelined). Use
+  /// DurablePosition() for what is on disk.
   std::optional<SourcePosition> Position(const std::string& source) const;
+  /// The position of `source` as of the last durable commit (or as loaded at Open()), e.g. the
+  /// offset that is safe to report to Kafka. Thread-safe.
+  std::optional<SourcePosition> DurablePosition(const std::string& source) const;
 
   /// The canonical dump of the in-memory state (equal to the committed one after Flush()).
   std::string Dump() const;
