@@ -353,7 +353,10 @@ async def run(procs):
     print("CPU while writing (user+sys, cores): " +
           ", ".join(f"{n} {cpu_mid[n] / wall_mid:.2f}" for n in watch))
     if a.keep:
-        print("work directory:", work)
+        with open(os.path.join(work, "samples.txt"), "w") as f:
+            for ts, obs_at, arr in samples:
+                f.write(f"{ts} {obs_at} {arr:.1f}\n")
+        print("work directory:", work, "(samples.txt: stamp.ts observed_at arrival per change)")
     else:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -528,15 +528,24 @@ std::vector<Message> StreamProtocol::OnTick(const Tick& tick) {
     if (prefixes_.empty()) {
       out.push_back(tick.changes_message);
     } else {
-      std::vector<const crdt::Change*> mine;
-      for (const crdt::Change& c : tick.changes) {
-        if (Matches(c.path)) {
-          mine.push_back(&c);
+      // Clients with the same subscription share one encoding (the io threads serve clients in
+      // parallel, hence the lock).
+      std::lock_guard lock(tick.filtered_mu);
+      auto [it, inserted] = tick.filtered.try_emplace(prefixes_);
+      if (inserted) {
+        std::vector<const crdt::Change*> mine;
+        for (const crdt::Change& c : tick.changes) {
+          if (Matches(c.path)) {
+            mine.push_back(&c);
+          }
+        }
+        if (!mine.empty()) {
+          it->second = std::make_shared<const std::string>(
+              EncodeChanges(tick.commit, tick.observed_at, mine));
         }
       }
-      if (!mine.empty()) {
-        out.push_back(std::make_shared<const std::string>(
-            EncodeChanges(tick.commit, tick.observed_at, mine)));
+      if (it->second != nullptr) {
+        out.push_back(it->second);
       }
     }
   }

@@ -300,6 +300,40 @@ TEST_F(StreamProtocolTest, SubscriptionFiltersChanges) {
   EXPECT_EQ(ch[1]["path"], "a\\.b.c");
 }
 
+TEST_F(StreamProtocolTest, ClientsWithTheSameSubscriptionShareOneEncoding) {
+  StreamProtocol a(feed_, true), b(feed_, true), c(feed_, true);
+  for (StreamProtocol* p : {&a, &b, &c}) {
+    p->OnConnect();
+    Send(*p, R"({"type":"set_mode","payload":{"mode":"live"}})");
+  }
+  Send(a, R"({"type":"subscribe","payload":{"prefixes":["nodes"]}})");
+  Send(b, R"({"type":"subscribe","payload":{"prefixes":["nodes"]}})");
+  Send(c, R"({"type":"subscribe","payload":{"prefixes":["jobs"]}})");
+  Publish({MakeChange("nodes.w1.status", std::nullopt, "1", "b", 1, 10, crdt::ChangeCause::kSet),
+           MakeChange("jobs.7.status", std::nullopt, "2", "b", 2, 10, crdt::ChangeCause::kSet),
+           MakeChange("other", std::nullopt, "3", "b", 3, 10, crdt::ChangeCause::kSet)});
+  auto pa = a.OnTick(*last_), pb = b.OnTick(*last_), pc = c.OnTick(*last_);
+  ASSERT_EQ(pa.size(), 2u);
+  ASSERT_EQ(pb.size(), 2u);
+  ASSERT_EQ(pc.size(), 2u);
+  EXPECT_EQ(pa[0], pb[0]) << "the same subscription gets the same buffer";
+  EXPECT_NE(pa[0], pc[0]);
+  const json na = json::parse(*pa[0])["payload"]["changes"];
+  ASSERT_EQ(na.size(), 1u);
+  EXPECT_EQ(na[0]["path"], "nodes.w1.status");
+  const json nc = json::parse(*pc[0])["payload"]["changes"];
+  ASSERT_EQ(nc.size(), 1u);
+  EXPECT_EQ(nc[0]["path"], "jobs.7.status");
+  // A subscription nothing matched gets no `changes` message at all, only the summary.
+  StreamProtocol d(feed_, true);
+  d.OnConnect();
+  Send(d, R"({"type":"set_mode","payload":{"mode":"live"}})");
+  Send(d, R"({"type":"subscribe","payload":{"prefixes":["checks"]}})");
+  auto pd = d.OnTick(*last_);
+  ASSERT_EQ(pd.size(), 1u);
+  EXPECT_EQ(json::parse(*pd[0])["type"], "summary");
+}
+
 TEST_F(StreamProtocolTest, AClientBehindTheFeedGetsASnapshotAndAResyncIsASnapshot) {
   StreamProtocol p(feed_, true);
   p.OnConnect();

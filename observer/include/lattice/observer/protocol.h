@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -83,6 +84,10 @@ struct Tick {
   Message changes_message;               // `changes` with all of them (null if none)
   std::vector<Message> status_messages;  // one `worker_node_status_change` each
   Message summary_message;               // `summary` to push to live clients (null: none)
+  /// `changes` narrowed to a subscription (a prefix list), encoded once per distinct list by the
+  /// first live client that needs it and shared by the others (null: nothing matched).
+  mutable std::mutex filtered_mu;
+  mutable std::map<std::vector<std::string>, Message> filtered;
 };
 
 /// The shared log of recent ticks (bounded by the number of changes it holds) and the latest
