@@ -600,7 +600,8 @@ void Engine::KillOlder(Node* node, const Stamp& s) {
 }
 
 void Engine::DropValue(Node* node) {
-  node->scalar.clear();
+  // `scalar` is left as it is: it is read only while the node is a scalar, and SetScalar assigns
+  // it (clearing it here cost a cache miss per erased or replaced node).
   if (node->reg) {
     for (Slot& slot : node->reg->slots) {
       DropSlot(node, slot);
