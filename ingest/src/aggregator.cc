@@ -221,9 +221,9 @@ struct Aggregator::Impl {
   std::vector<std::pair<std::string, Subscriber>> subscribers;
   bool collect_changes = false;
   std::vector<crdt::Change> merging_changes;  // of the batch being merged
-  // Committed batches not yet known durable: (commit number, their changes).
+  // Committed batches not yet known durable: (the store's commit number, their changes).
   std::deque<std::pair<std::uint64_t, std::vector<crdt::Change>>> unpublished;
-  std::uint64_t commit_no = 0;
+  std::uint64_t commit_no = 0;  // the store's commits_made() after our last Commit()
   std::uint64_t changes_undelivered = 0;
   std::string change_json;
   // Latency figures for the progress log (merge thread): event-time lag (wall clock - shard ts)
@@ -947,7 +947,7 @@ struct Aggregator::Impl {
         store.AdvanceWatermark(wm);
       }
       LATTICE_RETURN_IF_ERROR(store.Commit());
-      ++commit_no;
+      commit_no = store.commits_made();
       if (collect_changes && !merging_changes.empty()) {
         unpublished.emplace_back(commit_no, std::move(merging_changes));
         merging_changes.clear();
@@ -959,10 +959,9 @@ struct Aggregator::Impl {
     if (flush) {
       LATTICE_RETURN_IF_ERROR(store.Flush());
       PublishChanges(commit_no);
-    } else if (commit_no >= 2) {
-      // A pipelined Commit() returns once the writer took the previous batch: the one before it
-      // is durable.
-      PublishChanges(commit_no - 2);
+    } else {
+      // The store's writer reports each batch once it is written: publish those, never more.
+      PublishChanges(store.commits_durable());
     }
     return Status::Ok();
   }
