@@ -176,8 +176,20 @@ void Engine::CollectChanges(RecordSink& sink) {
     }
     node->dropped_slots.clear();
   };
+  // Dead and dirty nodes are spread over the heap: touch them a few ahead of use.
+  constexpr std::size_t kAhead = 6;
+  const auto prefetch = [](const Node* node) {
+    const char* p = reinterpret_cast<const char*>(node);
+    for (std::size_t line = 0; line < sizeof(Node); line += 64) {
+      __builtin_prefetch(p + line);
+    }
+  };
   // Deletes first: a path can die and be born again within one batch.
-  for (Node* node : graveyard_) {
+  for (std::size_t i = 0; i < graveyard_.size(); ++i) {
+    if (i + kAhead < graveyard_.size()) {
+      prefetch(graveyard_[i + kAhead]);
+    }
+    Node* node = graveyard_[i];
     delete_dropped(node);
     if (!node->persisted) {
       continue;
@@ -208,17 +220,12 @@ void Engine::CollectChanges(RecordSink& sink) {
     blade->dirty = false;
   }
   dirty_blades_.clear();
-  // One pass over the dirty nodes (they are spread over the heap, so every first touch is a
-  // cache miss): prefetch a few ahead; each node's dropped slots are deleted just before its own
+  // One pass over the dirty nodes: each node's dropped slots are deleted just before its own
   // records are put (a dropped slot's keys are under the node's path, and no other live node has
   // that path; dead nodes' keys were deleted above).
-  constexpr std::size_t kAhead = 6;
   for (std::size_t i = 0; i < dirty_.size(); ++i) {
     if (i + kAhead < dirty_.size()) {
-      const char* ahead = reinterpret_cast<const char*>(dirty_[i + kAhead]);
-      for (std::size_t line = 0; line < sizeof(Node); line += 64) {
-        __builtin_prefetch(ahead + line);
-      }
+      prefetch(dirty_[i + kAhead]);
     }
     Node* node = dirty_[i];
     node->dirty = false;
@@ -249,8 +256,16 @@ void Engine::CollectChanges(RecordSink& sink) {
   }
   dirty_.clear();
   ++commits_;
-  for (Node* node : graveyard_) {
-    FreeNode(node);
+  for (std::size_t i = 0; i < graveyard_.size(); ++i) {
+    // Two steps: the node 2 * kAhead ahead, then the register of the one kAhead ahead (FreeNode
+    // frees it and its slots).
+    if (i + 2 * kAhead < graveyard_.size()) {
+      __builtin_prefetch(graveyard_[i + 2 * kAhead]);
+    }
+    if (i + kAhead < graveyard_.size()) {
+      __builtin_prefetch(graveyard_[i + kAhead]->reg.get());
+    }
+    FreeNode(graveyard_[i]);
   }
   graveyard_.clear();
 }

@@ -98,6 +98,7 @@ struct StateStore::Impl {
   std::map<std::string, SourcePosition> positions;  // committed (or in flight)
   std::map<std::string, SourcePosition> staged_positions;  // for the next commit
   std::uint64_t commits_made = 0;  // Commit() calls that handed a batch over
+  std::size_t last_batch_bytes = 0;  // the size of the last batch built
 
   // The background writer: one batch being written, at most one waiting. Batches are written in
   // order, and after a failed write none is written any more: a later batch holds positions past
@@ -353,7 +354,9 @@ Status StateStore::Commit() {
     batch = std::move(im.spare);
   }
   if (batch == nullptr) {
-    batch = std::make_unique<rocksdb::WriteBatch>();
+    // No spare yet (the first two commits): size the buffer for a batch like the last one, so
+    // it does not grow by doubling (a copy and fresh pages at every step).
+    batch = std::make_unique<rocksdb::WriteBatch>(im.last_batch_bytes + im.last_batch_bytes / 4);
   }
   batch->Clear();
   BatchSink sink(*batch, im.state_cf, im.counters_cf, im.history_cf, im.meta_cf);
@@ -407,6 +410,7 @@ Status StateStore::Commit() {
     internal::PutVarint(clock, internal::ZigZag(im.engine.max_ts()));
     (void)batch->Put(im.meta_cf, internal::kClockKey, clock);
   }
+  im.last_batch_bytes = batch->GetDataSize();
   job.batch = std::move(batch);
   job.commit = ++im.commits_made;
   std::unique_lock lock(im.mu);
