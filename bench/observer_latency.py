@@ -181,6 +181,8 @@ async def run(procs):
     ap.add_argument("--aggregate-arg", action="append", default=[], help="extra lattice aggregate argument")
     ap.add_argument("--emit-arg", action="append", default=[], help="extra lattice emit argument")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument("--group-mode", action="store_true",
+                    help="aggregate as a consumer-group member (default: standalone, --assign all)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="lattice-observer-bench.")
     state = os.path.join(work, "state")
@@ -201,7 +203,9 @@ async def run(procs):
                          "--topic", f"lattice.shards:{a.partitions}", "--topic", "lattice.dead:1",
                          "--topic", "lattice.changes:1", "--bootstrap-file", bs_file])
         bootstrap = wait_file(bs_file, procs["broker"], "lattice broker")
-        start("aggregate", [a.lattice, "aggregate", "-b", bootstrap, "--state", state, "--assign", "all",
+        mode = (["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"] if a.group_mode
+                else ["--assign", "all"])
+        start("aggregate", [a.lattice, "aggregate", "-b", bootstrap, "--state", state, *mode,
                             "--log-interval", "1s", *a.aggregate_arg])
         subprocess.run([a.lattice, "emit", "-b", bootstrap], input=seed.encode(), check=True,
                        capture_output=True)
