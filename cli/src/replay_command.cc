@@ -28,7 +28,7 @@ struct ReplayArgs {
   std::string state;
   std::string dead_letter;
   std::string allowed_lateness = "5m";
-  std::size_t batch = 1 << 18;
+  std::size_t batch = 1 << 16;
   bool strict = false;
   bool json = false;
   bool sync = false;

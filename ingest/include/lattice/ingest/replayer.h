@@ -24,7 +24,7 @@ struct ReplayOptions {
   /// Stop at the first rejected line (bad, conflict or late) with an error.
   bool strict = false;
   /// Shards per committed batch.
-  std::size_t batch_shards = 1 << 18;
+  std::size_t batch_shards = 1 << 16;
   /// When set (e.g. by a SIGINT handler), the replay commits what it merged and returns early.
   const std::atomic<bool>* stop = nullptr;
   /// Merge only the lines of this cut (`lattice replay --until` / `--until-seq`). Lines past it

@@ -78,7 +78,7 @@ Result<std::int64_t> FirstShardTs(const std::vector<std::string>& files);
 /// follows the watermark at the end) match a replay into a state directory.
 struct TimeTravelOptions {
   crdt::EngineOptions engine;
-  std::size_t batch_shards = 1 << 18;
+  std::size_t batch_shards = 1 << 16;
 };
 
 /// What merging one cut did.
