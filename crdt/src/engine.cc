@@ -553,7 +553,8 @@ void Engine::KillSubtree(Node* node) {
   node->dead = true;
   --live_nodes_;
   if (persistent_) {
-    graveyard_.push_back(node);  // freed after the next commit, which needs its key
+    // Freed after the next commit, which needs its key.
+    (covering_ ? covered_ : graveyard_).push_back(node);
   } else {
     FreeNode(node);
   }
@@ -1211,23 +1212,6 @@ void Engine::BuildPatterns() {
   root_->pstate = state_for(std::move(start));
 }
 
-namespace {
-
-std::int64_t NextTtlKey(const TtlState& t) {
-  if (!t.pending.empty()) {
-    return t.pending.front();  // its gap is decided once the horizon reaches it
-  }
-  if (t.final_ts == TtlState::kNone) {
-    return TtlState::kNone;
-  }
-  // The whole subtree is due once the horizon is past newest + duration.
-  return t.final_ts > std::numeric_limits<std::int64_t>::max() - t.duration - 1
-             ? std::numeric_limits<std::int64_t>::max()
-             : t.final_ts + t.duration + 1;
-}
-
-}  // namespace
-
 void Engine::NoteTtlWrite(Node* node, std::int64_t ts) {
   TtlState& t = *node->ttl;
   auto& p = t.pending;
@@ -1259,6 +1243,7 @@ void Engine::ProcessTtl(std::int64_t horizon) {
   while (!ttl_queue_.empty() && ttl_queue_.top().key <= horizon) {
     const QueueEntry e = ttl_queue_.top();
     ttl_queue_.pop();
+    ++counts_.ttl_visits;
     Node* node = e.node;
     if (node->uid != e.uid || node->dead || !node->ttl || node->ttl->queued != e.key) {
       continue;  // stale: the node is gone or has a newer entry
@@ -1330,8 +1315,19 @@ void Engine::EvictWhole(Node* node, std::int64_t due_ts) {
       Emit(node, std::move(before), std::nullopt, Stamp{due_ts, nullptr, 0}, ChangeCause::kEvict);
     }
   }
+  // A stored subtree goes with one range delete per column family (its path is a key prefix);
+  // the dead nodes below are only freed, and their index entries deleted, by the next commit.
+  // Nothing below a node that was never stored is stored either.
+  const bool range = persistent_ && node->persisted;
+  if (range) {
+    std::string key;
+    AppendKey(node, key);
+    subtree_deletes_.push_back(std::move(key));
+  }
   Unlink(node);
+  covering_ = range;
   KillSubtree(node);
+  covering_ = false;
   ++counts_.evicted;
 }
 

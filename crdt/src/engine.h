@@ -104,8 +104,25 @@ struct TtlState {
   std::vector<std::int64_t> pending;
   static constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::min();
   std::int64_t queued = kNone;  // the key of this node's current entry in Engine::ttl_queue_
-
+  /// The due time of this node's entry in the store's `expiry` column family (kNone: no entry).
+  /// CollectChanges() keeps it equal to NextTtlKey() of the committed state.
+  std::int64_t indexed = kNone;
 };
+
+/// When the node's TTL state must next be looked at (kNone: never): the oldest pending write,
+/// whose gap is decided once the lateness horizon reaches it, or else the time the whole subtree
+/// is due (the horizon past newest + duration).
+inline std::int64_t NextTtlKey(const TtlState& t) {
+  if (!t.pending.empty()) {
+    return t.pending.front();
+  }
+  if (t.final_ts == TtlState::kNone) {
+    return TtlState::kNone;
+  }
+  return t.final_ts > std::numeric_limits<std::int64_t>::max() - t.duration - 1
+             ? std::numeric_limits<std::int64_t>::max()
+             : t.final_ts + t.duration + 1;
+}
 
 /// One operator application inside a register's run.
 struct RunEntry {
@@ -292,6 +309,12 @@ class RecordSink {
   virtual void DeleteHistory(std::string_view key) = 0;
   virtual void PutBlade(std::uint32_t id, std::string_view value) = 0;
   virtual void PutSource(std::uint32_t id, std::string_view name) = 0;
+  /// Removes every node, slot and history record under (and at) the encoded path `key`: one
+  /// range per column family (a whole subtree evicted by TTL).
+  virtual void DeleteSubtree(std::string_view key) = 0;
+  /// The TTL index (the `expiry` column family): the node at `key` may become due at `due`.
+  virtual void PutExpiry(std::int64_t due, std::string_view key) = 0;
+  virtual void DeleteExpiry(std::int64_t due, std::string_view key) = 0;
 };
 
 class Engine {
@@ -324,7 +347,7 @@ class Engine {
   std::int64_t watermark() const { return watermark_; }
   std::int64_t gc_horizon() const { return gc_horizon_; }
   bool has_changes() const {
-    return !dirty_.empty() || !graveyard_.empty() || !dirty_blades_.empty() ||
+    return !dirty_.empty() || !graveyard_.empty() || !covered_.empty() || !dirty_blades_.empty() ||
            persisted_sources_ < source_names_.size();
   }
 
@@ -337,7 +360,13 @@ class Engine {
   Status LoadNode(std::string_view key, std::string_view value);
   Status LoadSlot(std::string_view key, std::string_view value);
   Status LoadHistory(std::string_view key, std::string_view value);
-  Status FinishLoad();
+  /// An entry of the stored TTL index (after every node is loaded): schedules that node.
+  /// Corruption if it does not name a loaded TTL node due at `due`.
+  Status LoadExpiry(std::int64_t due, std::string_view key);
+  /// `index_loaded`: the TTL index was read with LoadExpiry() (the rules are those it was built
+  /// for); it must then cover every TTL node. Otherwise the TTL nodes are scheduled from their
+  /// records and their index entries are (re)written by the next commit.
+  Status FinishLoad(bool index_loaded);
   void LoadClocks(std::int64_t watermark, std::int64_t gc_horizon, std::uint64_t commits,
                   std::int64_t max_ts);
   std::uint64_t commits() const { return commits_; }
@@ -457,6 +486,14 @@ class Engine {
   std::vector<Node*> regs_with_history_;
   std::vector<Node*> loaded_registers_;
   std::vector<std::pair<Node*, std::uint64_t>> loaded_ttl_;  // (node, uid) with TTL state
+  std::size_t loaded_ttl_due_ = 0;  // loaded TTL nodes that must have an index entry
+  std::size_t loaded_expiry_ = 0;   // index entries loaded
+  // Whole subtrees evicted since the last commit: their encoded paths (one range delete each),
+  // and their dead nodes, whose records the range covers (only their index entries are deleted
+  // one by one).
+  std::vector<std::string> subtree_deletes_;
+  std::vector<Node*> covered_;
+  bool covering_ = false;      // KillSubtree() is inside an EvictWhole()
   std::uint64_t commits_ = 0;  // numbers the history chunks
   std::uint64_t next_uid_ = 1;
   std::size_t live_nodes_ = 0;

@@ -184,7 +184,22 @@ void Engine::CollectChanges(RecordSink& sink) {
       __builtin_prefetch(p + line);
     }
   };
+  auto delete_expiry = [&](Node* node) {
+    if (node->ttl && node->ttl->indexed != TtlState::kNone) {
+      key.clear();
+      AppendKey(node, key);
+      sink.DeleteExpiry(node->ttl->indexed, key);
+      node->ttl->indexed = TtlState::kNone;
+    }
+  };
   // Deletes first: a path can die and be born again within one batch.
+  for (const std::string& root : subtree_deletes_) {
+    sink.DeleteSubtree(root);
+  }
+  subtree_deletes_.clear();
+  for (Node* node : covered_) {
+    delete_expiry(node);  // its records are in a deleted range; its index entry is not
+  }
   for (std::size_t i = 0; i < graveyard_.size(); ++i) {
     if (i + kAhead < graveyard_.size()) {
       prefetch(graveyard_[i + kAhead]);
@@ -194,6 +209,7 @@ void Engine::CollectChanges(RecordSink& sink) {
     if (!node->persisted) {
       continue;
     }
+    delete_expiry(node);
     key.clear();
     AppendKey(node, key);
     sink.DeleteNode(key);
@@ -239,6 +255,18 @@ void Engine::CollectChanges(RecordSink& sink) {
     EncodeNode(node, value);
     sink.PutNode(key, value);
     node->persisted = true;
+    if (node->ttl) {
+      const std::int64_t due = NextTtlKey(*node->ttl);
+      if (due != node->ttl->indexed) {
+        if (node->ttl->indexed != TtlState::kNone) {
+          sink.DeleteExpiry(node->ttl->indexed, key);
+        }
+        if (due != TtlState::kNone) {
+          sink.PutExpiry(due, key);
+        }
+        node->ttl->indexed = due;
+      }
+    }
     if (node->reg) {
       const std::size_t node_key_len = key.size();
       for (Slot& slot : node->reg->slots) {
@@ -268,6 +296,10 @@ void Engine::CollectChanges(RecordSink& sink) {
     FreeNode(graveyard_[i]);
   }
   graveyard_.clear();
+  for (Node* node : covered_) {
+    FreeNode(node);
+  }
+  covered_.clear();
 }
 
 namespace {
@@ -383,6 +415,9 @@ Status Engine::LoadNode(std::string_view key, std::string_view value) {
       MarkDirty(node);
     }
     loaded_ttl_.push_back({node, node->uid});
+    if (NextTtlKey(*node->ttl) != TtlState::kNone) {
+      ++loaded_ttl_due_;
+    }
   } else if (rec.has_ttl) {
     MarkDirty(node);  // no rule matches any more: rewrite the record without TTL state
   }
@@ -516,7 +551,27 @@ Status Engine::LoadHistory(std::string_view key, std::string_view value) {
   return Status::Ok();
 }
 
-Status Engine::FinishLoad() {
+Status Engine::LoadExpiry(std::int64_t due, std::string_view key) {
+  LATTICE_ASSIGN_OR_RETURN(core::Path::Decoded decoded, core::Path::Decode(key));
+  Node* node = root_;
+  for (const auto& seg : decoded.path.segments()) {
+    node = FindChild(node, seg);
+    if (node == nullptr) {
+      break;
+    }
+  }
+  if (node == nullptr || node == root_ || !decoded.rest.empty() || !node->ttl ||
+      node->ttl->indexed != TtlState::kNone || NextTtlKey(*node->ttl) != due) {
+    return Status::Corruption("expiry index entry at " + std::to_string(due) + " for '" +
+                              decoded.path.ToString() + "' does not match the state");
+  }
+  node->ttl->indexed = due;
+  ++loaded_expiry_;
+  ScheduleTtl(node);
+  return Status::Ok();
+}
+
+Status Engine::FinishLoad(bool index_loaded) {
   for (Node* node : loaded_registers_) {
     Register& reg = *node->reg;
     bool has_history = false;
@@ -544,12 +599,27 @@ Status Engine::FinishLoad() {
     }
   }
   loaded_registers_.clear();
-  for (auto [node, uid] : loaded_ttl_) {
-    if (node->uid == uid && !node->dead && node->ttl) {
-      ScheduleTtl(node);
+  if (index_loaded) {
+    // The index scheduled every TTL node that can become due; check that none is missing.
+    if (loaded_expiry_ != loaded_ttl_due_) {
+      return Status::Corruption("the expiry index has " + std::to_string(loaded_expiry_) +
+                                " entries for " + std::to_string(loaded_ttl_due_) +
+                                " TTL nodes that can become due");
+    }
+  } else {
+    // Another set of rules (or none) built the stored index: the store deletes it, and the next
+    // commit writes every TTL node's entry again.
+    for (auto [node, uid] : loaded_ttl_) {
+      if (node->uid == uid && !node->dead && node->ttl) {
+        node->ttl->indexed = TtlState::kNone;
+        MarkDirty(node);
+        ScheduleTtl(node);
+      }
     }
   }
   loaded_ttl_.clear();
+  loaded_ttl_due_ = 0;
+  loaded_expiry_ = 0;
   return Status::Ok();
 }
 

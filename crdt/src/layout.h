@@ -21,6 +21,9 @@ inline constexpr std::string_view kChangesCf = "changes";
 inline constexpr std::uint8_t kChangeLogKeys = 1;  // format 1: 'P'|'D', varint length, key; ...
 inline constexpr std::uint64_t kChangeLogCommits = 4096;  // entries kept (older ones are trimmed)
 
+// Big-endian u64 of (due time XOR 2^63) + encoded path -> empty: the TTL index (time-ordered).
+inline constexpr std::string_view kExpiryCf = "expiry";
+
 inline std::string CommitKey(std::uint64_t commit) {
   std::string k;
   for (int shift = 56; shift >= 0; shift -= 8) {
@@ -29,13 +32,37 @@ inline std::string CommitKey(std::uint64_t commit) {
   return k;
 }
 
-inline constexpr std::string_view kFormatKey = "format";  // "lattice-state 4"
-inline constexpr std::string_view kFormatValue = "lattice-state 4";
+inline constexpr std::string_view kFormatKey = "format";  // "lattice-state 5"
+inline constexpr std::string_view kFormatValue = "lattice-state 5";
 inline constexpr std::string_view kFormatPrefix = "lattice-state ";
 inline constexpr std::string_view kClockKey = "clock";  // watermark, gc horizon, commits (varints)
+// The TTL rules the `expiry` index was built for (ExpiryRulesKey()); absent = no rules.
+inline constexpr std::string_view kTtlRulesKey = "ttl";
 inline constexpr char kBladePrefix = 'b';               // 'b' + big-endian u32 id -> blade
 inline constexpr char kPositionPrefix = 'p';            // 'p' + source -> offset, line varints
 inline constexpr char kSourcePrefix = 's';  // 's' + big-endian u32 id -> source name (provenance)
+
+/// The `expiry` key of the TTL node at encoded path `path` due at `due`: ordered by time, then
+/// path, so the entries due by a horizon are a prefix of the column family.
+inline std::string ExpiryKey(std::int64_t due, std::string_view path) {
+  const std::uint64_t t = static_cast<std::uint64_t>(due) ^ (std::uint64_t{1} << 63);
+  std::string k;
+  k.reserve(8 + path.size());
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    k.push_back(static_cast<char>((t >> shift) & 0xff));
+  }
+  k.append(path);
+  return k;
+}
+
+/// The due time of an `expiry` key (REQUIRES: key.size() >= 8); its path is key.substr(8).
+inline std::int64_t ExpiryDue(std::string_view key) {
+  std::uint64_t t = 0;
+  for (std::size_t i = 0; i < 8; ++i) {
+    t = (t << 8) | static_cast<std::uint8_t>(key[i]);
+  }
+  return static_cast<std::int64_t>(t ^ (std::uint64_t{1} << 63));
+}
 
 inline std::string IdKey(char prefix, std::uint32_t id) {
   std::string k(1, prefix);

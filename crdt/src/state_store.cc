@@ -31,8 +31,13 @@ class BatchSink final : public internal::RecordSink {
  public:
   BatchSink(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* state,
             rocksdb::ColumnFamilyHandle* counters, rocksdb::ColumnFamilyHandle* history,
-            rocksdb::ColumnFamilyHandle* meta)
-      : batch_(batch), state_(state), counters_(counters), history_(history), meta_(meta) {}
+            rocksdb::ColumnFamilyHandle* meta, rocksdb::ColumnFamilyHandle* expiry)
+      : batch_(batch),
+        state_(state),
+        counters_(counters),
+        history_(history),
+        meta_(meta),
+        expiry_(expiry) {}
   void PutNode(std::string_view key, std::string_view value) override {
     (void)batch_.Put(state_, key, value);
     LogKey('P', key);
@@ -55,6 +60,22 @@ class BatchSink final : public internal::RecordSink {
   void PutBlade(std::uint32_t id, std::string_view value) override {
     (void)batch_.Put(meta_, internal::BladeKey(id), value);
   }
+  void DeleteSubtree(std::string_view key) override {
+    // [key, key with its last byte + 1): an encoded path ends with 00 01, so the end is the same
+    // path ending with 00 02, and the range is exactly the keys that start with `key`.
+    std::string end(key);
+    end.back() = static_cast<char>(static_cast<unsigned char>(end.back()) + 1);
+    for (rocksdb::ColumnFamilyHandle* cf : {state_, counters_, history_}) {
+      (void)batch_.DeleteRange(cf, key, end);
+    }
+    LogKey('D', key);
+  }
+  void PutExpiry(std::int64_t due, std::string_view key) override {
+    (void)batch_.Put(expiry_, internal::ExpiryKey(due, key), rocksdb::Slice());
+  }
+  void DeleteExpiry(std::int64_t due, std::string_view key) override {
+    (void)batch_.Delete(expiry_, internal::ExpiryKey(due, key));
+  }
 
   /// Collects the node keys of this commit into `log` (the change log's format 1), if set.
   void set_change_log(std::string* log) { log_ = log; }
@@ -74,7 +95,23 @@ class BatchSink final : public internal::RecordSink {
   rocksdb::ColumnFamilyHandle* counters_;
   rocksdb::ColumnFamilyHandle* history_;
   rocksdb::ColumnFamilyHandle* meta_;
+  rocksdb::ColumnFamilyHandle* expiry_;
 };
+
+/// The TTL rules as the `ttl` meta record holds them (the index's keys depend on them): per rule
+/// varint key count, each key (varint length, bytes), varint zigzag(duration). Empty = no rules.
+std::string RulesRecord(const std::vector<TtlRule>& rules) {
+  std::string out;
+  for (const TtlRule& rule : rules) {
+    internal::PutVarint(out, rule.pattern.size());
+    for (const std::string& key : rule.pattern) {
+      internal::PutVarint(out, key.size());
+      out.append(key);
+    }
+    internal::PutVarint(out, internal::ZigZag(rule.duration_ms));
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -88,6 +125,11 @@ struct StateStore::Impl {
   rocksdb::ColumnFamilyHandle* meta_cf = nullptr;
   rocksdb::ColumnFamilyHandle* history_cf = nullptr;
   rocksdb::ColumnFamilyHandle* changes_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* expiry_cf = nullptr;
+  // Opened with other TTL rules than the stored index was built for: the next commit deletes
+  // these index keys and records the current rules (the engine rewrites every entry).
+  bool rebuild_index = false;
+  std::vector<std::string> stale_index_keys;
   std::string change_log;                           // the change-log record being built (reused)
   // Sizes of the change-log entries written since open (oldest first), their sum, and the bytes
   // the log holds since the last trim (entries from before open are trimmed by the first trim).
@@ -239,6 +281,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
       {std::string(internal::kMetaCf), cf_options},
       {std::string(internal::kHistoryCf), cf_options},
       {std::string(internal::kChangesCf), cf_options},
+      {std::string(internal::kExpiryCf), cf_options},
   };
   rocksdb::DB* raw = nullptr;
   LATTICE_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, dir, cfs, &im.handles, &raw),
@@ -249,6 +292,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
   im.meta_cf = im.handles[3];
   im.history_cf = im.handles[4];
   im.changes_cf = im.handles[5];
+  im.expiry_cf = im.handles[6];
 
   // Check or write the format marker.
   std::string format;
@@ -263,7 +307,9 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
     return internal::WrongFormat(dir, format);
   }
 
-  // Load: blades, clocks and positions from meta; then nodes in key order; then slots.
+  // Load: blades, clocks and positions from meta; then nodes in key order; then slots; then the
+  // TTL index, if it was built for these rules.
+  std::string stored_rules;
   {
     std::unique_ptr<rocksdb::Iterator> it(im.db->NewIterator(rocksdb::ReadOptions(), im.meta_cf));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
@@ -298,6 +344,8 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
         }
         im.engine.LoadClocks(internal::UnZigZag(wm), internal::UnZigZag(horizon), commits,
                              internal::UnZigZag(max_ts));
+      } else if (key == internal::kTtlRulesKey) {
+        stored_rules = std::string(value);
       }
     }
     LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "reading meta"));
@@ -316,7 +364,22 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
     }
     LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "loading the state"));
   }
-  LATTICE_RETURN_IF_ERROR(im.engine.FinishLoad());
+  {
+    im.rebuild_index = stored_rules != RulesRecord(options.engine.ttl);
+    std::unique_ptr<rocksdb::Iterator> it(im.db->NewIterator(rocksdb::ReadOptions(), im.expiry_cf));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const std::string_view key(it->key().data(), it->key().size());
+      if (im.rebuild_index) {
+        im.stale_index_keys.emplace_back(key);
+      } else if (key.size() < 8) {
+        return Status::Corruption("malformed expiry index key");
+      } else {
+        LATTICE_RETURN_IF_ERROR(im.engine.LoadExpiry(internal::ExpiryDue(key), key.substr(8)));
+      }
+    }
+    LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "loading the expiry index"));
+  }
+  LATTICE_RETURN_IF_ERROR(im.engine.FinishLoad(!im.rebuild_index));
   if (options.pipelined) {
     im.writer = std::thread([&im] { im.WriterLoop(); });
   }
@@ -359,7 +422,21 @@ Status StateStore::Commit() {
     batch = std::make_unique<rocksdb::WriteBatch>(im.last_batch_bytes + im.last_batch_bytes / 4);
   }
   batch->Clear();
-  BatchSink sink(*batch, im.state_cf, im.counters_cf, im.history_cf, im.meta_cf);
+  BatchSink sink(*batch, im.state_cf, im.counters_cf, im.history_cf, im.meta_cf, im.expiry_cf);
+  if (im.rebuild_index) {
+    // Before the engine's puts: an entry it writes again may have the same key.
+    for (const std::string& key : im.stale_index_keys) {
+      (void)batch->Delete(im.expiry_cf, key);
+    }
+    const std::string rules = RulesRecord(im.options.engine.ttl);
+    if (rules.empty()) {
+      (void)batch->Delete(im.meta_cf, internal::kTtlRulesKey);
+    } else {
+      (void)batch->Put(im.meta_cf, internal::kTtlRulesKey, rules);
+    }
+    im.stale_index_keys = {};
+    im.rebuild_index = false;
+  }
   if (im.options.change_log) {
     im.change_log.assign(1, static_cast<char>(internal::kChangeLogKeys));
     sink.set_change_log(&im.change_log);

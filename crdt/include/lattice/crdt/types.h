@@ -36,6 +36,9 @@ struct ApplyCounts {
   /// gap longer than its duration) and counter slots folded into their counter's retired sum.
   std::uint64_t evicted = 0;
   std::uint64_t folded_slots = 0;
+  /// Entries of the time-ordered TTL index taken up when their time came (a TTL subtree decided,
+  /// or an entry left stale by a newer one): eviction costs this much, however large the state.
+  std::uint64_t ttl_visits = 0;
   void Add(Outcome o) {
     switch (o) {
       case Outcome::kApplied: ++applied; break;
