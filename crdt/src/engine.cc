@@ -1215,15 +1215,35 @@ void Engine::BuildPatterns() {
 void Engine::NoteTtlWrite(Node* node, std::int64_t ts) {
   TtlState& t = *node->ttl;
   auto& p = t.pending;
-  if (p.empty() || ts > p.back()) {
+  const std::size_t size = p.size();
+  MarkDirty(node);
+  if (size == 0) {
     p.push_back(ts);
-  } else if (ts != p.back()) {
+    t.back_ts = ts;
+    t.back_size = 1;
+    ScheduleTtl(node);
+    return;
+  }
+  const std::int64_t back = size == t.back_size ? t.back_ts : p.back();
+  if (ts > back) {
+    p.push_back(ts);
+    t.back_ts = ts;
+    t.back_size = size + 1;
+    // The front, and so the node's next key (NextTtlKey), did not change: while the node has a
+    // queue entry, its key is at most that (ScheduleTtl would do nothing).
+    if (t.queued == TtlState::kNone) {
+      ScheduleTtl(node);
+    }
+    return;
+  }
+  if (ts != back) {
     auto it = std::lower_bound(p.begin(), p.end(), ts);
     if (it == p.end() || *it != ts) {
       p.insert(it, ts);
+      t.back_ts = p.back();
+      t.back_size = p.size();
     }
   }
-  MarkDirty(node);
   ScheduleTtl(node);
 }
 

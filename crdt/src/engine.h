@@ -107,6 +107,12 @@ struct TtlState {
   /// The due time of this node's entry in the store's `expiry` column family (kNone: no entry).
   /// CollectChanges() keeps it equal to NextTtlKey() of the committed state.
   std::int64_t indexed = kNone;
+  /// NoteTtlWrite's copy of pending.back(), taken when pending had `back_size` entries (0: none),
+  /// so that a write in ts order does not read the tail of `pending` (a cache miss per write).
+  /// Valid while pending.size() == back_size: only NoteTtlWrite grows `pending` once the node
+  /// is loaded, and it renews the copy whenever it does.
+  std::int64_t back_ts = 0;
+  std::size_t back_size = 0;
 };
 
 /// When the node's TTL state must next be looked at (kNone: never): the oldest pending write,
