@@ -72,8 +72,11 @@ Node* Engine::AllocNode() {
     n = free_nodes_.back();
     free_nodes_.pop_back();
   } else {
-    all_nodes_.push_back(std::make_unique<Node>());
-    n = all_nodes_.back().get();
+    if (slab_used_ == kNodeSlab) {
+      node_slabs_.push_back(std::make_unique<Node[]>(kNodeSlab));
+      slab_used_ = 0;
+    }
+    n = &node_slabs_.back()[slab_used_++];
   }
   n->uid = next_uid_++;
   ++live_nodes_;
