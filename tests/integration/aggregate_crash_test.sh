@@ -56,7 +56,8 @@ agg=("$lattice" aggregate "${fast_group[@]}" -b "$bootstrap" --max-batch 1000 --
 cmp -s whole.dump ref.dump && ok "uninterrupted run equals the reference" \
   || fail "uninterrupted run differs from the reference"
 
-# Kill at random moments while it consumes: once the run logged its assignment, after 2%..30% of
+# Kill at random moments while it consumes: once the run logged its assignment and wrote its first
+# commit, after 1%..15% (halved each time a run completes first) of
 # the time the uninterrupted run took from its assignment to the end (restarted runs have less left
 # to do, and a later run is often faster than the first one: with up to 50%, two kills often used
 # up the topic and a quiet CI run saw "only 2 kills landed"). A run that completes before
@@ -78,6 +79,7 @@ partial=0
 run=0
 restarts=0
 scale=1
+shrink=1
 prev_sum=-1
 mid=0
 while { [ $kills -lt 5 ] || [ $mid -lt 2 ]; } && [ $run -lt 20 ]; do
@@ -96,19 +98,28 @@ while { [ $kills -lt 5 ] || [ $mid -lt 2 ]; } && [ $run -lt 20 ]; do
     echo "     the last kill came before its first commit: kills now wait ${scale}x longer"
   fi
   prev_sum=$sum
-  sleep_ms=$(( consume_ms * scale * (2 + RANDOM % 29) / 100 ))
+  # Wait for the run's first commit (its WAL grows past what the open wrote), so a kill lands
+  # mid-topic rather than before anything was durable, however slow this run's first fetch is.
+  wal0=$(cat crash/*.log 2>/dev/null | wc -c)
+  for _ in $(seq 1 500); do
+    [ "$(cat crash/*.log 2>/dev/null | wc -c)" -gt "$wal0" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.01
+  done
+  sleep_ms=$(( consume_ms * scale * (1 + RANDOM % 15) / 100 / shrink ))
   sleep "$(printf '%d.%03d' $((sleep_ms / 1000)) $((sleep_ms % 1000)))"
   if kill -9 "$pid" 2>/dev/null; then
     wait "$pid" 2>/dev/null
     pid=""
     kills=$((kills + 1))
-    echo "     run $run: SIGKILL ${sleep_ms} ms after its assignment"
+    echo "     run $run: SIGKILL ${sleep_ms} ms after its first commit"
   else
     wait "$pid" 2>/dev/null
     rc=$?
     pid=""
     [ $rc -eq 0 ] || die "run $run exited $rc: $(tail -3 "run$run.err")"
-    echo "     run $run completed within ${sleep_ms} ms of its assignment"
+    echo "     run $run completed within ${sleep_ms} ms of its first commit"
+    [ $shrink -lt 8 ] && shrink=$((shrink * 2))
     [ $kills -ge 3 ] && break
     restarts=$((restarts + 1))
     [ $restarts -le 3 ] || break
