@@ -6,6 +6,8 @@
 
 #include <unistd.h>
 
+#include "lattice/core/duration.h"
+
 namespace lattice::cli {
 
 Result<ingest::Cut> CutFromFlags(const std::string& ts_flag, const std::string& ts_text,
@@ -33,6 +35,35 @@ Status CheckFiles(const std::vector<std::string>& files) {
     }
   }
   return Status::Ok();
+}
+
+Result<Window> ParseWindow(const WindowFlags& flags, const std::string& end_flag) {
+  if (Status st = CheckFiles(flags.files); !st.ok()) {
+    return st;
+  }
+  Window window;
+  auto lateness = core::ParseDurationMs(flags.allowed_lateness);
+  if (!lateness.ok()) {
+    return lateness.status().WithContext("--allowed-lateness");
+  }
+  window.allowed_lateness_ms = *lateness;
+  auto prefix = core::Path::Parse(flags.path);
+  if (!prefix.ok()) {
+    return prefix.status();
+  }
+  window.prefix = *std::move(prefix);
+  auto from =
+      CutFromFlags("--from", flags.from, flags.from_seq, flags.files, ingest::Cut::FirstLines(0));
+  if (!from.ok()) {
+    return from.status();
+  }
+  window.from = *from;
+  auto end = CutFromFlags(end_flag, flags.end, flags.end_seq, flags.files, ingest::Cut::All());
+  if (!end.ok()) {
+    return end.status();
+  }
+  window.end = *end;
+  return window;
 }
 
 bool UseColor(const std::string& mode) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "lattice/core/path.h"
 #include "lattice/core/status.h"
 #include "lattice/ingest/time_travel.h"
 
@@ -20,6 +21,31 @@ Result<ingest::Cut> CutFromFlags(const std::string& ts_flag, const std::string& 
 
 /// Checks that every file exists (a regular file or a FIFO) or is "-".
 Status CheckFiles(const std::vector<std::string>& files);
+
+/// The flags `lattice diff` and `lattice step` share: the recordings, a path prefix, a window from
+/// --from / --from-seq (default: the empty state) to an end flag (--to or --until, and its -seq
+/// twin; default: the end of the recordings), and --allowed-lateness.
+struct WindowFlags {
+  std::vector<std::string> files;
+  std::string path;
+  std::string from;
+  std::optional<std::uint64_t> from_seq;
+  std::string end;
+  std::optional<std::uint64_t> end_seq;
+  std::string allowed_lateness = "5m";
+};
+
+/// WindowFlags parsed.
+struct Window {
+  core::Path prefix;
+  ingest::Cut from;
+  ingest::Cut end;
+  std::int64_t allowed_lateness_ms = 0;
+};
+
+/// Checks the files and parses the flags; an error names the flag it is about (`end_flag` is the
+/// end flag's name, "--to" or "--until").
+Result<Window> ParseWindow(const WindowFlags& flags, const std::string& end_flag);
 
 /// Whether to colour stdout: `mode` is "always", "never" or "auto" (stdout is a terminal and the
 /// NO_COLOR environment variable is unset or empty).

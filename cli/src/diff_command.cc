@@ -7,9 +7,7 @@
 
 #include "commands.h"
 #include "cut_flags.h"
-#include "lattice/core/duration.h"
 #include "lattice/core/json_text.h"
-#include "lattice/core/path.h"
 #include "lattice/ingest/time_travel.h"
 
 namespace lattice::cli {
@@ -17,13 +15,7 @@ namespace lattice::cli {
 namespace {
 
 struct DiffArgs {
-  std::vector<std::string> files;
-  std::string from;
-  std::optional<std::uint64_t> from_seq;
-  std::string to;
-  std::optional<std::uint64_t> to_seq;
-  std::string path;
-  std::string allowed_lateness = "5m";
+  WindowFlags window;  // end = --to / --to-seq
   std::string color = "auto";
   bool json = false;
 };
@@ -45,30 +37,15 @@ void AppendCutJson(std::string& out, const ingest::Cut& cut, const ingest::CutSu
 }
 
 int RunDiff(const DiffArgs& args) {
-  if (Status st = CheckFiles(args.files); !st.ok()) {
-    return Fail(st.message());
+  auto window = ParseWindow(args.window, "--to");
+  if (!window.ok()) {
+    return Fail(window.status().message());
   }
-  auto lateness = core::ParseDurationMs(args.allowed_lateness);
-  if (!lateness.ok()) {
-    return Fail("--allowed-lateness: " + lateness.status().message());
-  }
-  auto prefix = core::Path::Parse(args.path);
-  if (!prefix.ok()) {
-    return Fail(prefix.status().message());
-  }
-  // Default: from the empty state to the end of the recording.
-  auto from =
-      CutFromFlags("--from", args.from, args.from_seq, args.files, ingest::Cut::FirstLines(0));
-  if (!from.ok()) {
-    return Fail(from.status().message());
-  }
-  auto to = CutFromFlags("--to", args.to, args.to_seq, args.files, ingest::Cut::All());
-  if (!to.ok()) {
-    return Fail(to.status().message());
-  }
+  const ingest::Cut& from = window->from;
+  const ingest::Cut& to = window->end;
   ingest::TimeTravelOptions options;
-  options.engine.allowed_lateness_ms = *lateness;
-  auto report = ingest::Diff(args.files, *from, *to, *prefix, options);
+  options.engine.allowed_lateness_ms = window->allowed_lateness_ms;
+  auto report = ingest::Diff(args.window.files, from, to, window->prefix, options);
   if (!report.ok()) {
     return Fail(report.status().ToString());
   }
@@ -76,11 +53,11 @@ int RunDiff(const DiffArgs& args) {
   std::string out;
   if (args.json) {
     out += "{\"from\":";
-    AppendCutJson(out, *from, r.from);
+    AppendCutJson(out, from, r.from);
     out += ",\"to\":";
-    AppendCutJson(out, *to, r.to);
+    AppendCutJson(out, to, r.to);
     out += ",\"path\":";
-    core::AppendJsonString(out, prefix->ToString());
+    core::AppendJsonString(out, window->prefix.ToString());
     out += ",\"added\":";
     out += std::to_string(r.added);
     out += ",\"removed\":";
@@ -141,24 +118,25 @@ void AddDiffCommand(CLI::App& app) {
       "Show what changed in the merged state of recordings between two points, one line per "
       "leaf: '+ path = value', '- path (was value)', '~ path: old -> new'. Merges in memory; "
       "no state directory.");
-  cmd->add_option("files", args->files, "Recordings (.ndjson, .ndjson.zst, or - for stdin)")
+  cmd->add_option("files", args->window.files, "Recordings (.ndjson, .ndjson.zst, or - for stdin)")
       ->required();
   CLI::Option* from = cmd->add_option(
-      "--from", args->from,
+      "--from", args->window.from,
       "Old state: shards with ts <= TS (ms, RFC 3339, or +DURATION after the first shard) "
       "[default: the empty state]");
-  cmd->add_option("--from-seq", args->from_seq, "Old state: the first N lines in replay order")
+  cmd->add_option("--from-seq", args->window.from_seq,
+                  "Old state: the first N lines in replay order")
       ->excludes(from);
   CLI::Option* to = cmd->add_option(
-      "--to", args->to, "New state: shards with ts <= TS [default: the whole recording]");
-  cmd->add_option("--to-seq", args->to_seq, "New state: the first N lines in replay order")
+      "--to", args->window.end, "New state: shards with ts <= TS [default: the whole recording]");
+  cmd->add_option("--to-seq", args->window.end_seq, "New state: the first N lines in replay order")
       ->excludes(to);
-  cmd->add_option("--path", args->path, "Show only leaves under this dotted path prefix");
+  cmd->add_option("--path", args->window.path, "Show only leaves under this dotted path prefix");
   cmd->add_flag("--json", args->json, "Print one JSON object (schema in docs/cli.md)");
   cmd->add_option("--color", args->color, "Colour the text output: auto, always or never")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->capture_default_str();
-  cmd->add_option("--allowed-lateness", args->allowed_lateness,
+  cmd->add_option("--allowed-lateness", args->window.allowed_lateness,
                   "As for replay: how far behind the watermark a shard may arrive")
       ->capture_default_str();
   cmd->callback([args] { std::exit(RunDiff(*args)); });

@@ -7,7 +7,6 @@
 
 #include "commands.h"
 #include "cut_flags.h"
-#include "lattice/core/duration.h"
 #include "lattice/core/json_text.h"
 #include "lattice/core/path.h"
 #include "lattice/core/timestamp.h"
@@ -18,13 +17,7 @@ namespace lattice::cli {
 namespace {
 
 struct StepArgs {
-  std::vector<std::string> files;
-  std::string path;
-  std::string from;
-  std::optional<std::uint64_t> from_seq;
-  std::string until;
-  std::optional<std::uint64_t> until_seq;
-  std::string allowed_lateness = "5m";
+  WindowFlags window;  // end = --until / --until-seq
   std::string color = "auto";
   bool json = false;
 };
@@ -142,41 +135,25 @@ void AppendStepText(std::string& out, const ingest::StepEvent& e, const std::str
 }
 
 int RunStep(const StepArgs& args) {
-  if (Status st = CheckFiles(args.files); !st.ok()) {
-    return Fail(st.message());
-  }
-  auto lateness = core::ParseDurationMs(args.allowed_lateness);
-  if (!lateness.ok()) {
-    return Fail("--allowed-lateness: " + lateness.status().message());
-  }
-  auto prefix = core::Path::Parse(args.path);
-  if (!prefix.ok()) {
-    return Fail(prefix.status().message());
-  }
-  auto from =
-      CutFromFlags("--from", args.from, args.from_seq, args.files, ingest::Cut::FirstLines(0));
-  if (!from.ok()) {
-    return Fail(from.status().message());
-  }
-  auto until = CutFromFlags("--until", args.until, args.until_seq, args.files, ingest::Cut::All());
-  if (!until.ok()) {
-    return Fail(until.status().message());
+  auto window = ParseWindow(args.window, "--until");
+  if (!window.ok()) {
+    return Fail(window.status().message());
   }
   ingest::StepOptions options;
-  options.from = *from;
-  options.until = *until;
-  options.prefix = *prefix;
-  options.merge.engine.allowed_lateness_ms = *lateness;
+  options.from = window->from;
+  options.until = window->end;
+  options.prefix = window->prefix;
+  options.merge.engine.allowed_lateness_ms = window->allowed_lateness_ms;
   const Palette palette(!args.json && UseColor(args.color));
   std::string out;
-  auto summary = ingest::Step(args.files, options, [&](const ingest::StepEvent& e) {
-    const std::string& file = e.watermark ? args.files[0] : args.files[e.file_index];
+  auto summary = ingest::Step(args.window.files, options, [&](const ingest::StepEvent& e) {
+    const std::string& file = e.watermark ? args.window.files[0] : args.window.files[e.file_index];
     if (args.json) {
       for (const crdt::Change& c : e.changes) {
         AppendChangeJson(out, c, e, file);
       }
     } else {
-      AppendStepText(out, e, file, *prefix, palette);
+      AppendStepText(out, e, file, window->prefix, palette);
     }
     // Stream: a long walk shows as it goes (and can be piped into less or head).
     if (out.size() > (1 << 16)) {
@@ -201,27 +178,28 @@ void AddStepCommand(CLI::App& app) {
       "Walk recordings shard by shard (merging in memory) and show, for every shard that wrote "
       "under PATH, where it is (#step file:line), its blade, seq and ts, and the visible changes "
       "it made there (old -> new).");
-  cmd->add_option("files", args->files, "Recordings (.ndjson, .ndjson.zst, or - for stdin)")
+  cmd->add_option("files", args->window.files, "Recordings (.ndjson, .ndjson.zst, or - for stdin)")
       ->required();
-  cmd->add_option("--path", args->path,
+  cmd->add_option("--path", args->window.path,
                   "Show only changes at, under or above this dotted path [default: everything]");
   CLI::Option* from = cmd->add_option(
-      "--from", args->from,
+      "--from", args->window.from,
       "Start from the state at TS (ms, RFC 3339, or +DURATION after the first shard), merged "
       "silently [default: the empty state]");
-  cmd->add_option("--from-seq", args->from_seq,
+  cmd->add_option("--from-seq", args->window.from_seq,
                   "Start from the state after the first N lines in replay order")
       ->excludes(from);
   CLI::Option* until =
-      cmd->add_option("--until", args->until, "Stop at TS: walk only shards with ts <= TS");
-  cmd->add_option("--until-seq", args->until_seq, "Walk only the first N lines in replay order")
+      cmd->add_option("--until", args->window.end, "Stop at TS: walk only shards with ts <= TS");
+  cmd->add_option("--until-seq", args->window.end_seq,
+                  "Walk only the first N lines in replay order")
       ->excludes(until);
   cmd->add_flag("--json", args->json,
                 "One JSON object per change: the change event's wire form plus its position");
   cmd->add_option("--color", args->color, "Colour the text output: auto, always or never")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->capture_default_str();
-  cmd->add_option("--allowed-lateness", args->allowed_lateness,
+  cmd->add_option("--allowed-lateness", args->window.allowed_lateness,
                   "As for replay: how far behind the watermark a shard may arrive")
       ->capture_default_str();
   cmd->callback([args] { std::exit(RunStep(*args)); });

@@ -7,21 +7,10 @@
 set -uo pipefail
 
 lattice=$(realpath "${1:?usage: aggregate_changes_test.sh LATTICE_BINARY}")
-for tool in kcat python3 jq; do
-  command -v "$tool" >/dev/null || { echo "FAIL - needs $tool"; exit 1; }
-done
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-aggregate-changes.XXXXXX")
 here=$(dirname "$(realpath "$0")")
 # shellcheck source=kafka_lib.sh
 source "$here/kafka_lib.sh"
-cleanup() { stop_broker; rm -rf "$tmp"; }
-trap cleanup EXIT
-cd "$tmp" || exit 1
-
-failures=0
-ok() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
-die() { echo "FAIL - $1"; exit 1; }
+kafka_test_init aggregate-changes kcat python3 jq
 
 start_broker --topic lattice.shards:4
 "$lattice" gen --shards 3000 --blades 8 --seed 5 -o rec.ndjson || die "lattice gen failed"

@@ -12,29 +12,17 @@ set -uo pipefail
 
 lattice=$(realpath "${1:?usage: aggregate_crash_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
 refdump=$(realpath "${2:?usage: aggregate_crash_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
-for tool in kcat jq; do
-  command -v "$tool" >/dev/null || { echo "FAIL - needs $tool"; exit 1; }
-done
 seed=${LATTICE_CRASH_SEED:-$(( $(date +%s) % 100000 ))}
 RANDOM=$seed
 echo "aggregate_crash_test: seed $seed (LATTICE_CRASH_SEED=$seed to repeat)"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-aggregate-crash.XXXXXX")
 here=$(dirname "$(realpath "$0")")
 # shellcheck source=kafka_lib.sh
 source "$here/kafka_lib.sh"
 pid=""
-cleanup() {
+kafka_test_init aggregate-crash kcat jq
+on_exit() {
   if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
-  stop_broker
-  rm -rf "$tmp"
 }
-trap cleanup EXIT
-cd "$tmp" || exit 1
-
-failures=0
-ok() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
-die() { echo "FAIL - $1"; exit 1; }
 
 start_broker --topic lattice.shards:8
 shards=120000

@@ -9,21 +9,10 @@ set -uo pipefail
 
 lattice=$(realpath "${1:?usage: aggregate_dead_letter_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
 refdump=$(realpath "${2:?usage: aggregate_dead_letter_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
-for tool in kcat jq python3; do
-  command -v "$tool" >/dev/null || { echo "FAIL - needs $tool"; exit 1; }
-done
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-aggregate-dead.XXXXXX")
 here=$(dirname "$(realpath "$0")")
 # shellcheck source=kafka_lib.sh
 source "$here/kafka_lib.sh"
-cleanup() { stop_broker; rm -rf "$tmp"; }
-trap cleanup EXIT
-cd "$tmp" || exit 1
-
-failures=0
-ok() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
-die() { echo "FAIL - $1"; exit 1; }
+kafka_test_init aggregate-dead kcat jq python3
 
 start_broker --topic lattice.shards:4 --topic lattice.dead:2
 

@@ -10,28 +10,16 @@ set -uo pipefail
 
 lattice=$(realpath "${1:?usage: aggregate_faults_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
 refdump=$(realpath "${2:?usage: aggregate_faults_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
-for tool in kcat jq; do
-  command -v "$tool" >/dev/null || { echo "FAIL - needs $tool"; exit 1; }
-done
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-aggregate-faults.XXXXXX")
 here=$(dirname "$(realpath "$0")")
 # shellcheck source=kafka_lib.sh
 source "$here/kafka_lib.sh"
 pid=""
 emit_pid=""
-cleanup() {
+kafka_test_init aggregate-faults kcat jq
+on_exit() {
   [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
   [ -n "$emit_pid" ] && kill -9 "$emit_pid" 2>/dev/null && wait "$emit_pid" 2>/dev/null
-  stop_broker
-  rm -rf "$tmp"
 }
-trap cleanup EXIT
-cd "$tmp" || exit 1
-
-failures=0
-ok() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
-die() { echo "FAIL - $1"; exit 1; }
 
 start_broker --brokers 3 --topic lattice.shards:6
 "$lattice" gen --shards 30000 --blades 16 --seed 29 -o rec.ndjson || die "lattice gen failed"

@@ -11,28 +11,16 @@ set -uo pipefail
 
 lattice=$(realpath "${1:?usage: aggregate_group_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
 refdump=$(realpath "${2:?usage: aggregate_group_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
-for tool in kcat jq; do
-  command -v "$tool" >/dev/null || { echo "FAIL - needs $tool"; exit 1; }
-done
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-aggregate-group.XXXXXX")
 here=$(dirname "$(realpath "$0")")
 # shellcheck source=kafka_lib.sh
 source "$here/kafka_lib.sh"
 pid_a=""
 pid_b=""
-cleanup() {
+kafka_test_init aggregate-group kcat jq
+on_exit() {
   [ -n "$pid_a" ] && kill -9 "$pid_a" 2>/dev/null && wait "$pid_a" 2>/dev/null
   [ -n "$pid_b" ] && kill -9 "$pid_b" 2>/dev/null && wait "$pid_b" 2>/dev/null
-  stop_broker
-  rm -rf "$tmp"
 }
-trap cleanup EXIT
-cd "$tmp" || exit 1
-
-failures=0
-ok() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
-die() { echo "FAIL - $1"; exit 1; }
 
 start_broker --topic lattice.shards:8
 "$lattice" gen --shards 40000 --blades 24 --seed 31 -o rec.ndjson || die "lattice gen failed"

@@ -10,21 +10,10 @@ set -uo pipefail
 
 lattice=$(realpath "${1:?usage: aggregate_standalone_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
 refdump=$(realpath "${2:?usage: aggregate_standalone_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
-for tool in kcat python3 jq; do
-  command -v "$tool" >/dev/null || { echo "FAIL - needs $tool"; exit 1; }
-done
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-aggregate-standalone.XXXXXX")
 here=$(dirname "$(realpath "$0")")
 # shellcheck source=kafka_lib.sh
 source "$here/kafka_lib.sh"
-cleanup() { stop_broker; rm -rf "$tmp"; }
-trap cleanup EXIT
-cd "$tmp" || exit 1
-
-failures=0
-ok() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
-die() { echo "FAIL - $1"; exit 1; }
+kafka_test_init aggregate-standalone kcat python3 jq
 
 start_broker --brokers 1 --topic lattice.shards:8
 echo "     broker at $bootstrap"

@@ -7,21 +7,10 @@
 set -uo pipefail
 
 lattice=$(realpath "${1:?usage: aggregate_ttl_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY}")
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-aggregate-ttl.XXXXXX")
 here=$(dirname "$(realpath "$0")")
 # shellcheck source=kafka_lib.sh
 source "$here/kafka_lib.sh"
-cleanup() {
-  stop_broker
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-cd "$tmp" || exit 1
-
-failures=0
-ok() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
-die() { echo "FAIL - $1"; exit 1; }
+kafka_test_init aggregate-ttl python3
 
 # Three blades over 3 hours of event time: intent "old" is written once at the start, intent
 # "live" keeps being touched, a counter is incremented by every blade all along. With

@@ -1,14 +1,42 @@
+# shellcheck shell=bash
 # Helpers shared by the Kafka integration tests (sourced, not run). Each test starts its own
 # `lattice broker` on 127.0.0.1 with a control channel and stops it on exit.
 #
 #   start_broker [lattice broker flags...]   sets $bootstrap and $control_port
 #   ctl "down 1"                             sends one control command, prints the answer
 #   wait_for CMD... / timeout T              polls a command until it succeeds (deadline $wait_s)
-# Requires: $lattice (the binary), $tmp (a scratch dir, cwd), the ok/fail helpers.
+#   kafka_test_init NAME TOOL...               scratch dir, exit trap, ok / fail / die (below)
+# Requires: $lattice (the binary).
 
 # The dev broker's mock group coordinator (librdkafka 2.0.2) lets a new member join only after the
 # previous member's session timed out, even when it left cleanly: tests use short sessions.
 fast_group=(-X session.timeout.ms=6000 -X heartbeat.interval.ms=500)
+
+# kafka_test_init NAME TOOL...: the preamble every Kafka test shares. Fails unless each TOOL is on
+# the PATH; makes the scratch dir $tmp (lattice-NAME.XXXXXX) and enters it; defines ok / fail / die
+# and the $failures count; on exit runs the test's own `on_exit` function if it defines one (to
+# kill the processes it started), then stops the broker and removes $tmp.
+kafka_test_init() {
+  local name=$1 tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "FAIL - needs $tool"; exit 1; }
+  done
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-$name.XXXXXX")
+  trap kafka_test_cleanup EXIT
+  cd "$tmp" || exit 1
+  failures=0
+}
+
+kafka_test_cleanup() {
+  if declare -F on_exit >/dev/null; then on_exit; fi
+  stop_broker
+  rm -rf "$tmp"
+}
+
+ok() { echo "ok   - $1"; }
+fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
+die() { echo "FAIL - $1"; exit 1; }
 
 broker_pid=""
 start_broker() {
