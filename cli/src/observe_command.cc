@@ -28,7 +28,8 @@ struct ObserveArgs {
   std::string clock = "event";
   int threads = 2;
   std::size_t max_clients = 1024;
-  std::size_t client_queue_bytes = 8u << 20;
+  std::size_t client_queue_bytes = 1u << 20;
+  std::string client_max_lag = "1s";
 };
 
 // The page's directory when --web is not given: next to an installed binary, else the source tree
@@ -100,6 +101,14 @@ int RunObserve(const ObserveArgs& args) {
   o.threads = args.threads;
   o.max_clients = args.max_clients;
   o.client_queue_bytes = args.client_queue_bytes;
+  auto max_lag = core::ParseDurationMs(args.client_max_lag);
+  if (!max_lag.ok()) {
+    return Fail("--client-max-lag: " + max_lag.status().message());
+  }
+  if (*max_lag < 10 || *max_lag > 600'000) {
+    return Fail("--client-max-lag: must be 10ms .. 10m");
+  }
+  o.client_max_lag_ms = *max_lag;
 
   // Block the stop signals before any thread starts, so only sigwait() sees them.
   sigset_t stop_signals;
@@ -174,6 +183,10 @@ void AddObserveCommand(CLI::App& app) {
   cmd->add_option("--client-queue-bytes", args->client_queue_bytes,
                   "Outgoing bytes buffered per client before it is dropped to a snapshot")
       ->check(CLI::Range(std::size_t{65536}, std::size_t{1} << 30))
+      ->capture_default_str();
+  cmd->add_option("--client-max-lag", args->client_max_lag,
+                  "A client whose oldest unsent message is older than this is dropped to a "
+                  "snapshot (10ms .. 10m)")
       ->capture_default_str();
   cmd->callback([args] { std::exit(RunObserve(*args)); });
 }

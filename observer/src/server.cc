@@ -64,6 +64,8 @@ std::size_t IndexOf(const char* const (&names)[N], std::string_view name) {
 struct Metrics {
   std::atomic<std::uint64_t> catch_ups{0}, catch_up_errors{0}, changes{0}, resyncs{0};
   std::atomic<std::uint64_t> clients{0}, slow_drops{0}, sent{0};
+  std::atomic<std::uint64_t> slow_drop_reasons[2] = {};  // lag, bytes
+  std::atomic<std::int64_t> queued_bytes{0};             // all clients' outgoing queues
   std::atomic<std::uint64_t> client_types[std::size(kClientTypes)] = {};
   std::atomic<std::uint64_t> errors[std::size(kErrorReasons)] = {};
   std::mutex http_mu;
@@ -359,6 +361,9 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     t.keep_alive_pings = true;
     ws_.set_option(t);
     ws_.read_message_max(kMaxClientMessageBytes);
+    // One frame per message, written with one gathered write: Beast's default splits a message
+    // into 4 KiB frames, one socket write each (a 15 KB live message cost four writes per client).
+    ws_.auto_fragment(false);
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "lattice-observe"); }));
     req_ = std::move(req);
@@ -372,7 +377,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
         return;
       }
       for (Message& m : self->protocol_.OnTick(*tick)) {
-        self->Enqueue(std::move(m));
+        self->Enqueue(std::move(m), /*from_tick=*/true);
       }
     });
   }
@@ -442,37 +447,76 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     DoRead();
   }
 
-  void Enqueue(Message m) {
+  /// Queues one outgoing message. `from_tick` marks live pushes (a snapshot can replace them);
+  /// the others are replies to the client's own messages.
+  void Enqueue(Message m, bool from_tick = false) {
     if (!open_ || m == nullptr) {
       return;
     }
+    if (snapshot_pending_ && from_tick) {
+      return;  // the pending snapshot, built when it is written, covers this tick
+    }
+    const auto now = std::chrono::steady_clock::now();
     // The message being written does not count; one message always fits an empty queue.
-    const std::size_t in_flight_bytes = writing_ ? queue_.front()->size() : 0;
-    const std::size_t waiting = queue_.size() - (writing_ ? 1 : 0);
-    if (waiting > 0 &&
-        queued_bytes_ - in_flight_bytes + m->size() > server_.options.client_queue_bytes) {
-      // Too slow: drop everything not yet being written, then send a fresh snapshot.
-      ++server_.metrics.slow_drops;
-      Message in_flight = writing_ ? queue_.front() : nullptr;
-      queue_.clear();
-      queued_bytes_ = 0;
-      if (in_flight) {
-        queue_.push_back(in_flight);
-        queued_bytes_ = in_flight->size();
+    const std::size_t first_waiting = writing_ ? 1 : 0;
+    if (queue_.size() > first_waiting) {
+      const char* reason = nullptr;
+      if (queued_bytes_ - InFlightBytes() + m->size() > server_.options.client_queue_bytes) {
+        reason = "bytes";
+      } else if (now - queue_[first_waiting].at >
+                 std::chrono::milliseconds(server_.options.client_max_lag_ms)) {
+        reason = "lag";
       }
-      m = protocol_.Snapshot("overflow");
+      if (reason != nullptr) {
+        DropToSnapshot(reason, now);
+        if (from_tick || m->size() > server_.options.client_queue_bytes) {
+          return;
+        }
+      }
     }
     queued_bytes_ += m->size();
-    queue_.push_back(std::move(m));
+    server_.metrics.queued_bytes += m->size();
+    queue_.push_back({std::move(m), now});
     if (!writing_) {
       DoWrite();
     }
   }
 
+  std::size_t InFlightBytes() const {
+    return writing_ && queue_.front().message ? queue_.front().message->size() : 0;
+  }
+
+  /// Too slow: everything not yet being written is dropped and replaced by one `snapshot`
+  /// (reason overflow), built when its turn to be written comes, so it is current then; until
+  /// then live ticks are not queued for this client (the snapshot covers them).
+  void DropToSnapshot(const char* reason, std::chrono::steady_clock::time_point now) {
+    if (!snapshot_pending_) {
+      ++server_.metrics.slow_drops;
+      ++server_.metrics.slow_drop_reasons[reason[0] == 'l' ? 0 : 1];
+    }
+    const std::size_t keep = writing_ ? 1 : 0;
+    while (queue_.size() > keep) {
+      if (queue_.back().message) {
+        queued_bytes_ -= queue_.back().message->size();
+        server_.metrics.queued_bytes -= queue_.back().message->size();
+      }
+      queue_.pop_back();
+    }
+    queue_.push_back({nullptr, now});
+    snapshot_pending_ = true;
+  }
+
   void DoWrite() {
     writing_ = true;
+    Queued& q = queue_.front();
+    if (q.message == nullptr) {  // the pending snapshot: built now, from the latest summary
+      q.message = protocol_.Snapshot("overflow");
+      queued_bytes_ += q.message->size();
+      server_.metrics.queued_bytes += q.message->size();
+      snapshot_pending_ = false;
+    }
     ws_.text(true);
-    ws_.async_write(asio::buffer(*queue_.front()),
+    ws_.async_write(asio::buffer(*q.message),
                     beast::bind_front_handler(&WsSession::OnWrite, shared_from_this()));
   }
 
@@ -483,7 +527,8 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
       return;
     }
     ++server_.metrics.sent;
-    queued_bytes_ -= queue_.front()->size();
+    queued_bytes_ -= queue_.front().message->size();
+    server_.metrics.queued_bytes -= queue_.front().message->size();
     queue_.pop_front();
     if (!queue_.empty() && open_) {
       DoWrite();
@@ -496,6 +541,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     }
     finished_ = true;
     open_ = false;
+    server_.metrics.queued_bytes -= queued_bytes_;
     queue_.clear();
     queued_bytes_ = 0;
     std::lock_guard lock(server_.sessions_mu);
@@ -509,8 +555,13 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   StreamProtocol protocol_;
   http::request<http::string_body> req_;
   beast::flat_buffer buffer_;
-  std::deque<Message> queue_;
-  std::size_t queued_bytes_ = 0;
+  struct Queued {
+    Message message;                           // null: the pending overflow snapshot
+    std::chrono::steady_clock::time_point at;  // when it was queued
+  };
+  std::deque<Queued> queue_;
+  std::size_t queued_bytes_ = 0;  // of the messages in queue_ (a pending snapshot counts 0)
+  bool snapshot_pending_ = false;
   bool writing_ = false;
   bool open_ = false;
   bool finished_ = false;
@@ -743,6 +794,17 @@ std::string Observer::Impl::MetricsText() {
   family("lattice_observer_slow_client_drops_total", "counter",
          "Outgoing queues dropped for a slow client.");
   sample("lattice_observer_slow_client_drops_total", u(metrics.slow_drops));
+  family("lattice_observer_slow_client_drop_reasons_total", "counter",
+         "Slow-client drops by the bound that was passed: lag (the oldest unsent message was "
+         "older than --client-max-lag) or bytes (--client-queue-bytes).");
+  labeled("lattice_observer_slow_client_drop_reasons_total", "reason", "lag",
+          u(metrics.slow_drop_reasons[0]));
+  labeled("lattice_observer_slow_client_drop_reasons_total", "reason", "bytes",
+          u(metrics.slow_drop_reasons[1]));
+  family("lattice_observer_client_queued_bytes", "gauge",
+         "Bytes waiting in the outgoing queues of all WebSocket clients (shared messages counted "
+         "once per client).");
+  sample("lattice_observer_client_queued_bytes", static_cast<double>(metrics.queued_bytes.load()));
   family("lattice_observer_messages_sent_total", "counter", "WebSocket messages written.");
   sample("lattice_observer_messages_sent_total", u(metrics.sent));
   family("lattice_observer_http_requests_total", "counter", "HTTP responses by status code.");
@@ -1171,6 +1233,9 @@ Result<std::unique_ptr<Observer>> Observer::Start(const ObserverOptions& options
   }
   if (options.poll_ms < 1 || options.poll_ms > 60'000) {
     return Status::InvalidArgument("poll interval must be 1 ms .. 60 s");
+  }
+  if (options.client_max_lag_ms < 1) {
+    return Status::InvalidArgument("client_max_lag_ms must be positive");
   }
   if (!options.web_dir.empty() && !std::filesystem::is_directory(options.web_dir)) {
     return Status::InvalidArgument("web directory '" + options.web_dir + "' does not exist");

@@ -138,3 +138,99 @@ def write_lines(path, lines):
 
 def tmpdir(name):
     return tempfile.mkdtemp(prefix=f"lattice-{name}.")
+
+
+class RawWs:
+    """A minimal blocking WebSocket client on a plain socket, for tests that must control exactly
+    when the client reads (a slow or stalled reader) or that read without decoding. Server frames
+    are unmasked; pings are answered with pongs while reading."""
+
+    def __init__(self, ws_url, rcvbuf=None, timeout=10.0):
+        import base64
+        import socket
+        host, port = ws_url.split("//")[1].split("/")[0].rsplit(":", 1)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /v1/stream HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            head += chunk
+        head, self.buf = head.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            raise ConnectionError(head.decode(errors="replace"))
+        self.received = 0  # bytes read from the socket since the handshake
+
+    @staticmethod
+    def frame(payload, opcode=1):
+        mask = os.urandom(4)
+        head = bytes([0x80 | opcode])
+        if len(payload) < 126:
+            head += bytes([0x80 | len(payload)])
+        elif len(payload) < 65536:
+            head += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + len(payload).to_bytes(8, "big")
+        return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    def send_json(self, obj):
+        self.sock.sendall(self.frame(json.dumps(obj).encode()))
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.received += len(chunk)
+            self.buf += chunk
+
+    def recv_frame(self):
+        """(opcode, payload bytes) of the next data message (continuation frames joined); answers
+        pings on the way. Raises socket.timeout."""
+        opcode, payload = self._frame()
+        parts = [payload[1]]
+        while not payload[0]:  # FIN not set: continuation frames follow
+            _, payload = self._frame()
+            parts.append(payload[1])
+        return opcode, b"".join(parts)
+
+    def _frame(self):
+        while True:
+            self._need(2)
+            b0, b1 = self.buf[0], self.buf[1]
+            n, at = b1 & 0x7F, 2
+            if n == 126:
+                self._need(4)
+                n, at = int.from_bytes(self.buf[2:4], "big"), 4
+            elif n == 127:
+                self._need(10)
+                n, at = int.from_bytes(self.buf[2:10], "big"), 10
+            self._need(at + n)
+            payload, self.buf = bytes(self.buf[at:at + n]), self.buf[at + n:]
+            opcode = b0 & 0x0F
+            if opcode == 0x9:
+                self.sock.sendall(self.frame(payload, 0xA))
+                continue
+            if opcode == 0xA:
+                continue
+            return opcode, (bool(b0 & 0x80), payload)
+
+    def recv_json(self):
+        opcode, payload = self.recv_frame()
+        if opcode == 0x8:
+            raise ConnectionError("closed by the server")
+        return json.loads(payload)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

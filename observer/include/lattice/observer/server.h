@@ -28,7 +28,11 @@ struct ObserverOptions {
   std::int64_t dead_after_ms = 10'000;
   bool wall_clock = false;
   std::size_t max_clients = 1024;
-  std::size_t client_queue_bytes = 8u << 20;
+  /// A live client is dropped to a snapshot (docs/observer-protocol.md "Slow clients") when its
+  /// unsent messages would exceed this many bytes, or when the oldest of them has waited longer
+  /// than client_max_lag_ms.
+  std::size_t client_queue_bytes = 1u << 20;
+  std::int64_t client_max_lag_ms = 1000;
 };
 
 /// A running observer. Start() returns once it listens; Stop() (or the destructor) ends it.
