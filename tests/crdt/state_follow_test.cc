@@ -121,6 +121,36 @@ TEST_F(StateFollowTest, ReportsSetsCountersAndStampsWhileTheWriterRuns) {
   EXPECT_EQ(r.changes[0].new_json, std::optional<std::string>("\"paused\""));
 }
 
+// A follower does not replay the counters column family at each catch-up; Blame() reads the
+// counter slots from an instance it opens on first use and catches up at each call.
+TEST_F(StateFollowTest, BlameOfACounterSeesSlotsWrittenAfterTheFollowerOpened) {
+  Commit({Env("a", 1, 10, R"({"c":{"$inc":2}})")});
+  Follow();
+  auto path = core::Path::Parse("c");
+  ASSERT_TRUE(path.ok());
+  auto first = reader_->Blame(*path);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_TRUE(first->has_value());
+  ASSERT_EQ((*first)->shares.size(), 1u);
+  EXPECT_EQ((*first)->shares[0].blade, "a");
+  EXPECT_EQ((*first)->shares[0].value_json, "2");
+
+  Commit({Env("b", 1, 20, R"({"c":{"$inc":5}})")});
+  Commit({Env("a", 2, 30, R"({"c":{"$inc":1}})")});
+  CatchUpResult r = CatchUp();
+  EXPECT_EQ(r.commit, 3u);
+  auto second = reader_->Blame(*path);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  ASSERT_TRUE(second->has_value());
+  EXPECT_EQ((*second)->value_json, "8");
+  ASSERT_EQ((*second)->shares.size(), 2u) << "the slot written after the first Blame";
+  EXPECT_EQ((*second)->shares[0].blade, "a");
+  EXPECT_EQ((*second)->shares[0].value_json, "3");
+  EXPECT_EQ((*second)->shares[0].seq, 2u);
+  EXPECT_EQ((*second)->shares[1].blade, "b");
+  EXPECT_EQ((*second)->shares[1].value_json, "5");
+}
+
 TEST_F(StateFollowTest, AnErasedSubtreeIsOneChangeAtItsRoot) {
   Commit({Env("a", 1, 10,
               R"({"jobs":{"1":{"status":"done","progress":1},"2":{"status":"queued"}}})")});

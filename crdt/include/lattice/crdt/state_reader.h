@@ -82,7 +82,11 @@ class StateReader {
 
   /// Who decided the visible value at `path` (see MergeEngine::Blame; the same answer from the
   /// committed records), or nullopt if nothing visible is there. Counter shares are in blade
-  /// byte order. Errors: Corruption on a malformed record; Unavailable on an I/O error.
+  /// byte order. On a secondary the counter slots are read from a second secondary instance
+  /// (its files in `secondary_dir`/counters), opened by the first call that needs them and caught
+  /// up at each such call: the follower's CatchUp() does not replay them, so the shares may be a
+  /// few commits newer than the value. Errors: Corruption on a malformed record; Unavailable on an
+  /// I/O error.
   Result<std::optional<Provenance>> Blame(const core::Path& path) const;
 
   /// Calls `visit` with the path and canonical JSON of every visible leaf value under `prefix`
