@@ -15,8 +15,9 @@ Each shard's `ts` is the wall time (ms) at which the writer produced it, so a ch
   - of which aggregator: the aggregator's own event-time lag figures (`lag_ms` in its progress
     log: shard ts -> merged, and -> published), when the aggregator prints them;
   - observer read -> client: arrival - observed_at (encoding, fan-out, socket, client).
-One measuring client (Python websockets) records every change. The other live clients run in
-separate processes (raw sockets, read and discard) so they cost the writer nothing. Prints
+One measuring client (its own process, a raw socket that only timestamps each read while the run
+lasts and decodes afterwards) records every change. The other live clients run in separate
+processes (raw sockets, read and discard, no decoding). Prints
 p50/p90/p99/max, the stage breakdown, and CPU (user+sys, /proc) of the observer and the others.
 
     /usr/bin/python3 bench/observer_latency.py build/cli/lattice [--rate 50000] [--seconds 10]
@@ -37,8 +38,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-
-import websockets
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
 from observer_support import Observer  # noqa: E402
@@ -111,6 +110,72 @@ def passive_clients(url, n, seconds):
                     pass
             next_pong = time.monotonic() + 5
     print(" ".join(str(k.data[0]) for k in sel.get_map().values()), flush=True)
+
+
+def measuring_client(url, seconds, out_path):
+    """The measuring client, in its own process: a raw socket that only timestamps what it reads
+    (one wall-clock reading per recv) while the run lasts; frames and JSON are decoded after the
+    run, each frame getting the time of the read that completed it. So the client's own decoding
+    never delays an arrival time. Writes `stamp.ts observed_at arrival` per bench change, and
+    the snapshot reasons it saw, to out_path."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                    "integration"))
+    from observer_support import RawWs
+    ws = RawWs(url)
+    ws.recv_json()  # hello
+    ws.recv_json()  # snapshot (connect)
+    ws.send_json({"type": "set_mode", "payload": {"mode": "live"}})
+    reads = [(time.time() * 1000, bytes(ws.buf))]  # what the handshake reads left over
+    ws.sock.settimeout(0.2)
+    print("ready", flush=True)
+    end = time.monotonic() + seconds
+    buf = bytearray(1 << 20)
+    while time.monotonic() < end:
+        try:
+            n = ws.sock.recv_into(buf)
+        except TimeoutError:
+            continue
+        if n == 0:
+            break
+        reads.append((time.time() * 1000, bytes(buf[:n])))
+    ws.close()
+    data = b"".join(chunk for _, chunk in reads)
+    ends, at = [], 0  # the stream offset at which each read ended
+    for t, chunk in reads:
+        at += len(chunk)
+        ends.append((at, t))
+    samples, snapshots = [], []
+    pos, ri, parts = 0, 0, []
+    while pos + 2 <= len(data):
+        b0, b1 = data[pos], data[pos + 1]
+        n, hl = b1 & 0x7F, 2
+        if n == 126:
+            n, hl = int.from_bytes(data[pos + 2:pos + 4], "big"), 4
+        elif n == 127:
+            n, hl = int.from_bytes(data[pos + 2:pos + 10], "big"), 10
+        if pos + hl + n > len(data):
+            break
+        parts.append(data[pos + hl:pos + hl + n])
+        pos += hl + n
+        if not b0 & 0x80 or (b0 & 0x0F) >= 0x8:  # a fragment, or a control frame
+            if (b0 & 0x0F) >= 0x8:
+                parts.pop()
+            continue
+        while ends[ri][0] < pos:
+            ri += 1
+        arrival = ends[ri][1]
+        m = json.loads(b"".join(parts))
+        parts = []
+        if m["type"] == "changes":
+            observed = m["payload"]["observed_at"]
+            for ch in m["payload"]["changes"]:
+                if ch["path"].startswith("bench.k"):
+                    samples.append(f'{ch["stamp"]["ts"]} {observed} {arrival:.1f}')
+        elif m["type"] == "snapshot":
+            snapshots.append(m["payload"]["reason"])
+    with open(out_path, "w") as f:
+        f.write(" ".join(snapshots) + "\n")
+        f.write("\n".join(samples) + "\n")
 
 
 def frame(payload, opcode):
@@ -232,34 +297,15 @@ async def run(procs):
             raise RuntimeError("the seed shard never reached the observer: see " + work)
         await asyncio.sleep(0.1)
 
-    samples = []  # (ts, observed_at, arrival) per change
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-
-    async def measuring():
-        async with websockets.connect(obs.ws, max_size=2**28) as ws:
-            await ws.recv()
-            await ws.recv()
-            await ws.send(json.dumps({"type": "set_mode", "payload": {"mode": "live"}}))
-            ready.set()
-            while not stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), 0.5)
-                except asyncio.TimeoutError:
-                    continue
-                now = time.time() * 1000
-                m = json.loads(raw)
-                if m["type"] == "changes":
-                    observed = m["payload"]["observed_at"]
-                    for ch in m["payload"]["changes"]:
-                        if ch["path"].startswith("bench.k"):
-                            samples.append((ch["stamp"]["ts"], observed, now))
-
-    task = asyncio.create_task(measuring())
-    await ready.wait()
+    samples_file = os.path.join(work, "measured.txt")
+    run_for = a.seconds + 6
+    measure = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--measure", obs.ws,
+                                str(run_for), samples_file], stdout=subprocess.PIPE, text=True)
+    procs["measure"] = measure
+    if measure.stdout.readline().strip() != "ready":
+        raise RuntimeError("the measuring client failed")
     extra = a.clients - 1
     passive = []
-    run_for = a.seconds + 6
     for i in range(min(a.client_procs, extra)):
         n = extra // a.client_procs + (1 if i < extra % a.client_procs else 0)
         if n == 0:
@@ -280,7 +326,11 @@ async def run(procs):
                      stdin=subprocess.PIPE)
     watch = ["observe"] + [n for n in ("broker", "aggregate", "emit", "replay") if n in procs]
     pids = {n: (obs.proc.pid if n == "observe" else procs[n].pid) for n in watch}
+    watch.append("clients")  # the measuring client and the other clients' processes together
+    client_pids = [measure.pid] + [p.pid for p in passive]
+    load_start = os.getloadavg()[0]
     cpu0 = {n: cpu_seconds(pid) for n, pid in pids.items()}
+    cpu0["clients"] = sum(cpu_seconds(pid) for pid in client_pids)
     t0 = time.monotonic()
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(a.rate), str(a.seconds), str(a.keys),
                                str(a.blades)], stdout=sink.stdin, stderr=subprocess.PIPE, text=True)
@@ -290,18 +340,27 @@ async def run(procs):
     sent, produce_s = writer.stderr.read().split()
     sent, produce_s = int(sent), float(produce_s)
     cpu_mid = {n: cpu_seconds(pid) - cpu0[n] for n, pid in pids.items()}
+    cpu_mid["clients"] = sum(cpu_seconds(pid) for pid in client_pids) - cpu0["clients"]
+    load_end = os.getloadavg()[0]
     wall_mid = time.monotonic() - t0
     sink.stdin.close()
     await asyncio.sleep(2.0)
     drops = "?"
     try:
         with urllib.request.urlopen(obs.url + "metrics", timeout=5) as r:
-            m = re.search(rb"^lattice_observer_slow_client_drops_total (\d+)", r.read(), re.M)
-            drops = m.group(1).decode() if m else "?"
+            text = r.read()
+        m = re.search(rb"^lattice_observer_slow_client_drops_total (\d+)", text, re.M)
+        drops = m.group(1).decode() if m else "?"
+        by = re.findall(rb'^lattice_observer_slow_client_drop_reasons_total\{reason="(\w+)"\} (\d+)',
+                        text, re.M)
+        if by:
+            drops += " (" + ", ".join(f"{k.decode()} {v.decode()}" for k, v in by) + ")"
     except OSError:
         pass
-    stop.set()
-    await asyncio.gather(task, return_exceptions=True)
+    measure.wait(timeout=run_for + 60)
+    with open(samples_file) as f:
+        measured_snapshots = f.readline().split()
+        samples = [tuple(float(x) for x in line.split()) for line in f if line.strip()]
     received_bytes = []
     for p in passive:
         out = p.communicate(timeout=run_for + 30)[0].split("\n")
@@ -337,7 +396,10 @@ async def run(procs):
               f"lattice observe (secondary, --poll {a.poll}) -> live WebSocket")
     print(f"produced {sent} shards in {produce_s:.1f} s ({sent / produce_s:.0f} shards/s) over {a.keys} "
           f"counters; {a.clients} live clients ({extra} in {len(passive)} other process(es))")
-    print(f"changes received by the measuring client: {len(samples)} (coalesced per path per catch-up)")
+    print(f"changes received by the measuring client: {len(samples)} (coalesced per path per catch-up); "
+          f"snapshots it got: {' '.join(measured_snapshots) or 'none'}")
+    print(f"load average (1 min) at the start / end of writing: {load_start:.1f} / {load_end:.1f} "
+          f"on {os.cpu_count()} cores")
     print("latency ms (stamp.ts = produce time):")
     print(summary_line("end to end (produced -> client)", e2e))
     print(summary_line("produced -> observer read", to_obs))
@@ -351,9 +413,9 @@ async def run(procs):
               f"(batch durable: in-process subscribers, lattice.changes)")
         print(f"  aggregator batch: {med(0):.0f} msg/s, per batch "
               f"avg ms: waiting for the first message {med(5):.1f}, filling {med(6):.1f}, committing {med(7):.1f}")
+    print(f"slow-client drops (/metrics): {drops}")
     if received_bytes:
-        print(f"other clients received {min(received_bytes) / 1e6:.1f} .. {max(received_bytes) / 1e6:.1f} MB each; "
-              f"slow-client drops: {drops}")
+        print(f"other clients received {min(received_bytes) / 1e6:.1f} .. {max(received_bytes) / 1e6:.1f} MB each")
     print("CPU while writing (user+sys, cores): " +
           ", ".join(f"{n} {cpu_mid[n] / wall_mid:.2f}" for n in watch))
     if a.keep:
@@ -366,7 +428,9 @@ async def run(procs):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--passive":
+    if len(sys.argv) > 1 and sys.argv[1] == "--measure":
+        measuring_client(sys.argv[2], float(sys.argv[3]), sys.argv[4])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--passive":
         passive_clients(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:
         asyncio.run(main())
