@@ -4,7 +4,8 @@ default limits (--client-max-lag 1s, --client-queue-bytes 1 MiB).
 
 A writer (`lattice replay -`, fed ~4,000 shards/s over 2,000 paths: ~0.45 MB/s of live changes per
 client) runs while two live clients on raw sockets are connected: one reads everything, the other
-stops reading for 5 s (a 4 KiB receive buffer, so TCP pushes back at once). Checks:
+stops reading (a 4 KiB receive buffer, so TCP pushes back at once) until 1.5 s after it was
+dropped (4 .. 15 s). Checks:
 - the stalled client is dropped (slow_client_drops_total, reason lag) while the writer runs,
   before the 8 MiB that the old byte-only bound needed;
 - the observer's outgoing queues stay bounded meanwhile (client_queued_bytes <= the byte bound
@@ -29,7 +30,7 @@ from observer_support import Checks, Observer, RawWs, http, run, tmpdir  # noqa:
 
 RATE = 4000  # shards/s
 KEYS = 2000
-STALL_S = 5.0
+MIN_STALL_S, MAX_STALL_S = 4.0, 15.0  # the stall lasts until 1.5 s after the first drop
 
 
 def metrics(obs):
@@ -91,12 +92,12 @@ def main():
         writer = subprocess.Popen([lattice, "replay", "-", "--state", state, "--batch", "500"],
                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
-        write_for = STALL_S + 4.0
+        stop_feed = threading.Event()
 
         def feed():
             start = time.monotonic()
             sent = 0
-            while time.monotonic() - start < write_for:
+            while not stop_feed.is_set() and time.monotonic() - start < MAX_STALL_S + 20:
                 due = int((time.monotonic() - start) * RATE)
                 ts = int(time.time() * 1000)
                 lines = [f'{{"blade":"w{i % 8}","seq":{i // 8 + 1},"ts":{ts},'
@@ -111,10 +112,14 @@ def main():
         feeding = threading.Thread(target=feed)
         feeding.start()
 
-        # Stall: read nothing for STALL_S while the writer runs; watch the observer meanwhile.
+        # Stall: read nothing while the writer runs (until 1.5 s after the first drop, at least
+        # MIN_STALL_S, at most MAX_STALL_S: 8 MiB, the old bound, would take ~18 s); watch the
+        # observer meanwhile.
         t0 = time.monotonic()
         peak_queued, peak_rss, dropped_after = 0, 0, None
-        while time.monotonic() - t0 < STALL_S:
+        while time.monotonic() - t0 < MAX_STALL_S and (
+                time.monotonic() - t0 < MIN_STALL_S or dropped_after is None or
+                time.monotonic() - t0 < dropped_after + 1.5):
             m = metrics(obs)
             peak_queued = max(peak_queued, m.get("lattice_observer_client_queued_bytes", 0))
             peak_rss = max(peak_rss, obs.rss_kb())
@@ -126,7 +131,8 @@ def main():
         by_lag = m.get('lattice_observer_slow_client_drop_reasons_total{reason="lag"}', 0)
         by_bytes = m.get('lattice_observer_slow_client_drop_reasons_total{reason="bytes"}', 0)
         c.check(drops >= 1 and by_lag + by_bytes == drops,
-                f"the stalled client was dropped to a snapshot during its {STALL_S:.0f} s stall "
+                f"the stalled client was dropped to a snapshot during its "
+                f"{time.monotonic() - t0:.1f} s stall "
                 f"({drops:.0f} drop(s): lag {by_lag:.0f}, bytes {by_bytes:.0f}; first seen after "
                 f"{dropped_after if dropped_after is None else round(dropped_after, 1)} s)")
         c.check(by_lag >= 1, "the time bound (--client-max-lag 1s) dropped it")
@@ -154,11 +160,11 @@ def main():
                 f"{before_snapshot} older message(s), {read_before / 1024:.0f} KiB read")
         c.check(read_before < 2 << 20,
                 f"the backlog before the snapshot is what the kernel buffers held ({read_before / 1024:.0f} KiB "
-                "< 2 MiB), not the stall's ~2 MB")
+                "< 2 MiB), not the stall's backlog")
         first_fresh = None
         lags_after = []
         deadline = time.monotonic() + 3.0
-        while reason is not None and time.monotonic() < deadline and feeding.is_alive():
+        while reason is not None and time.monotonic() < deadline:
             try:
                 msg = stalled.recv_json()
             except socket.timeout:
@@ -172,10 +178,11 @@ def main():
                 f"{None if first_fresh is None else round(resumed_ms - first_fresh)} ms before the "
                 "client resumed (the stall's backlog would be seconds)")
         lags_after.sort()
-        c.check(bool(lags_after) and lags_after[len(lags_after) // 2] < 500,
+        c.check(bool(lags_after) and lags_after[len(lags_after) // 2] < 1000,
                 f"the resumed client keeps up: {len(lags_after)} changes messages, median lag "
                 f"{lags_after[len(lags_after) // 2] if lags_after else -1:.0f} ms")
 
+        stop_feed.set()
         feeding.join()
         writer.wait(timeout=60)
         c.check(writer.returncode == 0, "the writer replayed its shards")
@@ -185,7 +192,7 @@ def main():
         lags = sorted(seen["lags"])
         c.check(not seen["snapshots"],
                 f"the reading client was never dropped (snapshots: {seen['snapshots']})")
-        c.check(len(lags) > 5 and lags[len(lags) // 2] < 200,
+        c.check(len(lags) > 5 and lags[len(lags) // 2] < 500,
                 f"the reading client kept up: {len(lags)} changes messages, median lag "
                 f"{lags[len(lags) // 2] if lags else -1:.0f} ms, max {lags[-1] if lags else -1:.0f} ms")
         stalled.close()
