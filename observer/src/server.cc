@@ -522,8 +522,9 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
 
   void OnWrite(beast::error_code ec, std::size_t) {
     writing_ = false;
-    if (ec) {
+    if (ec || finished_) {
       Finish();
+      queue_.clear();  // the message that was being written, kept alive until now
       return;
     }
     ++server_.metrics.sent;
@@ -542,7 +543,8 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     finished_ = true;
     open_ = false;
     server_.metrics.queued_bytes -= queued_bytes_;
-    queue_.clear();
+    // A write in progress still reads the front message's buffer: it stays until OnWrite.
+    queue_.erase(writing_ ? queue_.begin() + 1 : queue_.begin(), queue_.end());
     queued_bytes_ = 0;
     std::lock_guard lock(server_.sessions_mu);
     if (server_.sessions.erase(shared_from_this()) > 0) {
