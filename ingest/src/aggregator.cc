@@ -202,6 +202,9 @@ struct Aggregator::Impl {
   AggregatorOptions options;
   KafkaHandle consumer;
   KafkaHandle producer;
+  // The consumer's handle of the shards topic, made before any assignment so that the
+  // partitions' leader is known when they are assigned (see Run()).
+  rd_kafka_topic_t* shards_topic = nullptr;
   // Indexed by partition number; entries stay when unassigned (assigned = false).
   std::vector<std::unique_ptr<PartitionState>> partitions;
   std::vector<std::int64_t> end_at_start;  // exit_at_end: high watermarks captured at start
@@ -256,6 +259,9 @@ struct Aggregator::Impl {
   ~Impl() {
     if (fetcher.joinable()) {
       StopFetcher();
+    }
+    if (shards_topic != nullptr) {
+      rd_kafka_topic_destroy(shards_topic);
     }
   }
   Impl(const Impl&) = delete;
@@ -1096,6 +1102,17 @@ struct Aggregator::Impl {
     collect_changes = !subscribers.empty() || !options.changes_topic.empty();
     if (collect_changes) {
       store.SetChangeSink([this](const crdt::Change& c) { merging_changes.push_back(c); });
+    }
+    // The client learns the partitions' leader before they are assigned (the topic exists:
+    // CheckTopics). Otherwise the assignment creates the topic, each partition's first offset
+    // query races the leader lookup, finds none and retries after librdkafka's fixed 500 ms
+    // backoff: half a second of nothing after every assignment, in a group or standalone. Best
+    // effort: without it the assignment still works, later.
+    shards_topic = rd_kafka_topic_new(consumer.get(), options.topic.c_str(), nullptr);
+    if (const rd_kafka_metadata_t* md = nullptr;
+        shards_topic != nullptr && rd_kafka_metadata(consumer.get(), 0, shards_topic, &md, 5000) ==
+                                       RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_metadata_destroy(md);
     }
     if (options.standalone) {
       // Manual assignment, no group: nothing to wait for, and no rebalance ever.
