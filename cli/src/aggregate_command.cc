@@ -83,6 +83,7 @@ int RunAggregate(AggregateArgs& args) {
   crdt::StoreOptions store_options;
   store_options.engine.allowed_lateness_ms = config->allowed_lateness_ms;
   store_options.sync = config->sync;
+  store_options.memory_budget = config->memory_budget;
   // TTL (DESIGN §4): the config file's ttl: section, then --ttl rules added to it. Live, an
   // eviction is carried out once the lateness horizon passes it (docs/configuration.md).
   if (!config_path.empty()) {
@@ -182,6 +183,10 @@ void AddAggregateCommand(CLI::App& app) {
   setting("--allowed-lateness", "allowed_lateness",
           "How far behind the watermark a shard still merges exactly (LATTICE_ALLOWED_LATENESS) "
           "[5m]");
+  setting("--memory-budget", "memory_budget",
+          "Keep the in-memory state under about this size (e.g. 512MiB, 2GiB): written subtrees "
+          "below the page depth leave memory and are read back when needed "
+          "(LATTICE_MEMORY_BUDGET) [off]");
   setting("--log-interval", "log_interval",
           "Period of the progress log (lag, rates, batches); 0 for none (LATTICE_LOG_INTERVAL) "
           "[5s]");

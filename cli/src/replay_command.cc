@@ -13,6 +13,7 @@
 #include "lattice/core/duration.h"
 #include "lattice/crdt/state_store.h"
 #include "lattice/crdt/ttl.h"
+#include "lattice/ingest/aggregator_config.h"
 #include "lattice/ingest/replayer.h"
 
 namespace lattice::cli {
@@ -38,6 +39,7 @@ struct ReplayArgs {
   std::string config;
   std::string counter_slot_ttl;
   std::uint64_t progress = 0;
+  std::string memory_budget;
 };
 
 int RunReplay(const ReplayArgs& args) {
@@ -79,6 +81,27 @@ int RunReplay(const ReplayArgs& args) {
     store_options.engine.counter_slot_ttl_ms = *ms;
   }
   store_options.sync = args.sync;
+  // The memory budget: --memory-budget, else the config file's memory_budget key.
+  std::string budget_text = args.memory_budget;
+  std::string budget_where = "--memory-budget";
+  if (budget_text.empty() && !args.config.empty()) {
+    auto settings = ingest::ReadAggregateConfigFile(args.config);
+    if (!settings.ok()) {
+      return Fail("--config: " + settings.status().message());
+    }
+    if (auto it = settings->find("memory_budget"); it != settings->end()) {
+      budget_text = it->second;
+      budget_where = args.config;
+      budget_where.append(": memory_budget");
+    }
+  }
+  {
+    auto budget = crdt::ParseMemoryBudget(budget_text);
+    if (!budget.ok()) {
+      return Fail(budget_where + ": " + budget.status().message());
+    }
+    store_options.memory_budget = *budget;
+  }
   auto store = crdt::StateStore::Open(args.state, store_options);
   if (!store.ok()) {
     return Fail(store.status().ToString());
@@ -97,14 +120,16 @@ int RunReplay(const ReplayArgs& args) {
     const crdt::StoreStats stats = st->Stats();
     std::fprintf(stderr,
                  "progress: lines %llu live_data_bytes %llu rss_bytes %llu nodes %llu evicted %llu "
-                 "folded_slots %llu change_log_bytes %llu\n",
+                 "folded_slots %llu change_log_bytes %llu pages_out %llu pages_in %llu\n",
                  static_cast<unsigned long long>(r.lines),
                  static_cast<unsigned long long>(stats.live_data_bytes),
                  static_cast<unsigned long long>(stats.rss_bytes),
                  static_cast<unsigned long long>(stats.nodes),
                  static_cast<unsigned long long>(st->counts().evicted),
                  static_cast<unsigned long long>(st->counts().folded_slots),
-                 static_cast<unsigned long long>(stats.change_log_bytes));
+                 static_cast<unsigned long long>(stats.change_log_bytes),
+                 static_cast<unsigned long long>(stats.pages_out),
+                 static_cast<unsigned long long>(stats.pages_in));
   };
   // SIGINT/SIGTERM: commit what was merged and stop; a rerun continues from there.
   options.stop = &g_stop;
@@ -198,6 +223,10 @@ void AddReplayCommand(CLI::App& app) {
   cmd->add_option("--counter-slot-ttl", args->counter_slot_ttl,
                   "Fold a counter's per-blade slot into its retired sum once the blade has not "
                   "touched it for this long (the total never changes)");
+  cmd->add_option("--memory-budget", args->memory_budget,
+                  "Keep the in-memory state under about this size (e.g. 512MiB, 2GiB): subtrees "
+                  "below the page depth (2) that are written leave memory and are read back when "
+                  "needed (docs/state-layout.md). Default: off, the whole state stays in memory");
   cmd->add_option("--progress", args->progress,
                   "Every N lines, print RocksDB live data size, RSS and node count on stderr")
       ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 40));

@@ -478,11 +478,21 @@ Node* Engine::FindChild(const Node* parent, std::string_view key) const {
       return c;
     }
   }
+  if (IsPaged(parent)) [[unlikely]] {
+    EnsureLoaded(parent);  // the children are on disk only: read them, then look again
+    return FindChild(parent, key);
+  }
   return nullptr;
 }
 
 Node* Engine::CreateChild(Node* parent, std::string_view key) {
+  LATTICE_DCHECK(!IsPaged(parent));  // every caller looked the key up first (FindChild)
   Node* n = AllocNode();
+  if (pager_ != nullptr) [[unlikely]] {
+    n->page_commit = 0;
+    n->in_clock = false;
+    n->page_touched = false;
+  }
   n->parent = parent;
   n->key.assign(key.data(), key.size());
   n->last = Stamp{};
@@ -542,6 +552,16 @@ void Engine::Unlink(Node* node) {
 }
 
 void Engine::KillSubtree(Node* node) {
+  bool range = covering_;
+  if (IsPaged(node)) [[unlikely]] {
+    // Its subtree is on disk only: one range delete per column family, without reading it.
+    if (!covering_) {
+      std::string key;
+      AppendKey(node, key);
+      subtree_deletes_.push_back(std::move(key));
+    }
+    range = true;
+  }
   for (Node* c = node->first_child; c != nullptr;) {
     Node* next = c->next;
     KillSubtree(c);
@@ -557,7 +577,7 @@ void Engine::KillSubtree(Node* node) {
   --live_nodes_;
   if (persistent_) {
     // Freed after the next commit, which needs its key.
-    (covering_ ? covered_ : graveyard_).push_back(node);
+    (range ? covered_ : graveyard_).push_back(node);
   } else {
     FreeNode(node);
   }
@@ -576,6 +596,10 @@ void Engine::FreeNode(Node* node) {
 }
 
 void Engine::KillChildren(Node* node) {
+  if (IsPaged(node)) [[unlikely]] {
+    KillPagedChildren(node);
+    return;
+  }
   for (Node* c = node->first_child; c != nullptr;) {
     Node* next = c->next;
     KillSubtree(c);
@@ -586,7 +610,18 @@ void Engine::KillChildren(Node* node) {
   node->index.reset();
 }
 
+void Engine::KillPagedChildren(Node* node) {
+  // The children are on disk only: a range delete of the node's subtree (its own record is
+  // written again after it, since the caller changes the node).
+  std::string key;
+  AppendKey(node, key);
+  subtree_deletes_.push_back(std::move(key));
+  node->child_count = 0;
+  MarkDirty(node);
+}
+
 void Engine::KillOlder(Node* node, const Stamp& s) {
+  EnsureLoaded(node);
   for (Node* c = node->first_child; c != nullptr;) {
     Node* next = c->next;
     if (c->last < s) {

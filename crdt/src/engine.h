@@ -301,6 +301,25 @@ struct alignas(128) Node {
   Origin origin;       // where the write that set `last` came from
   /// Persisted slots of a dropped or cut register, to delete at the next commit.
   std::vector<DroppedSlot> dropped_slots;
+  // Paging (Engine::EnablePaging; only page roots, the nodes at the page depth, use these).
+  std::uint64_t page_commit = 0;  // the last commit that wrote a record under this page root
+  bool in_clock = false;          // has an entry in Engine::pages_
+  bool page_touched = false;      // written or faulted in since the clock last passed it
+};
+
+/// A page root whose subtree is not in memory ("paged out", a stub): it keeps its own fields and
+/// its child count, but no children (see Engine::EnablePaging).
+inline bool IsPaged(const Node* n) { return n->first_child == nullptr && n->child_count != 0; }
+
+class Engine;
+
+/// Reads the records under a paged-out node back from the store (Engine::EnablePaging).
+class PageSource {
+ public:
+  virtual ~PageSource() = default;
+  /// Feeds every record strictly under the encoded path `prefix` to the engine: nodes in key
+  /// order (Engine::LoadNode), then slots (LoadSlot), then history chunks (LoadHistory).
+  virtual Status LoadPage(std::string_view prefix, Engine& engine) = 0;
 };
 
 /// Receives the records of one commit. Keys are encoded paths (core::Path::Encode()).
@@ -377,6 +396,23 @@ class Engine {
                   std::int64_t max_ts);
   std::uint64_t commits() const { return commits_; }
 
+  // Bounded memory (docs/state-layout.md, "Bounded memory"). Off unless enabled: then subtrees
+  // under object nodes at `page_depth` (pages) whose records are all written can leave memory
+  // (PageOut), and are read back from `source` when a walk needs what is below them (FaultIn).
+  void EnablePaging(PageSource* source, std::uint64_t budget_bytes, std::uint32_t page_depth);
+  bool paging() const { return pager_ != nullptr; }
+  /// After a commit: while the estimate of the engine's memory is over the budget, pages out
+  /// clean pages (a clock with a second chance) until it is under 90% of it. Only pages whose
+  /// last written commit is below `durable_below` (a commit number) may go.
+  void SweepPages(std::uint64_t durable_below);
+  /// The first failure to read a page back (sticky; the store then refuses to commit).
+  const Status& page_error() const { return page_error_; }
+  std::uint64_t pages_out() const { return pages_out_; }
+  std::uint64_t pages_in() const { return pages_in_; }
+  /// The estimate the budget is compared with: nodes in memory x kNodeBytes.
+  std::uint64_t memory_estimate() const { return live_nodes_ * kNodeBytes; }
+  static constexpr std::uint64_t kNodeBytes = 300;  // RSS per trie node (bench/ttl_memory.sh)
+
  private:
   struct Frame {
     Node* node;
@@ -396,7 +432,8 @@ class Engine {
   Node* CreateChild(Node* parent, std::string_view key);
   void Unlink(Node* node);
   void KillSubtree(Node* node);
-  void KillChildren(Node* node);
+  [[gnu::always_inline]] inline void KillChildren(Node* node);
+  [[gnu::noinline, gnu::cold]] void KillPagedChildren(Node* node);
   void KillOlder(Node* node, const Stamp& s);
   void DropValue(Node* node);
   void MarkDirty(Node* node);
@@ -454,6 +491,22 @@ class Engine {
   void WriteJson(const Node* node, std::string& out) const;
 
   void FreeNode(Node* node);
+
+  // Paging.
+  /// Reads `node`'s subtree back if it is paged out (the choke point of every walk below it).
+  void EnsureLoaded(const Node* node) const {
+    if (IsPaged(node)) [[unlikely]] {
+      const_cast<Engine*>(this)->FaultIn(const_cast<Node*>(node));
+    }
+  }
+  void FaultIn(Node* node);
+  /// Frees `root`'s subtree if every node in it is clean and written; false if not.
+  bool PageOut(Node* root);
+  Node* PageRootOf(Node* node) const;
+  void NotePageWrite(Node* node);
+  void RegisterPages(Node* node, std::uint32_t depth);
+  /// The register part of FinishLoad() for loaded_registers_ (totals, fold list, slot queue).
+  void FinishRegisters();
 
   EngineOptions options_;
   bool persistent_;
@@ -513,6 +566,16 @@ class Engine {
   bool big_numbers_seen_ = false;
   bool in_order_ = false;  // the shard being applied is newer than every seq of its blade
   ApplyCounts counts_;
+  // Paging (EnablePaging): the clock over page roots, (node, uid).
+  PageSource* pager_ = nullptr;
+  std::uint64_t budget_ = 0;
+  std::uint32_t page_depth_ = 2;
+  std::vector<std::pair<Node*, std::uint64_t>> pages_;
+  std::size_t clock_hand_ = 0;
+  Status page_error_;
+  std::uint64_t pages_out_ = 0;
+  std::uint64_t pages_in_ = 0;
+  bool faulting_ = false;  // inside FaultIn (LoadNode's walks must not fault in again)
   mutable std::string key_scratch_;
   std::string record_scratch_;
 };

@@ -150,6 +150,20 @@ void Engine::EncodeBlade(const Blade& blade, std::string& out) const {
 
 void Engine::CollectChanges(RecordSink& sink) {
   MaterializeAll();  // pending increments go to their slots' records
+  if (pager_ != nullptr) {
+    // The pages this commit writes records under may not leave memory before it is written.
+    for (Node* node : dirty_) {
+      if (!node->dead) {
+        NotePageWrite(node);
+      }
+    }
+    for (Node* node : graveyard_) {
+      NotePageWrite(node);
+    }
+    for (Node* node : covered_) {
+      NotePageWrite(node);
+    }
+  }
   std::string& key = key_scratch_;
   auto slot_key = [&](const Node* node, const Blade* blade) {
     key.clear();
@@ -571,7 +585,7 @@ Status Engine::LoadExpiry(std::int64_t due, std::string_view key) {
   return Status::Ok();
 }
 
-Status Engine::FinishLoad(bool index_loaded) {
+void Engine::FinishRegisters() {
   for (Node* node : loaded_registers_) {
     Register& reg = *node->reg;
     bool has_history = false;
@@ -599,6 +613,10 @@ Status Engine::FinishLoad(bool index_loaded) {
     }
   }
   loaded_registers_.clear();
+}
+
+Status Engine::FinishLoad(bool index_loaded) {
+  FinishRegisters();
   if (index_loaded) {
     // The index scheduled every TTL node that can become due; check that none is missing.
     if (loaded_expiry_ != loaded_ttl_due_) {
@@ -621,6 +639,165 @@ Status Engine::FinishLoad(bool index_loaded) {
   loaded_ttl_due_ = 0;
   loaded_expiry_ = 0;
   return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paging (docs/state-layout.md, "Bounded memory")
+
+void Engine::EnablePaging(PageSource* source, std::uint64_t budget_bytes,
+                          std::uint32_t page_depth) {
+  pager_ = source;
+  budget_ = budget_bytes;
+  page_depth_ = std::max<std::uint32_t>(1, page_depth);
+  RegisterPages(root_, 0);
+}
+
+void Engine::RegisterPages(Node* node, std::uint32_t depth) {
+  if (depth == page_depth_) {
+    if (node->first_child != nullptr && !node->in_clock) {
+      node->in_clock = true;
+      pages_.emplace_back(node, node->uid);
+    }
+    return;
+  }
+  for (Node* c = node->first_child; c != nullptr; c = c->next) {
+    RegisterPages(c, depth + 1);
+  }
+}
+
+Node* Engine::PageRootOf(Node* node) const {
+  std::uint32_t depth = 0;
+  for (const Node* n = node; n != root_ && n != nullptr; n = n->parent) {
+    ++depth;
+  }
+  if (depth <= page_depth_) {
+    return nullptr;  // at or above the page depth: in no page
+  }
+  for (; depth > page_depth_; --depth) {
+    node = node->parent;
+  }
+  return node;
+}
+
+void Engine::NotePageWrite(Node* node) {
+  Node* page = PageRootOf(node);
+  if (page == nullptr || page->dead) {
+    return;
+  }
+  page->page_commit = commits_;
+  page->page_touched = true;
+  if (!page->in_clock) {
+    page->in_clock = true;
+    pages_.emplace_back(page, page->uid);
+  }
+}
+
+void Engine::SweepPages(std::uint64_t durable_below) {
+  if (pager_ == nullptr || !page_error_.ok() || memory_estimate() <= budget_) {
+    return;
+  }
+  const std::uint64_t target = budget_ - budget_ / 10;
+  // Two turns of the clock at most: a page touched since the last turn gets a second chance.
+  std::size_t steps = 2 * pages_.size();
+  while (memory_estimate() > target && steps > 0 && !pages_.empty()) {
+    --steps;
+    if (clock_hand_ >= pages_.size()) {
+      clock_hand_ = 0;
+    }
+    auto [node, uid] = pages_[clock_hand_];
+    if (node->uid != uid || node->dead) {
+      pages_[clock_hand_] = pages_.back();  // the page root is gone
+      pages_.pop_back();
+      continue;
+    }
+    ++clock_hand_;
+    if (node->first_child == nullptr || node->page_commit >= durable_below) {
+      continue;  // nothing in memory below it, or its last write is not on disk yet
+    }
+    if (node->page_touched) {
+      node->page_touched = false;
+      continue;
+    }
+    PageOut(node);
+  }
+}
+
+bool Engine::PageOut(Node* root) {
+  std::vector<Node*> nodes;
+  for (Node* c = root->first_child; c != nullptr; c = c->next) {
+    nodes.push_back(c);
+  }
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    Node* n = nodes[i];
+    // Clean: written, and nothing the records do not hold (TTL nodes below the page root stay:
+    // their index entries are not under the page's key range).
+    if (n->dirty || n->dead || !n->persisted || n->ttl || !n->dropped_slots.empty()) {
+      return false;
+    }
+    if (n->reg) {
+      if (!n->reg->pending.empty()) {
+        return false;
+      }
+      for (const Slot& slot : n->reg->slots) {
+        if (slot.dirty || slot.rewrite || slot.unpersisted > 0 || !slot.deleted_chunks.empty()) {
+          return false;
+        }
+      }
+    }
+    for (Node* c = n->first_child; c != nullptr; c = c->next) {
+      nodes.push_back(c);
+    }
+  }
+  for (Node* n : nodes) {
+    if (n->reg) {
+      UntrackRegister(n);  // the fold list holds raw pointers; a fault-in tracks it again
+    }
+    n->index.reset();
+    // Queue entries (tombstones, TTL, slot folding) that name it are stale from now on.
+    n->dead = true;
+    std::string().swap(n->scalar);
+    std::string().swap(n->key);
+    FreeNode(n);
+    --live_nodes_;
+  }
+  root->first_child = nullptr;
+  root->index.reset();
+  LATTICE_DCHECK(root->child_count != 0);
+  ++pages_out_;
+  return true;
+}
+
+void Engine::FaultIn(Node* node) {
+  LATTICE_DCHECK(pager_ != nullptr && !faulting_);
+  faulting_ = true;
+  node->child_count = 0;  // CreateChild counts the children again
+  std::string prefix;
+  AppendKey(node, prefix);
+  Status st = pager_->LoadPage(prefix, *this);
+  if (st.ok() && node->child_count == 0) {
+    st = Status::Corruption("no records under a paged-out node");
+  }
+  if (st.ok()) {
+    FinishRegisters();
+    for (auto [n, uid] : loaded_ttl_) {
+      if (n->uid == uid && !n->dead && n->ttl) {
+        // A clean record's index entry is as it implies; a record rewritten (dirty) gets its
+        // entry from the next commit.
+        n->ttl->indexed = n->dirty ? TtlState::kNone : NextTtlKey(*n->ttl);
+        ScheduleTtl(n);
+      }
+    }
+  }
+  loaded_ttl_.clear();
+  loaded_ttl_due_ = 0;
+  loaded_registers_.clear();
+  faulting_ = false;
+  ++pages_in_;
+  node->page_touched = true;
+  if (!st.ok() && page_error_.ok()) {
+    page_error_ = Status::Corruption("reading back the paged-out subtree '" + PathText(node) +
+                                     "': " + st.ToString());
+  }
 }
 
 void Engine::LoadClocks(std::int64_t watermark, std::int64_t gc_horizon, std::uint64_t commits,
@@ -646,6 +823,7 @@ void Engine::WriteJson(const Node* node, std::string& out) const {
     case Kind::kObject:
       break;
   }
+  EnsureLoaded(node);
   std::vector<const Node*> kids;
   for (const Node* c = node->first_child; c != nullptr; c = c->next) {
     if (c->kind != Kind::kAbsent) {

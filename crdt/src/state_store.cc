@@ -115,7 +115,7 @@ std::string RulesRecord(const std::vector<TtlRule>& rules) {
 
 }  // namespace
 
-struct StateStore::Impl {
+struct StateStore::Impl final : internal::PageSource {
   StoreOptions options;
   internal::Engine engine;
   std::unique_ptr<rocksdb::DB> db;
@@ -150,14 +150,17 @@ struct StateStore::Impl {
   struct Pending {
     std::unique_ptr<rocksdb::WriteBatch> batch;
     std::uint64_t commit = 0;               // its number in commits_made
+    std::uint64_t engine_commit = 0;        // the engine's commit number (history chunks)
     std::vector<SourcePosition> positions;  // the positions it holds
   };
   std::optional<Pending> pending;
   std::unique_ptr<rocksdb::WriteBatch> spare;  // a written batch kept for its buffer
   bool writing = false;
   bool stop = false;
-  Status write_error;                                       // sticky: the first failed write
-  std::uint64_t commits_durable = 0;                        // guarded by mu
+  Status write_error;                 // sticky: the first failed write
+  std::uint64_t commits_durable = 0;  // guarded by mu
+  // Engine commit numbers (history chunk numbers) below this are written. Guarded by mu.
+  std::uint64_t engine_durable_below = 0;
   std::map<std::string, SourcePosition> durable_positions;  // guarded by mu
   std::thread writer;
 
@@ -181,6 +184,7 @@ struct StateStore::Impl {
       writing = false;
       if (s.ok()) {
         commits_durable = job.commit;
+        engine_durable_below = job.engine_commit + 1;
         for (SourcePosition& p : job.positions) {
           durable_positions[p.source] = std::move(p);
         }
@@ -203,6 +207,37 @@ struct StateStore::Impl {
       pending.reset();
       WriteLocked(lock, std::move(job));
     }
+  }
+
+  // Paging: the records strictly under `prefix`, from the writer's own database (all of them are
+  // written: only clean pages leave memory).
+  Status LoadPage(std::string_view prefix, internal::Engine& eng) override {
+    std::string end(prefix);
+    end.back() = static_cast<char>(static_cast<unsigned char>(end.back()) + 1);
+    const rocksdb::Slice upper(end);
+    for (int pass = 0; pass < 3; ++pass) {
+      rocksdb::ColumnFamilyHandle* cf = pass == 0 ? state_cf : pass == 1 ? counters_cf : history_cf;
+      rocksdb::ReadOptions ro;
+      ro.iterate_upper_bound = &upper;
+      ro.fill_cache = true;
+      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, cf));
+      for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid(); it->Next()) {
+        const std::string_view key(it->key().data(), it->key().size());
+        const std::string_view value(it->value().data(), it->value().size());
+        if (pass == 0) {
+          if (key.size() == prefix.size()) {
+            continue;  // the page root's own record: it stayed in memory (and may be newer)
+          }
+          LATTICE_RETURN_IF_ERROR(eng.LoadNode(key, value));
+        } else if (pass == 1) {
+          LATTICE_RETURN_IF_ERROR(eng.LoadSlot(key, value));
+        } else {
+          LATTICE_RETURN_IF_ERROR(eng.LoadHistory(key, value));
+        }
+      }
+      LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "reading a paged-out subtree"));
+    }
+    return Status::Ok();
   }
 
   Status WaitIdle() {
@@ -231,6 +266,53 @@ struct StateStore::Impl {
   }
 };
 
+Result<std::optional<std::uint64_t>> ParseMemoryBudget(std::string_view text) {
+  if (text.empty() || text == "off") {
+    return std::optional<std::uint64_t>();
+  }
+  const auto bad = [&] {
+    return Status::InvalidArgument("'" + std::string(text) +
+                                   "' is not a memory size: a whole number of bytes with an "
+                                   "optional unit B, KiB, MiB, GiB, TiB, KB, MB, GB or TB "
+                                   "(e.g. 512MiB, 2GiB), or off");
+  };
+  std::size_t digits = 0;
+  std::uint64_t n = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') {
+    if (__builtin_mul_overflow(n, std::uint64_t{10}, &n) ||
+        __builtin_add_overflow(n, static_cast<std::uint64_t>(text[digits] - '0'), &n)) {
+      return bad();
+    }
+    ++digits;
+  }
+  if (digits == 0) {
+    return bad();
+  }
+  static constexpr std::pair<std::string_view, std::uint64_t> kUnits[] = {
+      {"", 1},
+      {"B", 1},
+      {"KiB", std::uint64_t{1} << 10},
+      {"MiB", std::uint64_t{1} << 20},
+      {"GiB", std::uint64_t{1} << 30},
+      {"TiB", std::uint64_t{1} << 40},
+      {"KB", 1000},
+      {"MB", 1000 * 1000},
+      {"GB", 1000 * 1000 * 1000},
+      {"TB", std::uint64_t{1000} * 1000 * 1000 * 1000},
+  };
+  const std::string_view unit = text.substr(digits);
+  for (const auto& [name, factor] : kUnits) {
+    if (unit == name) {
+      std::uint64_t bytes;
+      if (__builtin_mul_overflow(n, factor, &bytes)) {
+        return bad();
+      }
+      return std::optional<std::uint64_t>(bytes);
+    }
+  }
+  return bad();
+}
+
 StateStore::StateStore(std::string dir) : dir_(std::move(dir)) {}
 
 StateStore::~StateStore() {
@@ -242,7 +324,7 @@ StateStore::~StateStore() {
 namespace {
 
 // bench/crdt/rocksdb_put_bench.cc copies these for its raw-RocksDB baseline: keep them in step.
-rocksdb::Options DbOptions() {
+rocksdb::Options DbOptions(bool paging) {
   rocksdb::Options o;
   o.create_if_missing = true;
   o.create_missing_column_families = true;
@@ -255,8 +337,12 @@ rocksdb::Options DbOptions() {
   o.max_open_files = 256;
   // The aggregator never reads its own memtable after loading (readers open the directory
   // separately), so an append-only vector memtable, sorted once at flush, beats the skiplist.
-  o.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
-  o.allow_concurrent_memtable_write = false;
+  // With paging the writer does read its memtable (a page read back may have been written a
+  // moment ago), and the vector memtable's iterator sorts a copy of it: keep the skiplist then.
+  if (!paging) {
+    o.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
+    o.allow_concurrent_memtable_write = false;
+  }
   return o;
 }
 
@@ -272,7 +358,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
   store->impl_ = std::make_unique<Impl>(options);
   Impl& im = *store->impl_;
 
-  rocksdb::Options db_options = DbOptions();
+  rocksdb::Options db_options = DbOptions(options.memory_budget.has_value());
   rocksdb::ColumnFamilyOptions cf_options(db_options);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, cf_options},
@@ -380,6 +466,10 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
     LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "loading the expiry index"));
   }
   LATTICE_RETURN_IF_ERROR(im.engine.FinishLoad(!im.rebuild_index));
+  im.engine_durable_below = im.engine.commits();
+  if (options.memory_budget) {
+    im.engine.EnablePaging(&im, *options.memory_budget, options.page_depth);
+  }
   if (options.pipelined) {
     im.writer = std::thread([&im] { im.WriterLoop(); });
   }
@@ -410,6 +500,9 @@ void StateStore::StagePosition(const SourcePosition& position) {
 
 Status StateStore::Commit() {
   Impl& im = *impl_;
+  if (!im.engine.page_error().ok()) {
+    return im.engine.page_error();  // the state in memory is incomplete: write nothing
+  }
   // Reuse a spare batch: its buffer keeps its capacity, so building it does not page-fault.
   std::unique_ptr<rocksdb::WriteBatch> batch;
   {
@@ -442,6 +535,7 @@ Status StateStore::Commit() {
     sink.set_change_log(&im.change_log);
   }
   im.engine.CollectChanges(sink);
+  const std::uint64_t engine_commit = im.engine.commits() - 1;
   if (im.options.change_log) {
     // Every commit gets an entry (possibly empty), so a reader can tell a trimmed log from a
     // commit that changed nothing. The log keeps the last kChangeLogCommits commits and at most
@@ -490,17 +584,27 @@ Status StateStore::Commit() {
   im.last_batch_bytes = batch->GetDataSize();
   job.batch = std::move(batch);
   job.commit = ++im.commits_made;
-  std::unique_lock lock(im.mu);
-  if (!im.options.pipelined) {
-    im.WriteLocked(lock, std::move(job));
-    return im.write_error;
+  job.engine_commit = engine_commit;
+  std::uint64_t durable_below = 0;
+  {
+    std::unique_lock lock(im.mu);
+    if (!im.options.pipelined) {
+      im.WriteLocked(lock, std::move(job));
+    } else {
+      im.cv.wait(lock, [&] { return !im.pending.has_value(); });
+      if (im.write_error.ok()) {
+        im.pending = std::move(job);
+        im.cv.notify_all();
+      }
+    }
+    if (!im.write_error.ok()) {
+      return im.write_error;
+    }
+    durable_below = im.engine_durable_below;
   }
-  im.cv.wait(lock, [&] { return !im.pending.has_value(); });
-  if (!im.write_error.ok()) {
-    return im.write_error;
+  if (im.engine.paging()) {
+    im.engine.SweepPages(durable_below);
   }
-  im.pending = std::move(job);
-  im.cv.notify_all();
   return Status::Ok();
 }
 
@@ -565,6 +669,8 @@ StoreStats StateStore::Stats() const {
     std::fclose(f);
   }
   st.nodes = im.engine.node_count();
+  st.pages_out = im.engine.pages_out();
+  st.pages_in = im.engine.pages_in();
   return st;
 }
 

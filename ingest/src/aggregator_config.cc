@@ -9,6 +9,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "lattice/core/duration.h"
+#include "lattice/crdt/state_store.h"
 
 namespace lattice::ingest {
 
@@ -36,6 +37,9 @@ const std::vector<SettingInfo>& AggregateSettings() {
       {"exit_at_end", "LATTICE_EXIT_AT_END",
        "stop once every assigned partition reached its end offset at start [false]"},
       {"log_interval", "LATTICE_LOG_INTERVAL", "progress log period, 0 for none [5s]"},
+      {"memory_budget", "LATTICE_MEMORY_BUDGET",
+       "keep the in-memory state under about this size, e.g. 512MiB, 2GiB; written subtrees "
+       "leave memory and are read back when needed [off]"},
   };
   return kSettings;
 }
@@ -258,6 +262,13 @@ Result<AggregateConfig> ResolveAggregateConfig(const std::vector<SettingMap>& la
   }
   if (const std::string* v = get("sync")) {
     LATTICE_ASSIGN_OR_RETURN(config.sync, ParseBool("sync", *v));
+  }
+  if (const std::string* v = get("memory_budget")) {
+    auto budget = crdt::ParseMemoryBudget(*v);
+    if (!budget.ok()) {
+      return Status::InvalidArgument("setting memory_budget: " + budget.status().message());
+    }
+    config.memory_budget = *budget;
   }
   if (const std::string* v = get("exit_at_end")) {
     LATTICE_ASSIGN_OR_RETURN(o.exit_at_end, ParseBool("exit_at_end", *v));

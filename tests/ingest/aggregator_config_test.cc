@@ -45,11 +45,16 @@ TEST(AggregatorConfigTest, ValuesAreParsedAndRangeChecked) {
   EXPECT_EQ(ok->allowed_lateness_ms, 60000);
   EXPECT_TRUE(ok->options.exit_at_end);
   EXPECT_EQ(ok->options.changes_topic, "");  // empty: no change topic
+  EXPECT_EQ(ok->memory_budget, std::nullopt);  // default: the state stays in memory
+  auto budget = ResolveAggregateConfig({{{"state", "s"}, {"memory_budget", "512MiB"}}});
+  ASSERT_TRUE(budget.ok()) << budget.status().ToString();
+  EXPECT_EQ(budget->memory_budget, std::optional<std::uint64_t>(512u << 20));
   for (const SettingMap& bad : std::vector<SettingMap>{
            {{"state", "s"}, {"max_batch", "0"}},
            {{"state", "s"}, {"min_batch", "100"}, {"max_batch", "10"}},
            {{"state", "s"}, {"max_batch_time", "soon"}},
            {{"state", "s"}, {"sync", "maybe"}},
+           {{"state", "s"}, {"memory_budget", "lots"}},
            {{"state", "s"}, {"topic", ""}},
            {{"group", "g"}}}) {  // no state
     auto r = ResolveAggregateConfig({bad});

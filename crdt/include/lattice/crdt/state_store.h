@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "lattice/core/path.h"
 #include "lattice/core/shard.h"
@@ -26,12 +27,25 @@ struct StoreOptions {
   /// Write each batch on a background thread while the next one is merged.
   bool pipelined = true;
   /// Keep a change log (the `changes` column family: per commit, the state keys it wrote, in the
-  /// same WriteBatch; the last 4096 commits, at most 64 MiB of them) for readers that follow the state, e.g. the observer.
+  /// same WriteBatch; the last 4096 commits, at most 64 MiB of them) for readers that follow the
+  /// state, e.g. the observer.
   bool change_log = true;
   /// The change log keeps at most this many bytes of entries (and at most 4096 commits); a
   /// follower further behind sees a gap and resyncs.
   std::size_t change_log_max_bytes = 64u << 20;
+  /// Bounded memory (docs/state-layout.md, "Bounded memory"): when set, subtrees under object
+  /// nodes at `page_depth` whose records are all written leave memory after a commit while the
+  /// engine's estimate of its memory (trie nodes x 300 bytes) is over this many bytes, and are
+  /// read back from the database when needed. 0 pages out every clean page after every commit
+  /// (tests). Unset (the default): the whole state stays in memory.
+  std::optional<std::uint64_t> memory_budget;
+  std::uint32_t page_depth = 2;
 };
+
+/// Parses a memory budget (StoreOptions::memory_budget): a whole number of bytes with an optional
+/// unit B, KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000), e.g. `512MiB`,
+/// `2GiB`, `0`; `off` (or an empty text) means none. Errors: InvalidArgument naming the text.
+Result<std::optional<std::uint64_t>> ParseMemoryBudget(std::string_view text);
 
 /// Sizes of a store, for metrics and the bounded-memory benchmark.
 struct StoreStats {
@@ -39,10 +53,12 @@ struct StoreStats {
   /// meta); the change log (`changes`, the last 4096 commits, at most 64 MiB) is counted apart.
   std::uint64_t live_data_bytes = 0;
   std::uint64_t change_log_bytes = 0;
-  std::uint64_t sst_bytes = 0;        // rocksdb.total-sst-files-size
-  std::uint64_t memtable_bytes = 0;   // rocksdb.cur-size-all-mem-tables
-  std::uint64_t rss_bytes = 0;        // this process's resident set size (/proc/self/statm)
-  std::uint64_t nodes = 0;            // trie nodes in memory (node_count())
+  std::uint64_t sst_bytes = 0;       // rocksdb.total-sst-files-size
+  std::uint64_t memtable_bytes = 0;  // rocksdb.cur-size-all-mem-tables
+  std::uint64_t rss_bytes = 0;       // this process's resident set size (/proc/self/statm)
+  std::uint64_t nodes = 0;           // trie nodes in memory (node_count())
+  std::uint64_t pages_out = 0;       // subtrees paged out of memory (memory_budget)
+  std::uint64_t pages_in = 0;        // paged-out subtrees read back
 };
 
 /// The merged state of one aggregator: merges shards in memory and commits them, with the

@@ -49,6 +49,8 @@ struct AggregateConfig {
   std::string state;
   std::int64_t allowed_lateness_ms = 5 * 60 * 1000;
   bool sync = false;
+  /// crdt::StoreOptions::memory_budget (setting memory_budget; unset: the state stays in memory).
+  std::optional<std::uint64_t> memory_budget;
   /// librdkafka properties from the config file's `kafka:` map (lowest precedence: the
   /// environment's LATTICE_KAFKA_* and -X override them).
   std::vector<std::pair<std::string, std::string>> file_kafka_properties;
