@@ -705,20 +705,31 @@ void Engine::SweepPages(std::uint64_t durable_below) {
       clock_hand_ = 0;
     }
     auto [node, uid] = pages_[clock_hand_];
-    if (node->uid != uid || node->dead) {
-      pages_[clock_hand_] = pages_.back();  // the page root is gone
+    const bool gone = node->uid != uid || node->dead;
+    if (gone || node->first_child == nullptr) {
+      // The page root is gone, or nothing is in memory below it: the clock holds only pages in
+      // memory (a write below a root registers it again, NotePageWrite, and so does FaultIn).
+      if (!gone) {
+        node->in_clock = false;
+      }
+      pages_[clock_hand_] = pages_.back();
       pages_.pop_back();
       continue;
     }
     ++clock_hand_;
-    if (node->first_child == nullptr || node->page_commit >= durable_below) {
-      continue;  // nothing in memory below it, or its last write is not on disk yet
+    if (node->page_commit >= durable_below) {
+      continue;  // its last write is not on disk yet
     }
     if (node->page_touched) {
       node->page_touched = false;
       continue;
     }
-    PageOut(node);
+    if (PageOut(node)) {
+      --clock_hand_;
+      node->in_clock = false;
+      pages_[clock_hand_] = pages_.back();
+      pages_.pop_back();
+    }
   }
 }
 
@@ -794,6 +805,10 @@ void Engine::FaultIn(Node* node) {
   faulting_ = false;
   ++pages_in_;
   node->page_touched = true;
+  if (!node->in_clock) {
+    node->in_clock = true;
+    pages_.emplace_back(node, node->uid);
+  }
   if (!st.ok() && page_error_.ok()) {
     page_error_ = Status::Corruption("reading back the paged-out subtree '" + PathText(node) +
                                      "': " + st.ToString());
