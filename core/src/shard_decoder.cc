@@ -15,13 +15,14 @@
 // Inlined: the per-entry hashes are XXH3 over a few dozen bytes, where the call overhead of the
 // shared library is a large part of the cost. Same algorithm, same bits as the library.
 #define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
+
+#include <xxhash.h>
 
 #include "lattice/core/shard.h"
 
@@ -62,8 +63,8 @@ inline bool NeedsEscape(std::string_view s) {
     // when the bytes do not borrow from each other, which the standard form below guarantees.
     const std::uint64_t quote = w ^ (kOnes * '"');
     const std::uint64_t slash = w ^ (kOnes * '\\');
-    const std::uint64_t t = ((w - kOnes * 0x20) & ~w) | ((quote - kOnes) & ~quote) |
-                            ((slash - kOnes) & ~slash);
+    const std::uint64_t t =
+        ((w - kOnes * 0x20) & ~w) | ((quote - kOnes) & ~quote) | ((slash - kOnes) & ~slash);
     if ((t & kHigh) != 0) {
       return true;
     }
@@ -97,6 +98,42 @@ inline char* WriteInt(char* out, std::int64_t v) {
   return out + len;
 }
 
+// The value of eight ASCII digits loaded little-endian (the first digit in the lowest byte).
+inline std::uint64_t EightDigits(std::uint64_t w) {
+  w -= 0x3030303030303030ULL;
+  w = (w * 10) + (w >> 8);  // pairs of digits in every other byte
+  w = (((w & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) +
+       (((w >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >>
+      32;
+  return w;
+}
+
+// memcpy for the short keys and values of a shard, without a library call: two overlapping
+// loads and stores cover 4..16 bytes, and no byte outside [src, src + n) is read.
+inline void CopySmall(char* dst, const char* src, std::size_t n) {
+  if (n >= 8) {
+    if (n > 16) {
+      std::memcpy(dst, src, n);
+      return;
+    }
+    std::uint64_t a, b;
+    std::memcpy(&a, src, 8);
+    std::memcpy(&b, src + n - 8, 8);
+    std::memcpy(dst, &a, 8);
+    std::memcpy(dst + n - 8, &b, 8);
+  } else if (n >= 4) {
+    std::uint32_t a, b;
+    std::memcpy(&a, src, 4);
+    std::memcpy(&b, src + n - 4, 4);
+    std::memcpy(dst, &a, 4);
+    std::memcpy(dst + n - 4, &b, 4);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      dst[i] = src[i];
+    }
+  }
+}
+
 // k == name with the length known at compile time: string_view's operator== stayed an
 // out-of-line call per envelope field.
 template <std::size_t N>
@@ -109,7 +146,7 @@ inline bool IsKey(std::string_view k, const char (&name)[N]) {
 struct ShardDecoder::Impl {
   simdjson::dom::parser parser;
   Shard shard;
-  std::string arena;  // canonical values of kSet entries
+  std::string arena;                                           // canonical values of kSet entries
   std::vector<std::pair<std::uint32_t, std::uint32_t>> spans;  // arena span per entry
   std::vector<std::string_view> path;  // keys from the body root to the current position
   std::vector<std::string_view> key_scratch;
@@ -151,9 +188,14 @@ struct ShardDecoder::Impl {
       ArenaPut(hash_scratch.data(), hash_scratch.size());
       return;
     }
+    PutQuoted(s);
+  }
+
+  // Appends `s`, which needs no escapes, in quotes.
+  void PutQuoted(std::string_view s) {
     char* out = ArenaRoom(s.size() + 2);
     out[0] = '"';
-    std::memcpy(out + 1, s.data(), s.size());
+    CopySmall(out + 1, s.data(), s.size());
     out[s.size() + 1] = '"';
     arena_len += s.size() + 2;
   }
@@ -168,6 +210,8 @@ struct ShardDecoder::Impl {
   const std::uint64_t* tape = nullptr;
   const std::uint8_t* strings = nullptr;
   bool tape_ok = false;
+  Walk first_walk = Walk::kToken;  // tests may skip the faster walks
+  Walk last_walk = Walk::kCareful;
 
   char Type(std::size_t i) const { return static_cast<char>(tape[i] >> 56); }
   std::string_view Str(std::size_t i) const {
@@ -225,7 +269,8 @@ struct ShardDecoder::Impl {
     std::size_t i = 4;
     if (Type(i) != 'l' || Int(i) != -3) return false;
     i = After(i);
-    if (Type(i) != 'u' || static_cast<std::uint64_t>(Int(i)) != 18446744073709551615ULL) return false;
+    if (Type(i) != 'u' || static_cast<std::uint64_t>(Int(i)) != 18446744073709551615ULL)
+      return false;
     i = After(i);
     if (Type(i) != 'd' || Double(i) != 0.5) return false;
     i = After(i);
@@ -391,12 +436,12 @@ struct ShardDecoder::Impl {
       const auto key_size = static_cast<std::uint32_t>(e.key.size());
       std::memcpy(p, &key_size, 4);
       p += 4;
-      std::memcpy(p, e.key.data(), e.key.size());
+      CopySmall(p, e.key.data(), e.key.size());
       p += e.key.size();
-      std::memcpy(p, value.data(), value.size());
+      CopySmall(p, value.data(), value.size());
       p += value.size();
     } else {
-      std::memcpy(p, e.key.data(), e.key.size());
+      CopySmall(p, e.key.data(), e.key.size());
       p += e.key.size();
       if (e.kind != OpKind::kObject && e.kind != OpKind::kErase) {
         if (e.number.is_int) {
@@ -593,6 +638,559 @@ struct ShardDecoder::Impl {
     return have_blade && have_seq && have_ts ? body : 0;
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // The token walk: simdjson's stage 1 only (UTF-8 validation, unclosed strings, control
+  // characters in strings, and the index of every structural character and scalar start), then
+  // one pass over that index that checks the JSON grammar itself and flattens, canonicalises and
+  // hashes like FastWalk. It skips building and re-reading the DOM tape (stage 2), which cost
+  // about as much as everything else together. It covers the common shapes only: a string with a
+  // backslash, a number with a fraction or exponent or more than 18 digits, an object inside an
+  // array, and anything unexpected hand the line on to the tape walk (Scan* return false). It
+  // must never accept what the careful walk rejects, and on acceptance produce exactly what the
+  // tape walk would.
+  //
+  // The line is copied into `scan_buf` (padded, with a NUL after it): the index refers to it, and
+  // keys and strings are views into it, valid until the next decode as shard.h promises.
+  std::unique_ptr<char[]> scan_buf;
+  std::size_t scan_cap = 0;
+  const char* sbuf = nullptr;               // the line in scan_buf
+  const std::uint32_t* sidx = nullptr;      // stage 1's structural index
+  std::uint32_t scan_n = 0;                 // number of structural indexes
+  std::uint32_t sp = 0;                     // the current token
+  std::vector<std::string_view> scan_keys;  // keys of open objects with more than 16 keys
+  bool scan_ok = false;                     // stage 1 behaves as checked by ScanLayoutIsKnown
+  bool no_backslash = false;                // the line has no backslash at all
+
+  // The first byte of the current token; NUL past the last one (stage 1 ends the index with the
+  // line's length, where scan_buf holds a NUL, and NUL starts no token of a valid line).
+  char Tok() const { return sbuf[sidx[sp]]; }
+
+  // Runs stage 1 on a copy of `text`. False if stage 1 fails (the DOM parse then says why).
+  bool ScanStage1(std::string_view text) {
+    const std::size_t need = text.size() + simdjson::SIMDJSON_PADDING;
+    if (need > scan_cap) {
+      scan_cap = std::max(need, scan_cap * 2);
+      scan_buf = std::make_unique<char[]>(scan_cap);
+    }
+    std::memcpy(scan_buf.get(), text.data(), text.size());
+    std::memset(scan_buf.get() + text.size(), 0, simdjson::SIMDJSON_PADDING);
+    if (text.empty()) {
+      return false;
+    }
+    if (!parser.implementation || text.size() > parser.capacity()) {
+      if (parser.allocate(text.size(), limits.max_depth + 2) != simdjson::SUCCESS) {
+        return false;
+      }
+    }
+    auto& impl = *parser.implementation;
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(scan_buf.get());
+    if (impl.stage1(bytes, text.size(), simdjson::stage1_mode::regular) != simdjson::SUCCESS) {
+      return false;
+    }
+    sbuf = scan_buf.get();
+    sidx = impl.structural_indexes.get();
+    scan_n = impl.n_structural_indexes;
+    sp = 0;
+    no_backslash = std::memchr(text.data(), '\\', text.size()) == nullptr;
+    return true;
+  }
+
+  // True at the end of a number or literal: white space or what may follow a value.
+  static bool ScanTerminator(char c) {
+    return c == ',' || c == '}' || c == ']' || c == ' ' || c == '\n' || c == '\r' || c == '\t';
+  }
+
+  static bool IsSpace(char c) {
+    constexpr std::uint64_t kSpaces =
+        (1ULL << ' ') | (1ULL << '\n') | (1ULL << '\r') | (1ULL << '\t');
+    const auto u = static_cast<unsigned char>(c);
+    return u <= ' ' && ((kSpaces >> u) & 1) != 0;
+  }
+
+  // The string at the current token, if it has no backslash; moves past it.
+  __attribute__((always_inline)) bool ScanString(std::string_view& out) {
+    if (Tok() != '"') {
+      return false;
+    }
+    const char* start = sbuf + sidx[sp] + 1;
+    if (no_backslash) [[likely]] {
+      // Without escapes the first quote after `start` closes the string, and only white space
+      // can lie between it and the next token (stage 1 makes anything else a token), so the
+      // closing quote is the last non-space before the next token.
+      const char* end = sbuf + sidx[sp + 1];
+      while (IsSpace(end[-1])) {
+        --end;
+      }
+      --end;
+      if (*end != '"' || end < start) {
+        return false;
+      }
+      out = std::string_view(start, static_cast<std::size_t>(end - start));
+      ++sp;
+      return true;
+    }
+    return ScanStringSlow(start, out);
+  }
+
+  // ScanString for a line with a backslash somewhere: looks for the end of the string itself.
+  __attribute__((noinline)) bool ScanStringSlow(const char* start, std::string_view& out) {
+    const char* p = start;
+    constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+    constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
+    // Stage 1 found the closing quote before the line's end, and the padding covers the last
+    // eight bytes read.
+    while (true) {
+      std::uint64_t w;
+      std::memcpy(&w, p, 8);
+      const std::uint64_t quote = w ^ (kOnes * '"');
+      const std::uint64_t slash = w ^ (kOnes * '\\');
+      // Exact for the lowest matching byte (borrows only run upwards).
+      const std::uint64_t t = (((quote - kOnes) & ~quote) | ((slash - kOnes) & ~slash)) & kHigh;
+      if (t != 0) {
+        p += std::countr_zero(t) / 8;
+        break;
+      }
+      p += 8;
+    }
+    if (*p != '"') {
+      return false;  // an escape: the tape walk unescapes
+    }
+    out = std::string_view(start, static_cast<std::size_t>(p - start));
+    ++sp;
+    return true;
+  }
+
+  // The integer at the current token, if it has at most 18 digits and no fraction or exponent
+  // (so it fits; "-0" is left to the tape walk); moves past it. The token runs up to the last
+  // non-space before the next token: stage 1 starts a new token after any white space, so
+  // anything glued to the digits ("1x", "1.5", "1\"a\"") is inside that span and fails the check.
+  __attribute__((always_inline)) bool ScanInt(std::int64_t& out) {
+    const char* p = sbuf + sidx[sp];
+    const char* end = sbuf + sidx[sp + 1];
+    while (IsSpace(end[-1])) {
+      --end;
+    }
+    const bool negative = *p == '-';
+    p += negative ? 1 : 0;
+    auto n = static_cast<std::size_t>(end - p);
+    if (end <= p || n > 18 || (*p == '0' && (n > 1 || negative))) {
+      return false;
+    }
+    std::uint64_t v = 0;
+    if (n >= 8) {
+      // Eight digits at a time.
+      do {
+        std::uint64_t w;
+        std::memcpy(&w, p, 8);
+        if ((w & 0xF0F0F0F0F0F0F0F0ULL) != 0x3030303030303030ULL ||
+            ((w + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) != 0x3030303030303030ULL) {
+          return false;
+        }
+        v = v * 100000000 + EightDigits(w);
+        p += 8;
+        n -= 8;
+      } while (n >= 8);
+    }
+    for (; n > 0; --n, ++p) {
+      const unsigned d = static_cast<unsigned char>(*p) - unsigned{'0'};
+      if (d > 9) {
+        return false;
+      }
+      v = v * 10 + d;
+    }
+    out = negative ? -static_cast<std::int64_t>(v) : static_cast<std::int64_t>(v);
+    ++sp;
+    return true;
+  }
+
+  bool ScanNonNegative(std::int64_t& out) { return Tok() != '-' && ScanInt(out); }
+
+  // Moves past the literal `word` at the current token.
+  template <std::size_t N>
+  bool ScanLiteral(const char (&word)[N]) {
+    const char* p = sbuf + sidx[sp];
+    if (std::memcmp(p, word, N - 1) != 0 || !ScanTerminator(p[N - 1])) {
+      return false;
+    }
+    ++sp;
+    return true;
+  }
+
+  // FastCanonical for the value at the current token (arrays of scalars and arrays).
+  bool ScanCanonical(std::uint32_t depth) {
+    switch (Tok()) {
+      case '"': {
+        std::string_view s;
+        if (!ScanString(s)) {
+          return false;
+        }
+        // No backslash (ScanString), no quote (it ends the string), no control character (stage
+        // 1 rejects them in strings): nothing to escape.
+        PutQuoted(s);
+        return true;
+      }
+      case 't':
+        if (!ScanLiteral("true")) return false;
+        ArenaPut("true", 4);
+        return true;
+      case 'f':
+        if (!ScanLiteral("false")) return false;
+        ArenaPut("false", 5);
+        return true;
+      case 'n':
+        if (!ScanLiteral("null")) return false;
+        ArenaPut("null", 4);
+        return true;
+      case '[': {
+        if (depth > limits.max_depth) {
+          return false;
+        }
+        ++sp;
+        ArenaPut('[');
+        if (Tok() == ']') {
+          ++sp;
+          ArenaPut(']');
+          return true;
+        }
+        while (true) {
+          if (!ScanCanonical(depth + 1)) {
+            return false;
+          }
+          const char c = Tok();
+          ++sp;
+          if (c == ']') {
+            ArenaPut(']');
+            return true;
+          }
+          if (c != ',') {
+            return false;
+          }
+          ArenaPut(',');
+        }
+      }
+      default: {
+        std::int64_t v;
+        if (!ScanInt(v)) {
+          return false;  // also '{' inside an array: the tape walk sorts its keys
+        }
+        char* out = ArenaRoom(24);
+        arena_len = static_cast<std::size_t>(WriteInt(out, v) - arena.data());
+        return true;
+      }
+    }
+  }
+
+  // FastWalk for the object at the current token; adds its fields' subtree hashes to `hash_sum`.
+  bool ScanObject(std::uint32_t depth, std::uint64_t& hash_sum) {
+    if (depth > limits.max_depth) {
+      return false;
+    }
+    ++sp;  // '{'
+    if (Tok() == '}') {
+      ++sp;
+      return true;
+    }
+    // Duplicates: pairwise among the first 16 keys (kept on the stack, uninitialised), then all
+    // keys go to scan_keys, sorted when the object ends.
+    struct KeyRef {
+      const char* data;
+      std::size_t size;
+    };
+    KeyRef keys[16];
+    std::size_t count = 0;
+    std::size_t base = 0;  // where this object's keys start in scan_keys, once count > 16
+    while (true) {
+      std::string_view key;
+      if (!ScanString(key) || Tok() != ':') {
+        return false;
+      }
+      ++sp;
+      if (count < 16) {
+        for (std::size_t m = 0; m < count; ++m) {
+          if (keys[m].size == key.size() &&
+              std::memcmp(keys[m].data, key.data(), key.size()) == 0) {
+            return false;
+          }
+        }
+        keys[count] = {key.data(), key.size()};
+      } else {
+        if (count == 16) {
+          base = scan_keys.size();
+          for (const KeyRef& k : keys) {
+            scan_keys.emplace_back(k.data, k.size);
+          }
+        }
+        scan_keys.push_back(key);
+      }
+      ++count;
+      if (!key.empty() && key[0] == '$') {
+        if (key.size() >= 2 && key[1] == '$') {
+          key.remove_prefix(1);
+        } else {
+          return false;  // an operator at the top or beside other keys
+        }
+      }
+      const auto index = static_cast<std::uint32_t>(shard.entries.size());
+      BodyEntry* entry = &shard.entries.emplace_back();
+      entry->key = key;
+      entry->depth = depth;
+      std::uint64_t children = 0;
+      std::string_view canonical;
+      const char type = Tok();
+      if (type == 'n') {
+        if (!ScanLiteral("null")) {
+          return false;
+        }
+        entry->kind = OpKind::kErase;
+      } else if (type == '{') {
+        if (depth + 1 > limits.max_depth) {
+          return false;
+        }
+        // An operator is an object whose only key starts with a single '$'. Its first key
+        // decides: if that starts with a single '$', the object must be {"$op": integer}.
+        const char* first = sbuf + sidx[sp + 1];
+        if (first[0] == '"' && first[1] == '$' && first[2] != '$') {
+          ++sp;
+          std::string_view op;
+          if (!ScanString(op) || Tok() != ':') {
+            return false;
+          }
+          ++sp;
+          if (IsKey(op, "$inc")) {
+            entry->kind = OpKind::kInc;
+          } else if (IsKey(op, "$max")) {
+            entry->kind = OpKind::kMax;
+          } else if (IsKey(op, "$min")) {
+            entry->kind = OpKind::kMin;
+          } else {
+            return false;
+          }
+          std::int64_t v;
+          if (!ScanInt(v) || Tok() != '}') {
+            return false;  // a double operand, a bad operand, or more keys
+          }
+          ++sp;
+          entry->number = Number::Int(v);
+          if (entry->kind == OpKind::kInc) {
+            shard.has_int_inc = true;
+            const std::uint64_t mag = v < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(v)
+                                            : static_cast<std::uint64_t>(v);
+            shard.max_abs_inc = std::max(shard.max_abs_inc, mag);
+          }
+        } else {
+          entry->kind = OpKind::kObject;
+          if (!ScanObject(depth + 1, children)) {
+            return false;
+          }
+          entry = &shard.entries[index];  // the vector may have grown
+        }
+      } else {
+        const std::size_t start = arena_len;
+        if (!ScanCanonical(depth + 1)) {
+          return false;
+        }
+        entry->kind = OpKind::kSet;
+        const auto size = static_cast<std::uint32_t>(arena_len - start);
+        value_spans.push_back({index, static_cast<std::uint32_t>(start), size});
+        canonical = std::string_view(arena.data() + start, size);
+      }
+      entry->end = static_cast<std::uint32_t>(shard.entries.size());
+      hash_sum += EntryHash(*entry, children, canonical);
+      const char c = Tok();
+      ++sp;
+      if (c == '}') {
+        break;
+      }
+      if (c != ',') {
+        return false;
+      }
+    }
+    if (count > 16) {
+      std::sort(scan_keys.begin() + static_cast<std::ptrdiff_t>(base), scan_keys.end());
+      if (std::adjacent_find(scan_keys.begin() + static_cast<std::ptrdiff_t>(base),
+                             scan_keys.end()) != scan_keys.end()) {
+        return false;
+      }
+      scan_keys.resize(base);
+    }
+    return true;
+  }
+
+  // Moves past any JSON value (an unknown envelope field), checking it like the rest.
+  bool ScanSkip(std::uint32_t depth) {
+    const char c = Tok();
+    if (c == '{' || c == '[') {
+      if (depth > limits.max_depth) {
+        return false;
+      }
+      const char close = c == '{' ? '}' : ']';
+      ++sp;
+      if (Tok() == close) {
+        ++sp;
+        return true;
+      }
+      while (true) {
+        if (c == '{') {
+          std::string_view key;
+          if (!ScanString(key) || Tok() != ':') {
+            return false;
+          }
+          ++sp;
+        }
+        if (!ScanSkip(depth + 1)) {
+          return false;
+        }
+        const char next = Tok();
+        ++sp;
+        if (next == close) {
+          return true;
+        }
+        if (next != ',') {
+          return false;
+        }
+      }
+    }
+    std::string_view s;
+    std::int64_t v;
+    switch (c) {
+      case '"':
+        return ScanString(s);
+      case 't':
+        return ScanLiteral("true");
+      case 'f':
+        return ScanLiteral("false");
+      case 'n':
+        return ScanLiteral("null");
+      default:
+        return ScanInt(v);
+    }
+  }
+
+  // FastBody for the object at the current token: flattens it and hashes it with shard.ts.
+  bool ScanBody(std::uint64_t& top) {
+    if (Tok() != '{') {
+      return false;
+    }
+    arena_len = 0;
+    value_spans.clear();
+    scan_keys.clear();
+    return ScanObject(1, top);
+  }
+
+  void ScanFinish(std::uint64_t top) {
+    for (const ValueSpan& v : value_spans) {
+      shard.entries[v.entry].value = std::string_view(arena.data() + v.offset, v.size);
+    }
+    char buf[16];
+    std::memcpy(buf, &shard.ts, 8);
+    std::memcpy(buf + 8, &top, 8);
+    shard.hash = XXH3_64bits(buf, sizeof(buf));
+  }
+
+  // DecodeEnvelope by the token walk. False hands the line on (the shard is then half built).
+  bool ScanEnvelope(std::string_view line) {
+    if (!ScanStage1(line) || Tok() != '{') {
+      return false;
+    }
+    ++sp;
+    bool have_blade = false, have_seq = false, have_ts = false, have_body = false;
+    bool seen_topic = false, seen_partition = false, seen_offset = false;
+    auto take = [](bool& seen) {
+      const bool was = seen;
+      seen = true;
+      return !was;
+    };
+    std::uint64_t top = 0;
+    if (Tok() == '}') {
+      return false;  // fields are missing
+    }
+    while (true) {
+      std::string_view k;
+      if (!ScanString(k) || Tok() != ':') {
+        return false;
+      }
+      ++sp;
+      std::int64_t v;
+      if (IsKey(k, "blade")) {
+        if (!take(have_blade) || !ScanString(shard.blade) || shard.blade.empty() ||
+            shard.blade.size() > limits.max_blade_bytes) {
+          return false;
+        }
+      } else if (IsKey(k, "seq")) {
+        if (!take(have_seq) || !ScanNonNegative(v)) {
+          return false;
+        }
+        shard.seq = static_cast<std::uint64_t>(v);
+      } else if (IsKey(k, "ts")) {
+        if (!take(have_ts) || !ScanNonNegative(v)) {
+          return false;
+        }
+        shard.ts = v;
+      } else if (IsKey(k, "shard")) {
+        if (!take(have_body) || !ScanBody(top)) {
+          return false;
+        }
+      } else if (IsKey(k, "topic")) {
+        if (!take(seen_topic) || !ScanString(shard.topic)) {
+          return false;
+        }
+      } else if (IsKey(k, "partition")) {
+        if (!take(seen_partition) || !ScanNonNegative(shard.partition)) {
+          return false;
+        }
+      } else if (IsKey(k, "offset")) {
+        if (!take(seen_offset) || !ScanNonNegative(shard.offset)) {
+          return false;
+        }
+      } else if (!ScanSkip(2)) {
+        return false;
+      }
+      const char c = Tok();
+      ++sp;
+      if (c == '}') {
+        break;
+      }
+      if (c != ',') {
+        return false;
+      }
+    }
+    // Nothing may follow the envelope.
+    if (sp != scan_n || !have_blade || !have_seq || !have_ts || !have_body) {
+      return false;
+    }
+    ScanFinish(top);
+    return true;
+  }
+
+  // DecodeBody by the token walk.
+  bool ScanBareBody(std::string_view body) {
+    std::uint64_t top = 0;
+    if (!ScanStage1(body) || !ScanBody(top) || sp != scan_n) {
+      return false;
+    }
+    ScanFinish(top);
+    return true;
+  }
+
+  // Checks once per decoder that stage 1 indexes a line as the token walk expects.
+  bool ScanLayoutIsKnown() {
+    static constexpr char kProbe[] = R"( {"a" : [1,"x"],"b":true} )";
+    if (!ScanStage1(std::string_view(kProbe, sizeof(kProbe) - 1))) {
+      return false;
+    }
+    static constexpr std::uint32_t kExpected[] = {1, 2, 6, 8, 9, 10, 11, 14, 15, 16, 19, 20, 24};
+    if (scan_n != sizeof(kExpected) / sizeof(kExpected[0])) {
+      return false;
+    }
+    for (std::uint32_t i = 0; i < scan_n; ++i) {
+      if (sidx[i] != kExpected[i]) {
+        return false;
+      }
+    }
+    // The index ends with the length (the NUL after the line).
+    return sidx[scan_n] == sizeof(kProbe) - 1 && Tok() == '{';
+  }
+
   std::string PathText() const {
     if (path.empty()) {
       return "(body)";
@@ -661,8 +1259,7 @@ struct ShardDecoder::Impl {
   // `depth` is the nesting `e` has if it is a container; scalars do not nest.
   Status WriteCanonical(element e, std::uint32_t depth) {
     const element_type type = e.type();
-    if (depth > limits.max_depth &&
-        (type == element_type::ARRAY || type == element_type::OBJECT)) {
+    if (depth > limits.max_depth && (type == element_type::ARRAY || type == element_type::OBJECT)) {
       return Bad("nesting deeper than " + std::to_string(limits.max_depth));
     }
     switch (type) {
@@ -745,13 +1342,15 @@ struct ShardDecoder::Impl {
     } else {
       return Bad("unknown operator '" + std::string(op) + "' (known: $inc, $max, $min)");
     }
-    LATTICE_ASSIGN_OR_RETURN(entry.number, ReadNumber(field.value, "the operand of " + std::string(op)));
+    LATTICE_ASSIGN_OR_RETURN(entry.number,
+                             ReadNumber(field.value, "the operand of " + std::string(op)));
     if (entry.kind == OpKind::kInc) {
       if (entry.number.is_int) {
         shard.has_int_inc = true;
-        const std::uint64_t mag = entry.number.i < 0
-                                      ? static_cast<std::uint64_t>(0) - static_cast<std::uint64_t>(entry.number.i)
-                                      : static_cast<std::uint64_t>(entry.number.i);
+        const std::uint64_t mag =
+            entry.number.i < 0
+                ? static_cast<std::uint64_t>(0) - static_cast<std::uint64_t>(entry.number.i)
+                : static_cast<std::uint64_t>(entry.number.i);
         shard.max_abs_inc = std::max(shard.max_abs_inc, mag);
       } else {
         shard.has_float_inc = true;
@@ -884,8 +1483,9 @@ struct ShardDecoder::Impl {
       } else {
         hash_scratch.append(e.key);
         if (e.kind != OpKind::kObject && e.kind != OpKind::kErase) {
-          hash_scratch.append(reinterpret_cast<const char*>(e.number.is_int ? static_cast<const void*>(&e.number.i)
-                                                                            : static_cast<const void*>(&e.number.d)),
+          hash_scratch.append(reinterpret_cast<const char*>(
+                                  e.number.is_int ? static_cast<const void*>(&e.number.i)
+                                                  : static_cast<const void*>(&e.number.d)),
                               8);
         }
       }
@@ -911,13 +1511,19 @@ ShardDecoder::ShardDecoder(DecodeLimits limits) : limits_(limits), impl_(std::ma
     impl_->parser = simdjson::dom::parser();
   }
   impl_->tape_ok = impl_->TapeLayoutIsKnown();
+  impl_->scan_ok = impl_->ScanLayoutIsKnown();
 }
+
+void ShardDecoder::SetFirstWalkForTesting(Walk first) { impl_->first_walk = first; }
+
+ShardDecoder::Walk ShardDecoder::LastWalkForTesting() const { return impl_->last_walk; }
 
 ShardDecoder::~ShardDecoder() = default;
 
 Result<const Shard*> ShardDecoder::DecodeEnvelope(std::string_view line, bool padded) {
   Impl& d = *impl_;
   d.Reset();
+  d.last_walk = Walk::kCareful;
   // An envelope line has some room around its body; anything much larger than the body limit is
   // refused before parsing.
   if (line.size() > limits_.max_body_bytes + 64 * 1024) {
@@ -925,7 +1531,17 @@ Result<const Shard*> ShardDecoder::DecodeEnvelope(std::string_view line, bool pa
                                    " bytes exceeds the body limit of " +
                                    std::to_string(limits_.max_body_bytes) + " bytes");
   }
+  // A line longer than the body limit needs the body size check, which the careful walk does.
+  const bool fast = line.size() <= limits_.max_body_bytes;
+  if (fast && d.scan_ok && d.first_walk == Walk::kToken) {
+    d.last_walk = Walk::kToken;
+    if (d.ScanEnvelope(line)) {
+      return &d.shard;
+    }
+    d.Reset();
+  }
   auto parsed = d.parser.parse(line.data(), line.size(), !padded);
+  d.last_walk = Walk::kCareful;
   if (parsed.error()) {
     if (parsed.error() == simdjson::DEPTH_ERROR) {
       return Status::InvalidArgument("nesting deeper than " + std::to_string(limits_.max_depth));
@@ -933,10 +1549,10 @@ Result<const Shard*> ShardDecoder::DecodeEnvelope(std::string_view line, bool pa
     return Status::InvalidArgument(ErrorText(parsed.error()));
   }
   element root = parsed.value_unsafe();
-  // A line longer than the body limit needs the body size check, which the careful walk does.
-  if (d.tape_ok && line.size() <= limits_.max_body_bytes) {
+  if (fast && d.tape_ok && d.first_walk != Walk::kCareful) {
     d.UseTape();
     if (const std::size_t body = d.FastEnvelope(); body != 0 && d.FastBody(body)) {
+      d.last_walk = Walk::kTape;
       return &d.shard;
     }
   }
@@ -1019,6 +1635,7 @@ Result<const Shard*> ShardDecoder::DecodeBody(std::string_view body, std::string
                                               std::uint64_t seq, std::int64_t ts) {
   Impl& d = *impl_;
   d.Reset();
+  d.last_walk = Walk::kCareful;
   if (body.size() > limits_.max_body_bytes) {
     return Status::InvalidArgument("body of " + std::to_string(body.size()) +
                                    " bytes exceeds the limit of " +
@@ -1028,19 +1645,28 @@ Result<const Shard*> ShardDecoder::DecodeBody(std::string_view body, std::string
     return Status::InvalidArgument("blade id must have 1 to " +
                                    std::to_string(limits_.max_blade_bytes) + " bytes");
   }
+  d.shard.blade = blade;
+  d.shard.seq = seq;
+  d.shard.ts = ts;
+  if (d.scan_ok && d.first_walk == Walk::kToken) {
+    d.last_walk = Walk::kToken;
+    if (d.ScanBareBody(body)) {
+      return &d.shard;
+    }
+    d.Reset();
+  }
   auto parsed = d.parser.parse(body.data(), body.size(), true);
+  d.last_walk = Walk::kCareful;
   if (parsed.error()) {
     if (parsed.error() == simdjson::DEPTH_ERROR) {
       return Status::InvalidArgument("nesting deeper than " + std::to_string(limits_.max_depth));
     }
     return Status::InvalidArgument(ErrorText(parsed.error()));
   }
-  d.shard.blade = blade;
-  d.shard.seq = seq;
-  d.shard.ts = ts;
-  if (d.tape_ok) {
+  if (d.tape_ok && d.first_walk != Walk::kCareful) {
     d.UseTape();
     if (d.FastBody(1)) {  // the root element follows the root word
+      d.last_walk = Walk::kTape;
       return &d.shard;
     }
   }

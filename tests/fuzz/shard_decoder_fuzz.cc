@@ -1,6 +1,8 @@
 // libFuzzer target for ShardDecoder: untrusted bytes go to DecodeEnvelope (copied and padded) and
 // DecodeBody, and every shard that comes back ok must satisfy the flattening invariants of
-// shard.h. Any crash, sanitizer report or failed invariant is a bug. See README.md for how to run.
+// shard.h. The decoder's walks (token, tape, careful) must all give the same result, field for
+// field, or the same reason. Any crash, sanitizer report or failed invariant is a bug. See
+// README.md for how to run.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -23,13 +25,12 @@ using lattice::core::OpKind;
 using lattice::core::Shard;
 using lattice::core::ShardDecoder;
 
-#define FUZZ_CHECK(cond)                                                        \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                      \
-      std::abort();                                                             \
-    }                                                                           \
+#define FUZZ_CHECK(cond)                                                                \
+  do {                                                                                  \
+    if (!(cond)) {                                                                      \
+      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::abort();                                                                     \
+    }                                                                                   \
   } while (false)
 
 int Sign(int v) { return v < 0 ? -1 : (v > 0 ? 1 : 0); }
@@ -121,11 +122,57 @@ void CheckShard(const Shard& shard) {
   }
 }
 
+// Everything a result holds, as text: the reason of an error, or every field and entry.
+std::string Summary(const lattice::Result<const Shard*>& r) {
+  if (!r.ok()) {
+    return "error: " + r.status().ToString();
+  }
+  const Shard& s = **r;
+  std::string out;
+  out.append(s.blade).append("|").append(std::to_string(s.seq)).append("|");
+  out.append(std::to_string(s.ts)).append("|").append(std::to_string(s.hash)).append("|");
+  out.append(s.topic).append("|").append(std::to_string(s.partition)).append("|");
+  out.append(std::to_string(s.offset)).append("|").append(std::to_string(s.has_int_inc));
+  out.append(std::to_string(s.has_float_inc)).append("|").append(std::to_string(s.max_abs_inc));
+  for (const BodyEntry& e : s.entries) {
+    out.append("\n").append(std::to_string(e.depth)).append(" ").append(e.key).append(" ");
+    out.append(std::to_string(static_cast<int>(e.kind))).append(" ");
+    out.append(std::to_string(e.end)).append(" ").append(e.value).append(" ");
+    if (e.kind == OpKind::kInc || e.kind == OpKind::kMax || e.kind == OpKind::kMin) {
+      lattice::core::AppendJsonNumber(out, e.number);
+      out.append(e.number.is_int ? "i" : "d");
+    }
+  }
+  return out;
+}
+
+// Decoders that start at each walk (shard.h): all must give the same result.
+ShardDecoder& WalkDecoder(ShardDecoder::Walk first) {
+  static ShardDecoder* decoders[3] = {nullptr, nullptr, nullptr};
+  ShardDecoder*& d = decoders[static_cast<int>(first)];
+  if (d == nullptr) {
+    d = new ShardDecoder();
+    d->SetFirstWalkForTesting(first);
+  }
+  return *d;
+}
+
+void CheckWalksAgree(std::string_view input) {
+  using Walk = ShardDecoder::Walk;
+  const std::string token = Summary(WalkDecoder(Walk::kToken).DecodeEnvelope(input));
+  FUZZ_CHECK(token == Summary(WalkDecoder(Walk::kTape).DecodeEnvelope(input)));
+  FUZZ_CHECK(token == Summary(WalkDecoder(Walk::kCareful).DecodeEnvelope(input)));
+  const std::string body = Summary(WalkDecoder(Walk::kToken).DecodeBody(input, "b", 3, 4));
+  FUZZ_CHECK(body == Summary(WalkDecoder(Walk::kTape).DecodeBody(input, "b", 3, 4)));
+  FUZZ_CHECK(body == Summary(WalkDecoder(Walk::kCareful).DecodeBody(input, "b", 3, 4)));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static ShardDecoder* decoder = new ShardDecoder();
   const std::string_view input(reinterpret_cast<const char*>(data), size);
+  CheckWalksAgree(input);
 
   // As an envelope, unpadded (the decoder copies) ...
   std::uint64_t envelope_hash = 0;

@@ -30,9 +30,9 @@ enum class OpKind : std::uint8_t {
 
 /// One key of the body with what happens there.
 struct BodyEntry {
-  std::string_view key;    // the key, unescaped ($$name already turned into $name)
-  std::uint32_t depth = 0; // 1 for the keys of the body object itself
-  std::uint32_t end = 0;   // index one past the last entry of this entry's subtree
+  std::string_view key;     // the key, unescaped ($$name already turned into $name)
+  std::uint32_t depth = 0;  // 1 for the keys of the body object itself
+  std::uint32_t end = 0;    // index one past the last entry of this entry's subtree
   OpKind kind = OpKind::kObject;
   std::string_view value;  // kSet: the value as canonical JSON text
   Number number;           // kInc, kMax, kMin: the operand
@@ -48,9 +48,9 @@ struct Shard {
   /// Hash of ts and the canonical body: two deliveries of one (blade, seq) with different hashes
   /// are a conflict.
   std::uint64_t hash = 0;
-  bool has_int_inc = false;      // some kInc has an integer operand
-  bool has_float_inc = false;    // some kInc has a floating-point operand
-  std::uint64_t max_abs_inc = 0; // largest |operand| of an integer kInc (saturating)
+  bool has_int_inc = false;       // some kInc has an integer operand
+  bool has_float_inc = false;     // some kInc has a floating-point operand
+  std::uint64_t max_abs_inc = 0;  // largest |operand| of an integer kInc (saturating)
   // Optional provenance from a recording made by `lattice record`.
   std::string_view topic;
   std::int64_t partition = -1;
@@ -87,6 +87,16 @@ class ShardDecoder {
                                   std::int64_t ts);
 
   const DecodeLimits& limits() const { return limits_; }
+
+  /// The decoder's walks, fastest first. Each one either decodes a shard exactly as the careful
+  /// walk would or hands it on to the next: the token walk (over simdjson's structural index,
+  /// for the common shapes), the tape walk (over simdjson's DOM tape, no messages), and the
+  /// careful walk (DOM, builds the reasons). Only tests and the fuzz target choose one.
+  enum class Walk : std::uint8_t { kToken, kTape, kCareful };
+  /// Makes the decoder start at `first` (default kToken): kCareful runs only the careful walk.
+  void SetFirstWalkForTesting(Walk first);
+  /// The walk that produced the last result (ok or not).
+  Walk LastWalkForTesting() const;
 
   /// Bytes of padding a caller must provide after a line to pass `padded = true`.
   static constexpr std::size_t kPadding = 64;
