@@ -83,6 +83,19 @@ Node* Engine::AllocNode() {
   return n;
 }
 
+std::unique_ptr<TtlState> Engine::NewTtlState() {
+  if (free_ttl_.empty()) {
+    return std::make_unique<TtlState>();
+  }
+  std::unique_ptr<TtlState> t = std::move(free_ttl_.back());
+  free_ttl_.pop_back();
+  std::vector<std::int64_t> older = std::move(t->older);  // keeps its capacity
+  older.clear();
+  *t = TtlState{};
+  t->older = std::move(older);
+  return t;
+}
+
 Blade* Engine::InternBlade(std::string_view name) {
   auto it = blades_by_name_.find(name);
   if (it != blades_by_name_.end()) {
@@ -509,7 +522,7 @@ Node* Engine::CreateChild(Node* parent, std::string_view key) {
     auto it = parent->pstate->by_key.find(key);
     n->pstate = it != parent->pstate->by_key.end() ? it->second : parent->pstate->other;
     if (n->pstate != nullptr && n->pstate->duration > 0) {
-      n->ttl = std::make_unique<TtlState>();
+      n->ttl = NewTtlState();
       n->ttl->duration = n->pstate->duration;
     }
   }
@@ -587,7 +600,11 @@ void Engine::FreeNode(Node* node) {
   // Only what the first two cache lines hold: CreateChild sets the rest (`scalar` is read only
   // for a kScalar node, and every write that makes one assigns it).
   node->reg.reset();
-  node->ttl.reset();
+  if (node->ttl) {
+    // Kept for the next TTL node without touching it (NewTtlState resets it): freeing it read
+    // its cold memory.
+    free_ttl_.push_back(std::move(node->ttl));
+  }
   if (persistent_) {
     node->dropped_slots.clear();  // (never filled without persistence)
   }
@@ -767,7 +784,7 @@ void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
   // that can wait (Register, Materialize), only the visible total must move now. With
   // counter_slot_ttl a new slot must be scheduled as it appears, so that takes the full path.
   if (kind == Kind::kCounter && n.is_int && reg.all_int && in_order_ &&
-      options_.counter_slot_ttl_ms == 0 && reg.pending.size() < Register::kMaxPending) {
+      options_.counter_slot_ttl_ms == 0) {
     std::int64_t total;
     if (reg.total.is_int && !__builtin_add_overflow(reg.total.i, n.i, &total)) {
       reg.pending.push_back({s, n.i});
@@ -1092,43 +1109,88 @@ void Engine::UntrackRegister(Node* node) {
 }
 
 void Engine::FoldRegister(Node* node, std::int64_t horizon) {
-  Materialize(node);
   Register& reg = *node->reg;
+  bool pending_first = !reg.pending.empty();
+  if (pending_first) {
+    // The queued increments of a blade follow its slot's history: they can be folded straight
+    // from the queue when no slot has history left (the common case), else they join it first.
+    for (const Slot& slot : reg.slots) {
+      if (!slot.history.empty()) {
+        Materialize(node);
+        pending_first = false;
+        break;
+      }
+    }
+  }
   bool any_history = false;
-  for (Slot& slot : reg.slots) {
-    auto& h = slot.history;
-    std::size_t k = 0;
-    if (node->kind == Kind::kCounter) {
-      // Fold the seq-ordered prefix that is final; the sum order stays the seq order.
-      Number base = slot.has_base ? slot.base : Number::Int(0);
-      while (k < h.size() && h[k].stamp.ts < horizon) {
-        base = AddNumbers(base, h[k].amount);
-        ++k;
-      }
-      if (k > 0) {
-        slot.base = base;
-        slot.has_base = true;
-      }
-    } else {
-      while (k < h.size() && h[k].stamp.ts < horizon) {
-        if (!slot.has_base || Better(node->kind, h[k].amount, h[k].stamp, slot.base, slot.base_stamp)) {
-          slot.base = h[k].amount;
-          slot.base_stamp = h[k].stamp;
+  if (pending_first) {
+    FoldPending(node, horizon);
+    any_history = !reg.pending.empty();
+  } else {
+    for (Slot& slot : reg.slots) {
+      auto& h = slot.history;
+      std::size_t k = 0;
+      if (node->kind == Kind::kCounter) {
+        // Fold the seq-ordered prefix that is final; the sum order stays the seq order.
+        Number base = slot.has_base ? slot.base : Number::Int(0);
+        while (k < h.size() && h[k].stamp.ts < horizon) {
+          base = AddNumbers(base, h[k].amount);
+          ++k;
+        }
+        if (k > 0) {
+          slot.base = base;
           slot.has_base = true;
         }
-        ++k;
+      } else {
+        while (k < h.size() && h[k].stamp.ts < horizon) {
+          if (!slot.has_base ||
+              Better(node->kind, h[k].amount, h[k].stamp, slot.base, slot.base_stamp)) {
+            slot.base = h[k].amount;
+            slot.base_stamp = h[k].stamp;
+            slot.has_base = true;
+          }
+          ++k;
+        }
       }
+      if (k > 0) {
+        h.erase(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(k));
+        DropFront(slot, k);
+        slot.dirty = true;
+        MarkDirty(node);
+      }
+      any_history = any_history || !h.empty();
     }
-    if (k > 0) {
-      h.erase(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(k));
-      DropFront(slot, k);
-      slot.dirty = true;
-      MarkDirty(node);
-    }
-    any_history = any_history || !h.empty();
   }
   if (!any_history) {
     UntrackRegister(node);
+  }
+}
+
+void Engine::FoldPending(Node* node, std::int64_t horizon) {
+  // The queue's prefix older than the horizon is final. Each blade's part of it is a prefix of
+  // the blade's increments in seq order (and its slot has no history before them), so adding it
+  // to the slot's base folds in seq order, as FoldRegister does with a history. Increments older
+  // than the horizon behind a newer one stay queued until a later step: kept history is exact.
+  Register& reg = *node->reg;
+  auto& q = reg.pending;
+  std::size_t k = 0;
+  while (k < q.size() && q[k].stamp.ts < horizon) {
+    const PendingInc& p = q[k];
+    Slot& slot = SlotFor(reg, p.stamp.blade);
+    const Number amount = Number::Int(p.amount);
+    slot.base = AddNumbers(slot.has_base ? slot.base : Number::Int(0), amount);
+    slot.has_base = true;
+    slot.value = AddNumbers(slot.value, amount);
+    if (slot.last < p.stamp) {
+      slot.last = p.stamp;
+    }
+    slot.dirty = true;
+    NoteMagnitude(slot.value);
+    ++k;
+  }
+  if (k > 0) {
+    q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(k));
+    MarkDirty(node);
   }
 }
 
@@ -1160,7 +1222,6 @@ void Engine::AdvanceHorizon(std::int64_t horizon) {
     return;
   }
   gc_horizon_ = horizon;
-  MaterializeAll();
   // TTL first: a cut keeps run entries newer than it, which must not be folded into a base yet.
   if (has_ttl_ && options_.ttl_clock == TtlClock::kEventTime) {
     ProcessTtl(horizon);
@@ -1252,21 +1313,26 @@ void Engine::BuildPatterns() {
 
 void Engine::NoteTtlWrite(Node* node, std::int64_t ts) {
   TtlState& t = *node->ttl;
-  auto& p = t.pending;
-  const std::size_t size = p.size();
   MarkDirty(node);
-  if (size == 0) {
-    p.push_back(ts);
-    t.back_ts = ts;
-    t.back_size = 1;
+  if (!t.has_newest) {
+    t.newest = ts;
+    t.has_newest = true;
     ScheduleTtl(node);
     return;
   }
-  const std::int64_t back = size == t.back_size ? t.back_ts : p.back();
-  if (ts > back) {
-    p.push_back(ts);
-    t.back_ts = ts;
-    t.back_size = size + 1;
+  if (ts > t.newest) {
+    // The common case, a write in ts order. The previous newest is dropped if it lies within the
+    // duration of its predecessor (TtlState): ts - older_back <= duration, computed unsigned
+    // because ts > older_back.
+    if (!t.older.empty() &&
+        static_cast<std::uint64_t>(ts) - static_cast<std::uint64_t>(t.older_back) <=
+            static_cast<std::uint64_t>(t.duration)) {
+      t.newest = ts;
+    } else {
+      t.older.push_back(t.newest);
+      t.older_back = t.newest;
+      t.newest = ts;
+    }
     // The front, and so the node's next key (NextTtlKey), did not change: while the node has a
     // queue entry, its key is at most that (ScheduleTtl would do nothing).
     if (t.queued == TtlState::kNone) {
@@ -1274,12 +1340,11 @@ void Engine::NoteTtlWrite(Node* node, std::int64_t ts) {
     }
     return;
   }
-  if (ts != back) {
-    auto it = std::lower_bound(p.begin(), p.end(), ts);
-    if (it == p.end() || *it != ts) {
-      p.insert(it, ts);
-      t.back_ts = p.back();
-      t.back_size = p.size();
+  if (ts != t.newest) {
+    auto it = std::lower_bound(t.older.begin(), t.older.end(), ts);
+    if (it == t.older.end() || *it != ts) {
+      t.older.insert(it, ts);
+      t.older_back = t.older.back();
     }
   }
   ScheduleTtl(node);
@@ -1322,24 +1387,36 @@ void Engine::DecideTtl(Node* node, std::int64_t horizon) {
   // what is at least as new as that write. Only the last such gap matters.
   std::int64_t prev = t.final_ts;
   std::int64_t cut = TtlState::kNone;
-  std::size_t k = 0;
-  while (k < t.pending.size() && t.pending[k] <= horizon) {
-    const std::int64_t b = t.pending[k];
+  const auto step = [&](std::int64_t b) {
     if (prev != TtlState::kNone && b - prev > d) {
       cut = b;
     }
     prev = b;
+  };
+  std::size_t k = 0;
+  while (k < t.older.size() && t.older[k] <= horizon) {
+    step(t.older[k]);
     ++k;
   }
+  const bool took_newest = k == t.older.size() && t.has_newest && t.newest <= horizon;
+  if (took_newest) {
+    step(t.newest);
+    t.has_newest = false;
+  }
   if (k > 0) {
-    t.pending.erase(t.pending.begin(), t.pending.begin() + static_cast<std::ptrdiff_t>(k));
+    t.older.erase(t.older.begin(), t.older.begin() + static_cast<std::ptrdiff_t>(k));
+    if (!t.older.empty()) {
+      t.older_back = t.older.back();
+    }
+  }
+  if (k > 0 || took_newest) {
     t.final_ts = prev;
     MarkDirty(node);
   }
   if (cut != TtlState::kNone) {
     EvictOlder(node, cut);
   }
-  const std::int64_t newest = t.pending.empty() ? t.final_ts : t.pending.back();
+  const std::int64_t newest = t.has_newest ? t.newest : t.final_ts;
   if (newest != TtlState::kNone && newest <= std::numeric_limits<std::int64_t>::max() - d &&
       horizon > newest + d) {
     EvictWhole(node, newest + d + 1);

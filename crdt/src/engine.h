@@ -95,32 +95,57 @@ struct Origin {
 };
 
 /// A node that a TTL rule matches (DESIGN.md §4): when its subtree was written, in event time.
+///
+/// The pending writes (newer than final_ts, ascending) are `older` followed by `newest`. Only
+/// gaps longer than `duration` between consecutive writes decide anything (§4), so a write whose
+/// two neighbours are at most `duration` apart can never start or end such a gap, whatever
+/// arrives later (a later write only splits a gap): it is dropped. Writes in ts order therefore
+/// only move `newest` while they are within `duration` of the last entry of `older`; `older`
+/// grows by one entry per gap longer than the duration (plus late writes), not per write.
 struct TtlState {
+  static constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::min();
   std::int64_t duration = 0;  // the rule's (the shortest of the rules that match)
   /// The newest write ts whose gap to its predecessor has been decided (final), or kNone.
-  std::int64_t final_ts = std::numeric_limits<std::int64_t>::min();
-  /// Distinct ts of writes at or under the node newer than final_ts, ascending: their gaps are
-  /// decided once the lateness horizon passes them.
-  std::vector<std::int64_t> pending;
-  static constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::min();
+  std::int64_t final_ts = kNone;
+  std::int64_t newest = 0;      // the newest pending write, if has_newest
+  std::int64_t older_back = 0;  // a copy of older.back() when older is not empty (no cache miss)
+  bool has_newest = false;      // false: nothing is pending (and `older` is empty)
   std::int64_t queued = kNone;  // the key of this node's current entry in Engine::ttl_queue_
   /// The due time of this node's entry in the store's `expiry` column family (kNone: no entry).
   /// CollectChanges() keeps it equal to NextTtlKey() of the committed state.
   std::int64_t indexed = kNone;
-  /// NoteTtlWrite's copy of pending.back(), taken when pending had `back_size` entries (0: none),
-  /// so that a write in ts order does not read the tail of `pending` (a cache miss per write).
-  /// Valid while pending.size() == back_size: only NoteTtlWrite grows `pending` once the node
-  /// is loaded, and it renews the copy whenever it does.
-  std::int64_t back_ts = 0;
-  std::size_t back_size = 0;
+  std::vector<std::int64_t> older;  // pending writes before `newest`, ascending, distinct
+
+  std::size_t pending_size() const { return older.size() + (has_newest ? 1 : 0); }
+  template <typename F>
+  void ForEachPending(F f) const {
+    for (std::int64_t ts : older) {
+      f(ts);
+    }
+    if (has_newest) {
+      f(newest);
+    }
+  }
+  /// Replaces the pending writes by `all` (ascending, distinct).
+  void SetPending(std::vector<std::int64_t> all) {
+    has_newest = !all.empty();
+    if (has_newest) {
+      newest = all.back();
+      all.pop_back();
+    }
+    older = std::move(all);
+    if (!older.empty()) {
+      older_back = older.back();
+    }
+  }
 };
 
 /// When the node's TTL state must next be looked at (kNone: never): the oldest pending write,
 /// whose gap is decided once the lateness horizon reaches it, or else the time the whole subtree
 /// is due (the horizon past newest + duration).
 inline std::int64_t NextTtlKey(const TtlState& t) {
-  if (!t.pending.empty()) {
-    return t.pending.front();
+  if (t.has_newest) {
+    return t.older.empty() ? t.newest : t.older.front();
   }
   if (t.final_ts == TtlState::kNone) {
     return TtlState::kNone;
@@ -136,32 +161,32 @@ struct RunEntry {
   core::Number amount;
 };
 
-/// A slot's run entries: a vector whose front can be dropped in O(1). Folding drops a prefix of
-/// every slot at each horizon step; erasing it from a plain vector moved (read and wrote) the whole
-/// rest. The dropped prefix is reclaimed when the vector would otherwise grow.
-class History {
+/// A vector whose front can be dropped in O(1): a slot's run entries, a counter's queued
+/// increments. Folding drops a prefix at each horizon step; erasing it from a plain vector moved
+/// (read and wrote) the whole rest. The dropped prefix is reclaimed when the vector would
+/// otherwise grow.
+template <typename T>
+class HeadVector {
  public:
   std::size_t size() const { return v_.size() - head_; }
   bool empty() const { return v_.size() == head_; }
-  RunEntry& operator[](std::size_t i) { return v_[head_ + i]; }
-  const RunEntry& operator[](std::size_t i) const { return v_[head_ + i]; }
-  RunEntry* begin() { return v_.data() + head_; }
-  RunEntry* end() { return v_.data() + v_.size(); }
-  const RunEntry* begin() const { return v_.data() + head_; }
-  const RunEntry* end() const { return v_.data() + v_.size(); }
-  RunEntry& back() { return v_.back(); }
-  const RunEntry& back() const { return v_.back(); }
-  void push_back(const RunEntry& e) {
+  T& operator[](std::size_t i) { return v_[head_ + i]; }
+  const T& operator[](std::size_t i) const { return v_[head_ + i]; }
+  T* begin() { return v_.data() + head_; }
+  T* end() { return v_.data() + v_.size(); }
+  const T* begin() const { return v_.data() + head_; }
+  const T* end() const { return v_.data() + v_.size(); }
+  T& back() { return v_.back(); }
+  const T& back() const { return v_.back(); }
+  void push_back(const T& e) {
     if (head_ > 0 && v_.size() == v_.capacity()) {
-      Compact();
+      MakeRoom();
     }
     v_.push_back(e);
   }
-  void insert(const RunEntry* pos, const RunEntry& e) {
-    v_.insert(v_.begin() + (pos - v_.data()), e);
-  }
+  void insert(const T* pos, const T& e) { v_.insert(v_.begin() + (pos - v_.data()), e); }
   /// Removes [first, last); a prefix costs O(1).
-  void erase(const RunEntry* first, const RunEntry* last) {
+  void erase(const T* first, const T* last) {
     if (first == begin()) {
       head_ += static_cast<std::size_t>(last - first);
       if (head_ == v_.size()) {
@@ -186,9 +211,25 @@ class History {
     v_.erase(v_.begin(), v_.begin() + static_cast<std::ptrdiff_t>(head_));
     head_ = 0;
   }
-  std::vector<RunEntry> v_;
+  // Full, with a dropped prefix: moves the live entries to the front if the prefix is at least
+  // half their number, else into twice the capacity. Either way an append costs at most two
+  // moves amortized (compacting whenever any prefix was dropped cost a move of every live entry
+  // per dropped one).
+  void MakeRoom() {
+    if (head_ * 2 >= size()) {
+      Compact();
+      return;
+    }
+    std::vector<T> bigger;
+    bigger.reserve(v_.capacity() * 2);
+    bigger.insert(bigger.end(), v_.begin() + static_cast<std::ptrdiff_t>(head_), v_.end());
+    v_.swap(bigger);
+    head_ = 0;
+  }
+  std::vector<T> v_;
   std::size_t head_ = 0;  // entries before it were dropped
 };
+using History = HeadVector<RunEntry>;
 
 /// A counter's per-blade slot, or the single slot of a max/min register (blade == nullptr).
 ///
@@ -231,16 +272,22 @@ struct PendingInc {
 /// The run of a counter or max/min register.
 ///
 /// Integer increments that arrive in their blade's seq order (the common case) only update
-/// `total` and are queued in `pending`; Engine::Materialize() appends them to their slots before
-/// anything reads the slots (folding, a cut, a commit, blame, an overflow check). A slot lives in
-/// a different cache line per blade and its history in another: touching both per $inc cost two
-/// cache misses, while `pending` is one append to a line that stays hot.
+/// `total` and are queued in `pending`, one queue per counter in arrival order: it is the history
+/// of those increments. Folding at a horizon step moves its final prefix straight into the slots'
+/// bases (Engine::FoldPending); Engine::Materialize() appends it to the slots' histories before
+/// anything else reads the slots (a cut, a commit, blame, an overflow check, an increment out of
+/// its blade's order). A slot lives in a different cache line per blade and its history in
+/// another: touching both per $inc cost two cache misses, and appending to 64 histories per
+/// counter and reading them back at the fold two more per increment; the queue is appended and
+/// read sequentially.
 struct Register {
   core::Number total;        // the visible value (pending increments included)
   bool all_int = true;       // counters: every slot is an integer
   bool has_retired = false;  // counters: slots folded after counter_slot_ttl (DESIGN.md §4)
   std::int32_t gc_index = -1;  // position in Engine::regs_with_history_, or -1
-  std::vector<PendingInc> pending;  // counters: in arrival order (each blade's in seq order)
+  /// Counters: in arrival order (each blade's in seq order), newer in its blade's seq than every
+  /// entry of the blade's slot history.
+  HeadVector<PendingInc> pending;
   /// Counters: an upper bound of |value| of every slot with the pending increments applied
   /// (saturating), so that big numbers are noticed without materializing (NoteMagnitude).
   std::uint64_t abs_bound = 0;
@@ -249,7 +296,6 @@ struct Register {
   absl::flat_hash_map<const Blade*, std::uint32_t> index;  // built when slots > kIndexFrom
   core::Number retired;  // counters: the sum of the slots folded after counter_slot_ttl
   static constexpr std::size_t kIndexFrom = 8;
-  static constexpr std::size_t kMaxPending = 4096;  // materialize beyond this (bounded memory)
 };
 
 // Heterogeneous lookup by std::string_view (Debian's Abseil does not alias std::string_view).
@@ -438,6 +484,7 @@ class Engine {
   void DropValue(Node* node);
   void MarkDirty(Node* node);
   Node* AllocNode();
+  std::unique_ptr<TtlState> NewTtlState();
 
   template <bool kEmit, bool kTtl>
   void ApplyEntries(const core::Shard& shard, const Stamp& s);
@@ -481,6 +528,7 @@ class Engine {
   void TrackRegister(Node* node);
   void UntrackRegister(Node* node);
   void FoldRegister(Node* node, std::int64_t horizon);
+  void FoldPending(Node* node, std::int64_t horizon);
   void NoteMagnitude(const core::Number& n);
 
   void AppendKey(const Node* node, std::string& out) const;
@@ -540,6 +588,7 @@ class Engine {
   std::vector<Blade*> dirty_blades_;
   std::vector<Node*> graveyard_;
   std::vector<Node*> free_nodes_;
+  std::vector<std::unique_ptr<TtlState>> free_ttl_;  // of freed nodes, for reuse
   // Nodes are allocated in slabs of kNodeSlab: one aligned allocation per slab instead of one
   // per node (an over-aligned `new` takes glibc's slow memalign path). Freed nodes are reused
   // through free_nodes_; slabs live as long as the engine.

@@ -49,10 +49,8 @@ void Engine::EncodeNode(const Node* node, std::string& out) const {
   w.Byte(node->ttl ? 1 : 0);
   if (node->ttl) {
     w.Varint(ZigZag(node->ttl->final_ts));
-    w.Varint(node->ttl->pending.size());
-    for (std::int64_t ts : node->ttl->pending) {
-      w.Varint(ZigZag(ts));
-    }
+    w.Varint(node->ttl->pending_size());
+    node->ttl->ForEachPending([&](std::int64_t ts) { w.Varint(ZigZag(ts)); });
   }
   if (node->kind == Kind::kScalar) {
     w.Bytes(node->scalar);
@@ -422,9 +420,9 @@ Status Engine::LoadNode(std::string_view key, std::string_view value) {
   if (node->ttl) {  // a TTL rule matches (CreateChild): its state, or the newest write as pending
     if (rec.has_ttl) {
       node->ttl->final_ts = rec.ttl_final;
-      node->ttl->pending = std::move(rec.ttl_pending);
+      node->ttl->SetPending(std::move(rec.ttl_pending));
     } else if (node->last.ts != TtlState::kNone) {
-      node->ttl->pending.push_back(node->last.ts);
+      node->ttl->SetPending({node->last.ts});
       node->dirty = false;
       MarkDirty(node);
     }
