@@ -269,6 +269,46 @@ struct PendingInc {
   std::int64_t amount = 0;
 };
 
+/// A FIFO queue in a ring of power-of-two capacity: appends and dropping a prefix move nothing
+/// (a counter's queue holds minutes of increments and drops the oldest at every horizon step).
+template <typename T>
+class Ring {
+ public:
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  T& operator[](std::size_t i) { return buf_[(head_ + i) & (buf_.size() - 1)]; }
+  const T& operator[](std::size_t i) const { return buf_[(head_ + i) & (buf_.size() - 1)]; }
+  void push_back(const T& e) {
+    if (size_ == buf_.size()) {
+      Grow();
+    }
+    buf_[(head_ + size_) & (buf_.size() - 1)] = e;
+    ++size_;
+  }
+  /// Drops the first k entries (k <= size()).
+  void pop_front(std::size_t k) {
+    size_ -= k;
+    head_ = size_ == 0 ? 0 : (head_ + k) & (buf_.size() - 1);
+  }
+  void clear() {
+    size_ = 0;
+    head_ = 0;
+  }
+
+ private:
+  void Grow() {
+    std::vector<T> bigger(buf_.empty() ? 16 : buf_.size() * 2);
+    for (std::size_t i = 0; i < size_; ++i) {
+      bigger[i] = (*this)[i];
+    }
+    buf_.swap(bigger);
+    head_ = 0;
+  }
+  std::vector<T> buf_;  // capacity: its size, a power of two (or 0)
+  std::size_t head_ = 0;
+  std::size_t size_ = 0;
+};
+
 /// The run of a counter or max/min register.
 ///
 /// Integer increments that arrive in their blade's seq order (the common case) only update
@@ -287,7 +327,7 @@ struct Register {
   std::int32_t gc_index = -1;  // position in Engine::regs_with_history_, or -1
   /// Counters: in arrival order (each blade's in seq order), newer in its blade's seq than every
   /// entry of the blade's slot history.
-  HeadVector<PendingInc> pending;
+  Ring<PendingInc> pending;
   /// Counters: an upper bound of |value| of every slot with the pending increments applied
   /// (saturating), so that big numbers are noticed without materializing (NoteMagnitude).
   std::uint64_t abs_bound = 0;
