@@ -23,7 +23,9 @@ std::string_view Arena::Copy(std::string_view s) {
   }
   if (block_ == blocks_.size()) {
     const std::size_t size = std::max(kBlockSize, s.size());
-    blocks_.push_back(std::make_unique<char[]>(size));
+    // Not zeroed: a fresh page costs only when first written (the aggregator keeps 8 arenas of
+    // which each fills only a few hundred KiB of its 1 MiB block).
+    blocks_.push_back(std::make_unique_for_overwrite<char[]>(size));
     sizes_.push_back(size);
     used_ = 0;
   }
