@@ -485,7 +485,15 @@ class Engine {
   // Bounded memory (docs/state-layout.md, "Bounded memory"). Off unless enabled: then subtrees
   // under object nodes at `page_depth` (pages) whose records are all written can leave memory
   // (PageOut), and are read back from `source` when a walk needs what is below them (FaultIn).
-  void EnablePaging(PageSource* source, std::uint64_t budget_bytes, std::uint32_t page_depth);
+  /// `opening`: called before the records are loaded (lazy open): LoadPagedStub() may then leave
+  /// a page on disk, and FinishOpen() ends the open.
+  void EnablePaging(PageSource* source, std::uint64_t budget_bytes, std::uint32_t page_depth,
+                    bool opening = false);
+  /// Lazy open: the node LoadNode() just loaded (an object at the page depth) has records below
+  /// it that stay on disk until a walk needs them. Corruption if it is not an object.
+  Status LoadPagedStub(std::string_view prefix);
+  void FinishOpen();
+  std::uint32_t page_depth() const { return page_depth_; }
   bool paging() const { return pager_ != nullptr; }
   /// After a commit: while the estimate of the engine's memory is over the budget, pages out
   /// clean pages (a clock with a second chance) until it is under 90% of it. Only pages whose
@@ -664,7 +672,9 @@ class Engine {
   Status page_error_;
   std::uint64_t pages_out_ = 0;
   std::uint64_t pages_in_ = 0;
-  bool faulting_ = false;  // inside FaultIn (LoadNode's walks must not fault in again)
+  bool faulting_ = false;        // inside FaultIn (LoadNode's walks must not fault in again)
+  bool opening_ = false;         // lazy open in progress (EnablePaging(..., true) .. FinishOpen())
+  Node* last_loaded_ = nullptr;  // the node of the last LoadNode()
   mutable std::string key_scratch_;
   std::string record_scratch_;
 };

@@ -407,6 +407,7 @@ Status Engine::LoadNode(std::string_view key, std::string_view value) {
     return Status::Corruption("node record '" + decoded.path.ToString() + "' appears twice");
   }
   Node* node = CreateChild(parent, segments.back());
+  last_loaded_ = node;
   NodeRecord rec;
   if (!DecodeNodeRecord(value, rec) || !ToStamp(rec.last, blades_by_id_, node->last) ||
       !ToStamp(rec.reset, blades_by_id_, node->reset) || rec.source > source_names_.size()) {
@@ -642,12 +643,39 @@ Status Engine::FinishLoad(bool index_loaded) {
 // ---------------------------------------------------------------------------------------------
 // Paging (docs/state-layout.md, "Bounded memory")
 
-void Engine::EnablePaging(PageSource* source, std::uint64_t budget_bytes,
-                          std::uint32_t page_depth) {
+void Engine::EnablePaging(PageSource* source, std::uint64_t budget_bytes, std::uint32_t page_depth,
+                          bool opening) {
   pager_ = source;
   budget_ = budget_bytes;
   page_depth_ = std::max<std::uint32_t>(1, page_depth);
-  RegisterPages(root_, 0);
+  opening_ = opening;
+  if (!opening) {
+    RegisterPages(root_, 0);
+  }
+}
+
+void Engine::FinishOpen() {
+  opening_ = false;
+  if (pager_ != nullptr) {
+    RegisterPages(root_, 0);
+  }
+}
+
+Status Engine::LoadPagedStub(std::string_view prefix) {
+  Node* node = last_loaded_;
+  std::string key;
+  if (node != nullptr) {
+    AppendKey(node, key);
+  }
+  if (key != prefix) {
+    return Status::Corruption("records below a path without a node record");
+  }
+  if (node->kind != Kind::kObject) {
+    return Status::Corruption("records under the non-object '" +
+                              (node != nullptr ? PathText(node) : std::string()) + "'");
+  }
+  node->child_count = 1;  // paged out: FaultIn counts the children it reads
+  return Status::Ok();
 }
 
 void Engine::RegisterPages(Node* node, std::uint32_t depth) {
@@ -785,6 +813,17 @@ void Engine::FaultIn(Node* node) {
   Status st = pager_->LoadPage(prefix, *this);
   if (st.ok() && node->child_count == 0) {
     st = Status::Corruption("no records under a paged-out node");
+  }
+  if (opening_) {
+    // Read back while the store opens (LoadExpiry): FinishLoad() finishes its registers and
+    // schedules its TTL nodes with everything else.
+    faulting_ = false;
+    ++pages_in_;
+    if (!st.ok() && page_error_.ok()) {
+      page_error_ = Status::Corruption("reading back the paged-out subtree '" + PathText(node) +
+                                       "': " + st.ToString());
+    }
+    return;
   }
   if (st.ok()) {
     FinishRegisters();

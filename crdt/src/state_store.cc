@@ -1,11 +1,10 @@
 // StateStore: the engine plus RocksDB, with one WriteBatch per commit and a background writer.
 #include "lattice/crdt/state_store.h"
 
-#include <unistd.h>
-
+#include <algorithm>
 #include <condition_variable>
-#include <deque>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <mutex>
 #include <optional>
@@ -16,6 +15,7 @@
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "layout.h"
@@ -97,6 +97,37 @@ class BatchSink final : public internal::RecordSink {
   rocksdb::ColumnFamilyHandle* meta_;
   rocksdb::ColumnFamilyHandle* expiry_;
 };
+
+/// Lazy open: the length of the prefix of an encoded key (a node, slot or history key) that
+/// encodes its first `depth` path segments, or 0 if its path has `depth` segments or fewer.
+std::size_t PagePrefixLength(std::string_view key, std::uint32_t depth) {
+  std::uint32_t seen = 0;
+  for (std::size_t i = 0; i + 1 < key.size(); ++i) {
+    if (key[i] != '\0') {
+      continue;
+    }
+    const auto next = static_cast<unsigned char>(key[i + 1]);
+    if (next == 0x01) {
+      if (seen == depth) {
+        break;
+      }
+      if (++seen == depth) {
+        // A segment follows if the key goes on with anything but a slot marker.
+        if (i + 2 < key.size() && !(key[i + 2] == '\0' && i + 3 < key.size() &&
+                                    static_cast<unsigned char>(key[i + 3]) == 0x02)) {
+          return i + 2;
+        }
+        return 0;
+      }
+      ++i;
+    } else if (next == 0xFF) {
+      ++i;  // an escaped 00 inside a key
+    } else {
+      return 0;  // the slot marker 00 02: the path ended before `depth`
+    }
+  }
+  return 0;
+}
 
 /// The TTL rules as the `ttl` meta record holds them (the index's keys depend on them): per rule
 /// varint key count, each key (varint length, bytes), varint zigzag(duration). Empty = no rules.
@@ -436,22 +467,44 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
     }
     LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "reading meta"));
   }
+  im.rebuild_index = stored_rules != RulesRecord(options.engine.ttl);
+  // Lazy open (with a memory budget, and an index built for these rules, which finds the pages
+  // that hold TTL nodes): records below the page depth stay on disk; the object at the page depth
+  // is a stub whose subtree is read back when needed (or by LoadExpiry, below).
+  const bool lazy = options.memory_budget.has_value() && !im.rebuild_index;
+  const std::uint32_t page_depth = std::max<std::uint32_t>(1, options.page_depth);
+  if (lazy) {
+    im.engine.EnablePaging(&im, *options.memory_budget, page_depth, /*opening=*/true);
+  }
   for (int pass = 0; pass < 3; ++pass) {
     rocksdb::ColumnFamilyHandle* cf = pass == 0   ? im.state_cf
                                       : pass == 1 ? im.counters_cf
                                                   : im.history_cf;
     std::unique_ptr<rocksdb::Iterator> it(im.db->NewIterator(rocksdb::ReadOptions(), cf));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string skip_to;
+    for (it->SeekToFirst(); it->Valid();) {
       const std::string_view key(it->key().data(), it->key().size());
       const std::string_view value(it->value().data(), it->value().size());
+      if (lazy) {
+        if (const std::size_t len = PagePrefixLength(key, page_depth); len > 0) {
+          // Below a page root: past the whole page (its key with the last byte + 1).
+          skip_to.assign(key.substr(0, len));
+          skip_to.back() = static_cast<char>(static_cast<unsigned char>(skip_to.back()) + 1);
+          if (pass == 0) {
+            LATTICE_RETURN_IF_ERROR(im.engine.LoadPagedStub(key.substr(0, len)));
+          }
+          it->Seek(skip_to);
+          continue;
+        }
+      }
       LATTICE_RETURN_IF_ERROR(pass == 0   ? im.engine.LoadNode(key, value)
                               : pass == 1 ? im.engine.LoadSlot(key, value)
                                           : im.engine.LoadHistory(key, value));
+      it->Next();
     }
     LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "loading the state"));
   }
   {
-    im.rebuild_index = stored_rules != RulesRecord(options.engine.ttl);
     std::unique_ptr<rocksdb::Iterator> it(im.db->NewIterator(rocksdb::ReadOptions(), im.expiry_cf));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       const std::string_view key(it->key().data(), it->key().size());
@@ -465,9 +518,12 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
     }
     LATTICE_RETURN_IF_ERROR(FromRocks(it->status(), "loading the expiry index"));
   }
+  LATTICE_RETURN_IF_ERROR(im.engine.page_error());  // a page LoadExpiry read back
   LATTICE_RETURN_IF_ERROR(im.engine.FinishLoad(!im.rebuild_index));
   im.engine_durable_below = im.engine.commits();
-  if (options.memory_budget) {
+  if (lazy) {
+    im.engine.FinishOpen();
+  } else if (options.memory_budget) {
     im.engine.EnablePaging(&im, *options.memory_budget, options.page_depth);
   }
   if (options.pipelined) {

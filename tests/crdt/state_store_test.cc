@@ -377,6 +377,20 @@ TEST_F(StateStoreTest, MemoryBudgetBoundsTheNodesInMemory) {
     paged_dump = (*store)->Dump();
   }
   EXPECT_EQ(paged_dump, reference::ReferenceDump(lines));
+  {
+    // Lazy open: with a budget, only the nodes down to the page depth are read at open.
+    auto lazy = StateStore::Open(dir_, options);
+    ASSERT_TRUE(lazy.ok()) << lazy.status().ToString();
+    EXPECT_EQ((*lazy)->node_count(), std::size_t{kHosts + 2});  // the root, `hosts`, its children
+    EXPECT_EQ((*lazy)->Get(core::Path({"hosts", "h17", "cpu", "user"})), "17");
+    ASSERT_EQ(Apply(**lazy, Env("again", 1, 9000, R"({"hosts":{"h17":{"cpu":{"n":{"$inc":5}}}}})")),
+              Outcome::kApplied);
+    ASSERT_TRUE((*lazy)->Commit().ok());
+    EXPECT_EQ((*lazy)->Get(core::Path({"hosts", "h17", "cpu", "n"})), "6");
+    EXPECT_EQ((*lazy)->Get(core::Path({"hosts", "h2990", "cpu", "n"})), "3");
+  }
+  lines.push_back(Env("again", 1, 9000, R"({"hosts":{"h17":{"cpu":{"n":{"$inc":5}}}}})"));
+  paged_dump = reference::ReferenceDump(lines);
   auto reopened = Open();
   ASSERT_NE(reopened, nullptr);
   EXPECT_EQ(reopened->Dump(), paged_dump);
