@@ -483,12 +483,8 @@ struct ShardDecoder::Impl {
         }
         seen[n_seen++] = key;
       }
-      if (!key.empty() && key[0] == '$') {
-        if (key.size() >= 2 && key[1] == '$') {
-          key.remove_prefix(1);
-        } else {
-          return false;  // an operator at the top or beside other keys
-        }
+      if (!UnescapeKey(key)) {
+        return false;
       }
       const auto index = static_cast<std::uint32_t>(shard.entries.size());
       BodyEntry* entry = &shard.entries.emplace_back();
@@ -505,28 +501,11 @@ struct ShardDecoder::Impl {
         }
         const std::string_view op = Count(v) == 1 ? Str(v + 1) : std::string_view();
         if (!op.empty() && op[0] == '$' && !(op.size() >= 2 && op[1] == '$')) {
-          if (op == "$inc") {
-            entry->kind = OpKind::kInc;
-          } else if (op == "$max") {
-            entry->kind = OpKind::kMax;
-          } else if (op == "$min") {
-            entry->kind = OpKind::kMin;
-          } else {
-            return false;
-          }
-          if (!FastNumber(v + 2, entry->number)) {
+          if (!OperatorKind(op, entry->kind) || !FastNumber(v + 2, entry->number)) {
             return false;
           }
           if (entry->kind == OpKind::kInc) {
-            if (entry->number.is_int) {
-              shard.has_int_inc = true;
-              const std::int64_t i = entry->number.i;
-              const std::uint64_t mag = i < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(i)
-                                              : static_cast<std::uint64_t>(i);
-              shard.max_abs_inc = std::max(shard.max_abs_inc, mag);
-            } else {
-              shard.has_float_inc = true;
-            }
+            NoteInc(entry->number);
           }
         } else {
           entry->kind = OpKind::kObject;
@@ -547,6 +526,46 @@ struct ShardDecoder::Impl {
       }
       entry->end = static_cast<std::uint32_t>(shard.entries.size());
       hash_sum += EntryHash(*entry, children, canonical);
+    }
+    return true;
+  }
+
+  // The operator named `op` ($inc, $max or $min); false for any other name.
+  static bool OperatorKind(std::string_view op, OpKind& kind) {
+    if (IsKey(op, "$inc")) {
+      kind = OpKind::kInc;
+    } else if (IsKey(op, "$max")) {
+      kind = OpKind::kMax;
+    } else if (IsKey(op, "$min")) {
+      kind = OpKind::kMin;
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  // Records an `$inc` operand in the shard's summary (whether it has integer or float increments,
+  // and the largest integer magnitude).
+  void NoteInc(const Number& n) {
+    if (!n.is_int) {
+      shard.has_float_inc = true;
+      return;
+    }
+    shard.has_int_inc = true;
+    const std::uint64_t mag = n.i < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(n.i)
+                                      : static_cast<std::uint64_t>(n.i);
+    shard.max_abs_inc = std::max(shard.max_abs_inc, mag);
+  }
+
+  // A body key as the fast walks store it: "$$x" stands for the key "$x"; false for an operator
+  // key ("$x"), which is an error where a field is expected (the careful walk says which).
+  static bool UnescapeKey(std::string_view& key) {
+    if (!key.empty() && key[0] == '$') {
+      if (key.size() >= 2 && key[1] == '$') {
+        key.remove_prefix(1);
+      } else {
+        return false;  // an operator at the top or beside other keys
+      }
     }
     return true;
   }
@@ -923,12 +942,8 @@ struct ShardDecoder::Impl {
         scan_keys.push_back(key);
       }
       ++count;
-      if (!key.empty() && key[0] == '$') {
-        if (key.size() >= 2 && key[1] == '$') {
-          key.remove_prefix(1);
-        } else {
-          return false;  // an operator at the top or beside other keys
-        }
+      if (!UnescapeKey(key)) {
+        return false;
       }
       const auto index = static_cast<std::uint32_t>(shard.entries.size());
       BodyEntry* entry = &shard.entries.emplace_back();
@@ -956,13 +971,7 @@ struct ShardDecoder::Impl {
             return false;
           }
           ++sp;
-          if (IsKey(op, "$inc")) {
-            entry->kind = OpKind::kInc;
-          } else if (IsKey(op, "$max")) {
-            entry->kind = OpKind::kMax;
-          } else if (IsKey(op, "$min")) {
-            entry->kind = OpKind::kMin;
-          } else {
+          if (!OperatorKind(op, entry->kind)) {
             return false;
           }
           std::int64_t v;
@@ -972,10 +981,7 @@ struct ShardDecoder::Impl {
           ++sp;
           entry->number = Number::Int(v);
           if (entry->kind == OpKind::kInc) {
-            shard.has_int_inc = true;
-            const std::uint64_t mag = v < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(v)
-                                            : static_cast<std::uint64_t>(v);
-            shard.max_abs_inc = std::max(shard.max_abs_inc, mag);
+            NoteInc(entry->number);
           }
         } else {
           entry->kind = OpKind::kObject;
@@ -1333,28 +1339,13 @@ struct ShardDecoder::Impl {
     if (op.empty() || op[0] != '$' || (op.size() >= 2 && op[1] == '$')) {
       return false;
     }
-    if (op == "$inc") {
-      entry.kind = OpKind::kInc;
-    } else if (op == "$max") {
-      entry.kind = OpKind::kMax;
-    } else if (op == "$min") {
-      entry.kind = OpKind::kMin;
-    } else {
+    if (!OperatorKind(op, entry.kind)) {
       return Bad("unknown operator '" + std::string(op) + "' (known: $inc, $max, $min)");
     }
     LATTICE_ASSIGN_OR_RETURN(entry.number,
                              ReadNumber(field.value, "the operand of " + std::string(op)));
     if (entry.kind == OpKind::kInc) {
-      if (entry.number.is_int) {
-        shard.has_int_inc = true;
-        const std::uint64_t mag =
-            entry.number.i < 0
-                ? static_cast<std::uint64_t>(0) - static_cast<std::uint64_t>(entry.number.i)
-                : static_cast<std::uint64_t>(entry.number.i);
-        shard.max_abs_inc = std::max(shard.max_abs_inc, mag);
-      } else {
-        shard.has_float_inc = true;
-      }
+      NoteInc(entry.number);
     }
     return true;
   }
