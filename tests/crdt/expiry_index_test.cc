@@ -14,6 +14,7 @@
 #include <rocksdb/table_properties.h>
 #include <stdlib.h>
 
+#include "../envelope.h"
 #include "lattice/core/path.h"
 #include "lattice/core/shard.h"
 #include "lattice/crdt/state_reader.h"
@@ -22,12 +23,6 @@
 
 namespace lattice::crdt {
 namespace {
-
-std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
-                const std::string& body) {
-  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
-         std::to_string(ts) + R"(,"shard":)" + body + "}";
-}
 
 std::string Enc(const std::vector<std::string>& segments) { return core::Path(segments).Encode(); }
 

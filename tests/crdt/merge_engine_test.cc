@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "../envelope.h"
 #include "lattice/core/path.h"
 #include "lattice/core/shard.h"
 #include "lattice/crdt/merge_engine.h"
@@ -23,12 +24,6 @@ namespace lattice::crdt {
 namespace {
 
 // One envelope line. `body` is JSON text, inserted as is.
-std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
-                const std::string& body) {
-  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
-         std::to_string(ts) + R"(,"shard":)" + body + "}";
-}
-
 // An engine fed with envelope lines.
 class Feeder {
  public:

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include "../envelope.h"
 #include "lattice/core/path.h"
 #include "lattice/core/shard.h"
 #include "lattice/crdt/state_reader.h"
@@ -19,12 +20,6 @@
 
 namespace lattice::crdt {
 namespace {
-
-std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
-                const std::string& body) {
-  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
-         std::to_string(ts) + R"(,"shard":)" + body + "}";
-}
 
 class StateFollowTest : public ::testing::Test {
  protected:

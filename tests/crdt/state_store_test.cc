@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../envelope.h"
 #include "lattice/core/path.h"
 #include "lattice/core/shard.h"
 #include "lattice/crdt/merge_engine.h"
@@ -21,12 +22,6 @@
 
 namespace lattice::crdt {
 namespace {
-
-std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
-                const std::string& body) {
-  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
-         std::to_string(ts) + R"(,"shard":)" + body + "}";
-}
 
 // A mix of everything a state holds: nested objects, scalars of every type, arrays, counters
 // with several slots, max/min registers, erased paths and odd keys.

@@ -12,18 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "../envelope.h"
 #include "lattice/crdt/state_store.h"
 #include "lattice/ingest/replayer.h"
 #include "lattice/ingest/synthetic.h"
 
 namespace lattice::ingest {
 namespace {
-
-std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
-                const std::string& body) {
-  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
-         std::to_string(ts) + R"(,"shard":)" + body + "}";
-}
 
 std::vector<std::string> Synthetic(std::uint64_t shards, std::uint32_t blades, std::uint64_t seed) {
   SyntheticOptions options;

@@ -3,6 +3,7 @@
 // applied to the old dump (by an applier written here on nlohmann_json) gives the new dump, over
 // random cut points of synthetic recordings; a replay stopped by --until and continued later
 // equals one full replay, also when a blade's clock went backwards across the cut.
+#include "../envelope.h"
 #include "lattice/ingest/time_travel.h"
 
 #include <algorithm>
@@ -28,12 +29,6 @@
 
 namespace lattice::ingest {
 namespace {
-
-std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
-                const std::string& body) {
-  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
-         std::to_string(ts) + R"(,"shard":)" + body + "}";
-}
 
 std::vector<std::string> Synthetic(std::uint64_t shards, std::uint32_t blades, std::uint64_t seed) {
   SyntheticOptions options;

@@ -1,5 +1,6 @@
 // Tests of the observer's summary rules (docs/observer-protocol.md, "Summary rules") against the
 // golden summary of tests/data/observer/golden/summary_state.ndjson, and of how it follows changes.
+#include "../envelope.h"
 #include "lattice/observer/summary.h"
 
 #include <filesystem>
@@ -21,12 +22,6 @@ namespace {
 using nlohmann::json;
 
 constexpr std::int64_t T = 1732350000000;
-
-std::string Env(const std::string& blade, std::uint64_t seq, std::int64_t ts,
-                const std::string& body) {
-  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) + R"(,"ts":)" +
-         std::to_string(ts) + R"(,"shard":)" + body + "}";
-}
 
 class SummaryTest : public ::testing::Test {
  protected:
