@@ -18,25 +18,12 @@ import time
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from observer_support import (Checks, Observer, http, http_json, recv_json, recv_until,  # noqa: E402
+from observer_support import (Checks, Observer, http_json, metrics, recv_json, recv_until,  # noqa: E402
                               run, tmpdir)
 
 
 def metric(obs, name):
-    _, _, body = http(obs.url + "metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-    return None
-
-
-def metric_labeled(obs, name, label):
-    _, _, body = http(obs.url + "metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(f"{name}{{{label}}}"):
-            return float(line.split()[-1])
-    return None
+    return metrics(obs).get(name)
 
 
 def main():

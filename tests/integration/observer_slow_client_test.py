@@ -26,21 +26,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from observer_support import Checks, Observer, RawWs, http, run, tmpdir  # noqa: E402
+from observer_support import Checks, Observer, RawWs, metrics, run, tmpdir  # noqa: E402
 
 RATE = 4000  # shards/s
 KEYS = 2000
 MIN_STALL_S, MAX_STALL_S = 4.0, 15.0  # the stall lasts until 1.5 s after the first drop
-
-
-def metrics(obs):
-    _, _, body = http(obs.url + "metrics")
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 def live_client(obs, rcvbuf=None):

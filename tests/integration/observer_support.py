@@ -96,6 +96,17 @@ def http(url, method="GET", headers=None):
         return e.code, dict(e.headers), e.read()
 
 
+def metrics(obs):
+    """The observer's /metrics samples: {"name" or "name{labels}": value}."""
+    _, _, body = http(obs.url + "metrics")
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 def http_json(url, **kw):
     status, headers, body = http(url, **kw)
     return status, json.loads(body) if body else None
