@@ -28,22 +28,12 @@ lattice="$build/cli/lattice"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-memory-budget.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-gen=(gen --churn --shards "$shards" --blades 64 --churn-every 20000 --intent-window 2000 --seed 11)
+# shellcheck source=bench/churn_lib.sh
+. "$root/bench/churn_lib.sh"
 
 run() {
-  local label=$1
-  shift
-  echo "== $label: lattice ${gen[*]} | lattice replay - --allowed-lateness 1m $*"
-  printf '%12s %14s %12s %12s %12s %12s\n' shards live_data_MB rss_MB nodes pages_out pages_in
-  "$lattice" "${gen[@]}" |
-    /usr/bin/time -f "time: user %U s, system %S s, max RSS %M KB" \
-      "$lattice" replay - --state "$tmp/$label" --allowed-lateness 1m --progress "$every" "$@" \
-      2>"$tmp/$label.err" >"$tmp/$label.out"
-  awk '/^progress:/ {printf "%12d %14.1f %12.1f %12d %12d %12d\n", $3, $5/1e6, $7/1e6, $9, $17, $19}' \
-    "$tmp/$label.err"
-  grep '^time:' "$tmp/$label.err" | tee "$tmp/$label.time"
-  du -sh "$tmp/$label" | awk '{print "state directory at the end: " $1}'
-  "$lattice" state dump --state "$tmp/$label" | md5sum | awk '{print $1}' >"$tmp/$label.md5"
+  churn_run "$1" 'pages_out=$17 pages_in=$19' "${@:2}"
+  "$lattice" state dump --state "$tmp/$1" | md5sum | awk '{print $1}' >"$tmp/$1.md5"
 }
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -28,23 +28,13 @@ lattice="$build/cli/lattice"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-ttl-memory.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-gen=(gen --churn --shards "$shards" --blades 64 --churn-every 20000 --intent-window 2000 --seed 11)
+# shellcheck source=bench/churn_lib.sh
+. "$root/bench/churn_lib.sh"
 ttl=(--ttl 'intents.*=10m' --ttl 'nodes.*=10m' --counter-slot-ttl 10m)
 
 run() {
-  local label=$1
-  shift
-  echo "== $label: lattice ${gen[*]} | lattice replay - --allowed-lateness 1m $*"
-  printf '%12s %14s %12s %12s %10s %14s\n' shards live_data_MB rss_MB nodes evicted change_log_MB
-  "$lattice" "${gen[@]}" |
-    /usr/bin/time -f "time: user %U s, system %S s, max RSS %M KB" \
-      "$lattice" replay - --state "$tmp/$label" --allowed-lateness 1m --progress "$every" "$@" \
-      2>"$tmp/$label.err" >"$tmp/$label.out"
-  awk '/^progress:/ {printf "%12d %14.1f %12.1f %12d %10d %14.1f\n", $3, $5/1e6, $7/1e6, $9, $11, $15/1e6}' \
-    "$tmp/$label.err"
-  grep '^time:' "$tmp/$label.err" || true
-  du -sh "$tmp/$label" | awk '{print "state directory at the end: " $1}'
-  rm -rf "${tmp:?}/$label"
+  churn_run "$1" 'evicted=$11 change_log_MB=$15/1e6' "${@:2}"
+  rm -rf "${tmp:?}/$1"
 }
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
