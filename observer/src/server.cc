@@ -337,6 +337,9 @@ struct Observer::Impl {
 
   void Accept();
   void FollowLoop();
+  /// Builds the summary JSON for `tick.commit`; when it differs from the feed's (or `force`),
+  /// stores it in the feed and sets `tick.summary_message`. The caller holds summary_mu.
+  void BuildSummary(Tick& tick, std::int64_t wall, bool force);
   void Broadcast(const std::shared_ptr<const Tick>& tick);
   http::response<http::string_body> Handle(const http::request<http::string_body>& req);
   std::string MetricsText();
@@ -1098,6 +1101,15 @@ void Observer::Impl::Broadcast(const std::shared_ptr<const Tick>& tick) {
   }
 }
 
+void Observer::Impl::BuildSummary(Tick& tick, std::int64_t wall, bool force) {
+  auto json = std::make_shared<const std::string>(summary.ToJson(tick.commit, wall));
+  auto [previous, previous_commit] = feed.summary();
+  if (previous == nullptr || *previous != *json || force) {
+    feed.SetSummary(json, tick.commit);
+    tick.summary_message = std::make_shared<const std::string>(EncodeSummary(tick.commit, *json));
+  }
+}
+
 void Observer::Impl::FollowLoop() {
   std::uint64_t seq = 0;
   std::int64_t last_sample = 0, last_summary = 0, last_error_log = 0;
@@ -1110,6 +1122,7 @@ void Observer::Impl::FollowLoop() {
     const std::int64_t wall = WallMs();
     auto tick = std::make_shared<Tick>();
     bool publish = false;
+    bool summary_due = false;  // build and publish the summary after this tick
     if (!r.ok()) {
       ++metrics.catch_up_errors;
       if (wall - last_error_log >= 10'000) {  // one line per 10 s at most
@@ -1156,16 +1169,13 @@ void Observer::Impl::FollowLoop() {
       tick->commit = r->commit;
       tick->observed_at = wall;
       tick->changes = std::move(r->changes);
-      if (summary_dirty && (wall - last_summary >= kSummaryMs || tick->resync)) {
-        auto json = std::make_shared<const std::string>(summary.ToJson(r->commit, wall));
-        auto [previous, previous_commit] = feed.summary();
-        if (previous == nullptr || *previous != *json || tick->resync) {
-          feed.SetSummary(json, r->commit);
-          tick->summary_message =
-              std::make_shared<const std::string>(EncodeSummary(r->commit, *json));
-        }
+      summary_due = summary_dirty && (wall - last_summary >= kSummaryMs || tick->resync);
+      if (summary_due && tick->resync) {
+        // A resync sends snapshots, which carry the feed's summary: set it first.
+        BuildSummary(*tick, wall, tick->resync);
         last_summary = wall;
         summary_dirty = false;
+        summary_due = false;
       }
     }
     if (!tick->changes.empty()) {
@@ -1190,6 +1200,25 @@ void Observer::Impl::FollowLoop() {
       std::shared_ptr<const Tick> shared = std::move(tick);
       feed.Publish(shared);
       Broadcast(shared);
+    }
+    if (summary_due) {
+      // The summary (every node, counter and rate) is built after this catch-up's changes left,
+      // so it never delays them; it goes out as the next tick.
+      auto summary_tick = std::make_shared<Tick>();
+      summary_tick->commit = commit.load();
+      summary_tick->observed_at = wall;
+      {
+        std::lock_guard lock(summary_mu);
+        BuildSummary(*summary_tick, wall, false);
+      }
+      last_summary = wall;
+      summary_dirty = false;
+      if (summary_tick->summary_message) {
+        summary_tick->seq = ++seq;
+        std::shared_ptr<const Tick> shared = std::move(summary_tick);
+        feed.Publish(shared);
+        Broadcast(shared);
+      }
     }
     const auto next = started + std::chrono::milliseconds(options.poll_ms);
     if (writer_watch.active()) {
