@@ -202,6 +202,9 @@ struct Aggregator::Impl {
   AggregatorOptions options;
   KafkaHandle consumer;
   KafkaHandle producer;
+  // The consumer's queue (what rd_kafka_consumer_poll serves), to wake the fetch thread when it
+  // is to stop. Declared after `consumer`: released before it.
+  internal::KafkaQueue consumer_queue;
   // The consumer's handle of the shards topic, made before any assignment so that the
   // partitions' leader is known when they are assigned (see Run()).
   rd_kafka_topic_t* shards_topic = nullptr;
@@ -319,6 +322,7 @@ struct Aggregator::Impl {
     LATTICE_ASSIGN_OR_RETURN(consumer,
                              internal::NewKafkaHandle(RD_KAFKA_CONSUMER, std::move(conf)));
     rd_kafka_poll_set_consumer(consumer.get());
+    consumer_queue.reset(rd_kafka_queue_get_consumer(consumer.get()));
 
     const internal::KafkaProperties producer_defaults = {
         {"client.id", "lattice-aggregate"},
@@ -620,6 +624,12 @@ struct Aggregator::Impl {
       fetch_stop.store(true);
       cv.notify_all();
     }
+    // The fetch thread may wait in rd_kafka_consumer_poll (up to 100 ms with an empty chunk):
+    // make that poll return now. At the end of an --exit-at-end run this was most of the time
+    // from the last merge to the exit.
+    if (consumer_queue) {
+      rd_kafka_queue_yield(consumer_queue.get());
+    }
     if (fetcher.joinable()) {
       fetcher.join();
     }
@@ -680,21 +690,11 @@ struct Aggregator::Impl {
                                   " (create it, or give an empty changes topic to publish "
                                   "changes in-process only)");
         }
-        if (options.exit_at_end) {
-          end_at_start.assign(static_cast<std::size_t>(partitions_of_topic), -1);
-          for (int p = 0; p < partitions_of_topic; ++p) {
-            std::int64_t lo = 0, hi = 0;
-            err = rd_kafka_query_watermark_offsets(consumer.get(), options.topic.c_str(), p, &lo,
-                                                   &hi, 5000);
-            if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-              break;
-            }
-            end_at_start[static_cast<std::size_t>(p)] = hi;
-          }
-          if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            return Status::Ok();
-          }
-        } else {
+        if (!options.exit_at_end) {
+          return Status::Ok();
+        }
+        err = CaptureEndOffsets(partitions_of_topic);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
           return Status::Ok();
         }
       }
@@ -706,6 +706,42 @@ struct Aggregator::Impl {
       spdlog::warn("waiting for the brokers at {} ({} s so far): {}", Brokers(), waited,
                    rd_kafka_err2str(err));
     }
+  }
+
+  /// exit_at_end: fills `end_at_start` with each partition's end offset. One ListOffsets request
+  /// per leader for all partitions (a query per partition was one round trip each: 6-70 ms for 64
+  /// partitions on the dev broker); a partition the batch could not answer is asked alone.
+  rd_kafka_resp_err_t CaptureEndOffsets(int partition_count) {
+    end_at_start.assign(static_cast<std::size_t>(partition_count), -1);
+    PartitionListPtr list(rd_kafka_topic_partition_list_new(partition_count));
+    for (std::int32_t p = 0; p < partition_count; ++p) {
+      rd_kafka_topic_partition_list_add(list.get(), options.topic.c_str(), p)->offset =
+          RD_KAFKA_OFFSET_END;  // as a ListOffsets timestamp: "the end"
+    }
+    if (rd_kafka_offsets_for_times(consumer.get(), list.get(), 5000) ==
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+      for (int i = 0; i < list->cnt; ++i) {
+        const rd_kafka_topic_partition_t& tp = list->elems[i];
+        if (tp.err == RD_KAFKA_RESP_ERR_NO_ERROR && tp.offset >= 0 && tp.partition >= 0 &&
+            tp.partition < partition_count) {
+          end_at_start[static_cast<std::size_t>(tp.partition)] = tp.offset;
+        }
+      }
+    }
+    for (std::int32_t p = 0; p < partition_count; ++p) {
+      std::int64_t& end = end_at_start[static_cast<std::size_t>(p)];
+      if (end >= 0) {
+        continue;
+      }
+      std::int64_t lo = 0;
+      const rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+          consumer.get(), options.topic.c_str(), p, &lo, &end, 5000);
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        end = -1;
+        return err;
+      }
+    }
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
   }
 
   // --- Per message --------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 # a dev broker over TCP: the canonical dump equals the independent reference's state of the
 # topic; a restart resumes from the offsets stored in the state (a new state directory in the same
 # group reads everything again: Kafka's committed offsets are never used); two aggregators on
-# disjoint partition lists build states whose join equals the reference; bad lists are refused.
+# disjoint partition lists build states whose join equals the reference; bad lists are refused;
+# --exit-at-end ends on a topic whose partitions are mostly empty (their end offsets, asked for
+# all partitions in one request, are 0), also when nothing is new.
 #
 #   bash aggregate_standalone_test.sh LATTICE_BINARY REFERENCE_DUMP_BINARY
 set -uo pipefail
@@ -15,7 +17,7 @@ here=$(dirname "$(realpath "$0")")
 source "$here/kafka_lib.sh"
 kafka_test_init aggregate-standalone kcat python3 jq
 
-start_broker --brokers 1 --topic lattice.shards:8
+start_broker --brokers 1 --topic lattice.shards:8 --topic lattice.sparse:6
 echo "     broker at $bootstrap"
 
 # Two halves of one recording: the second is produced after the first run.
@@ -85,6 +87,21 @@ done
 out=$("$lattice" aggregate -b "$bootstrap" --state st-bad --assign 8 --exit-at-end 2>&1); rc=$?
 [ $rc -ne 0 ] && grep -q "partition 8 of 'lattice.shards' does not exist" <<<"$out" &&
   ok "a partition the topic does not have is refused" || fail "--assign 8: rc=$rc $out"
+
+# One blade: one partition of six holds everything, five are empty (end offset 0).
+"$lattice" gen --shards 500 --blades 1 --seed 5 -o sparse.ndjson || die "lattice gen failed"
+"$lattice" emit -b "$bootstrap" -t lattice.sparse -f sparse.ndjson >emit3.out 2>emit3.err ||
+  die "emit: $(cat emit3.err)"
+for run in 1 2; do
+  timeout 60 "$lattice" aggregate -b "$bootstrap" --topic lattice.sparse --assign all \
+    --state st-sparse --exit-at-end --json --log-interval 0 >sparse$run.json 2>sparse$run.err ||
+    die "aggregate of lattice.sparse (run $run) failed or hung: $(tail -5 sparse$run.err)"
+done
+[ "$(jq -r .messages sparse1.json)" == 500 ] && [ "$(jq -r .reached_end sparse1.json)" == true ] &&
+  ok "--exit-at-end ends on a topic with five empty partitions of six (500 shards)" ||
+  fail "lattice.sparse run 1: $(cat sparse1.json)"
+[ "$(jq -r .messages sparse2.json)" == 0 ] && [ "$(jq -r .reached_end sparse2.json)" == true ] &&
+  ok "--exit-at-end with nothing new ends at once" || fail "lattice.sparse run 2: $(cat sparse2.json)"
 
 if [ $failures -ne 0 ]; then
   echo "aggregate_standalone_test: $failures check(s) FAILED"
