@@ -315,7 +315,7 @@ void Engine::ApplyEntries(const core::Shard& shard, const Stamp& s) {
         break;
     }
     if constexpr (kTtl) {
-      if (child->ttl) {
+      if (child->has_ttl) {
         NoteTtlWrite(child, s.ts);
       }
     }
@@ -407,7 +407,7 @@ bool Engine::AllDominated(const core::Shard& shard, const Stamp& s) const {
     if (child == nullptr || !(s < child->last)) {
       return false;
     }
-    if (child->ttl) {
+    if (child->has_ttl) {
       return false;  // a write under a TTL subtree behind the horizon may change a decided gap
     }
     const bool in_run = IsRegister(child->kind) && child->reg->boundary < s;
@@ -479,7 +479,7 @@ Status Engine::CheckOverflow(const core::Shard& shard, const Stamp& s) {
 }
 
 Node* Engine::FindChild(const Node* parent, std::string_view key) const {
-  if (parent->index) {
+  if (parent->has_index) {
     auto it = parent->index->find(key);
     return it == parent->index->end() ? nullptr : it->second;
   }
@@ -517,13 +517,17 @@ Node* Engine::CreateChild(Node* parent, std::string_view key) {
   n->first_child = nullptr;
   n->child_count = 0;
   // `origin` is left as it was: the write that follows every creation sets it with `last`.
-  n->pstate = nullptr;
-  if (parent->pstate != nullptr) [[unlikely]] {
-    auto it = parent->pstate->by_key.find(key);
-    n->pstate = it != parent->pstate->by_key.end() ? it->second : parent->pstate->other;
-    if (n->pstate != nullptr && n->pstate->duration > 0) {
-      n->ttl = NewTtlState();
-      n->ttl->duration = n->pstate->duration;
+  // Without TTL rules every pstate is null, and line 3 is not touched (a cache miss per node).
+  if (has_ttl_) [[unlikely]] {
+    n->pstate = nullptr;
+    if (parent->pstate != nullptr) {
+      auto it = parent->pstate->by_key.find(key);
+      n->pstate = it != parent->pstate->by_key.end() ? it->second : parent->pstate->other;
+      if (n->pstate != nullptr && n->pstate->duration > 0) {
+        n->ttl = NewTtlState();
+        n->ttl->duration = n->pstate->duration;
+        n->has_ttl = true;
+      }
     }
   }
   n->prev = nullptr;
@@ -533,10 +537,11 @@ Node* Engine::CreateChild(Node* parent, std::string_view key) {
   }
   parent->first_child = n;
   ++parent->child_count;
-  if (parent->index) {
+  if (parent->has_index) {
     parent->index->emplace(n->key, n);
   } else if (parent->child_count > Node::kIndexFrom) {
     parent->index = std::make_unique<absl::flat_hash_map<std::string_view, Node*, NameHash, NameEq>>();
+    parent->has_index = true;
     for (Node* c = parent->first_child; c != nullptr; c = c->next) {
       parent->index->emplace(c->key, c);
     }
@@ -556,10 +561,10 @@ void Engine::Unlink(Node* node) {
   }
   node->prev = node->next = nullptr;
   --parent->child_count;
-  if (parent->index) {
+  if (parent->has_index) {
     parent->index->erase(std::string_view(node->key));
     if (parent->child_count <= Node::kIndexFrom / 2) {
-      parent->index.reset();
+      parent->DropIndex();
     }
   }
 }
@@ -582,7 +587,7 @@ void Engine::KillSubtree(Node* node) {
   }
   node->first_child = nullptr;
   node->child_count = 0;
-  node->index.reset();
+  node->DropIndex();
   if (node->reg) {
     UntrackRegister(node);
   }
@@ -600,10 +605,11 @@ void Engine::FreeNode(Node* node) {
   // Only what the first two cache lines hold: CreateChild sets the rest (`scalar` is read only
   // for a kScalar node, and every write that makes one assigns it).
   node->reg.reset();
-  if (node->ttl) {
+  if (node->has_ttl) {
     // Kept for the next TTL node without touching it (NewTtlState resets it): freeing it read
     // its cold memory.
     free_ttl_.push_back(std::move(node->ttl));
+    node->has_ttl = false;
   }
   if (persistent_) {
     node->dropped_slots.clear();  // (never filled without persistence)
@@ -624,7 +630,7 @@ void Engine::KillChildren(Node* node) {
   }
   node->first_child = nullptr;
   node->child_count = 0;
-  node->index.reset();
+  node->DropIndex();
 }
 
 void Engine::KillPagedChildren(Node* node) {
@@ -786,8 +792,10 @@ void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
   if (kind == Kind::kCounter && n.is_int && reg.all_int && in_order_ &&
       options_.counter_slot_ttl_ms == 0) {
     std::int64_t total;
-    if (reg.total.is_int && !__builtin_add_overflow(reg.total.i, n.i, &total)) {
-      reg.pending.push_back({s, n.i});
+    if (reg.total.is_int && !__builtin_add_overflow(reg.total.i, n.i, &total) &&
+        n.i >= std::numeric_limits<std::int32_t>::min() &&
+        n.i <= std::numeric_limits<std::int32_t>::max()) {
+      reg.pending.push_back({s.ts, s.seq, s.blade->id, static_cast<std::int32_t>(n.i)});
       reg.total = Number::Int(total);
       const std::uint64_t mag = n.i < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(n.i)
                                         : static_cast<std::uint64_t>(n.i);
@@ -871,12 +879,13 @@ void Engine::Materialize(Node* node) {
   // What AddToRun's full path does per increment, in the same order; the total already has them.
   for (std::size_t i = 0; i < reg.pending.size(); ++i) {
     const PendingInc& p = reg.pending[i];
-    Slot& slot = SlotFor(reg, p.stamp.blade);
-    slot.history.push_back({p.stamp, Number::Int(p.amount)});
+    const Stamp stamp = PendingStamp(p);
+    Slot& slot = SlotFor(reg, stamp.blade);
+    slot.history.push_back({stamp, Number::Int(p.amount)});
     ++slot.unpersisted;
     slot.dirty = true;
-    if (slot.last < p.stamp) {
-      slot.last = p.stamp;
+    if (slot.last < stamp) {
+      slot.last = stamp;
     }
     slot.value = AddNumbers(slot.value, Number::Int(p.amount));
     NoteMagnitude(slot.value);
@@ -1175,15 +1184,15 @@ void Engine::FoldPending(Node* node, std::int64_t horizon) {
   Register& reg = *node->reg;
   auto& q = reg.pending;
   std::size_t k = 0;
-  while (k < q.size() && q[k].stamp.ts < horizon) {
-    const PendingInc& p = q[k];
-    Slot& slot = SlotFor(reg, p.stamp.blade);
-    const Number amount = Number::Int(p.amount);
+  while (k < q.size() && q[k].ts < horizon) {
+    const Stamp stamp = PendingStamp(q[k]);
+    Slot& slot = SlotFor(reg, stamp.blade);
+    const Number amount = Number::Int(q[k].amount);
     slot.base = AddNumbers(slot.has_base ? slot.base : Number::Int(0), amount);
     slot.has_base = true;
     slot.value = AddNumbers(slot.value, amount);
-    if (slot.last < p.stamp) {
-      slot.last = p.stamp;
+    if (slot.last < stamp) {
+      slot.last = stamp;
     }
     slot.dirty = true;
     NoteMagnitude(slot.value);

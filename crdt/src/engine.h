@@ -263,11 +263,17 @@ struct DroppedSlot {
   std::vector<std::uint64_t> chunks;
 };
 
-/// An integer $inc not yet appended to its blade's slot (see Engine::AddToRun).
+/// An integer $inc not yet appended to its blade's slot (see Engine::AddToRun): its stamp with
+/// the blade as its id (Blade::id), and an amount that fits 32 bits (a larger one takes the full
+/// path). 24 bytes instead of 32: a counter's queue holds the whole lateness window of its
+/// increments, far more than the cache, so every entry is a miss when written and when folded.
 struct PendingInc {
-  Stamp stamp;
-  std::int64_t amount = 0;
+  std::int64_t ts = 0;
+  std::uint64_t seq = 0;
+  std::uint32_t blade = 0;  // Blade::id
+  std::int32_t amount = 0;
 };
+static_assert(sizeof(PendingInc) == 24);
 
 /// A FIFO queue in a ring of power-of-two capacity: appends and dropping a prefix move nothing
 /// (a counter's queue holds minutes of increments and drops the oldest at every horizon step).
@@ -357,9 +363,13 @@ struct PatternState {
   PatternState* other = nullptr;                           // any other key ("*" only)
 };
 
-// Laid out for the path walk: a child scan reads `key` and `next` (the first cache line); a step
-// into a node then reads its kind, stamps and children (the first two lines), and so does killing
-// a subtree. Aligned so that those two lines are one 128-byte pair (adjacent-line prefetch).
+// Laid out for the path walk and for churn (nodes created, killed and reused from the free
+// list). A child scan reads `key` and `next` (line 0); a step into a node reads its kind, stamps
+// and register (lines 0 and 1), and so does killing a subtree, so a killed node comes back from
+// the free list with lines 0 and 1 in cache. Creating a node and its first write touch lines 0-2
+// only (line 2: uid, origin, scalar); line 3 holds what only indexed parents, TTL rules,
+// persistence and paging use, behind the `has_index` / `has_ttl` bits of line 0. Aligned so that
+// lines 0 and 1 are one 128-byte pair (adjacent-line prefetch).
 struct alignas(128) Node {
   // Cache line 0: what a lookup by key reads.
   std::string key;
@@ -367,31 +377,43 @@ struct alignas(128) Node {
   Node* first_child = nullptr;
   std::uint32_t child_count = 0;
   Kind kind = Kind::kAbsent;
-  bool dirty = false;
-  bool persisted = false;
-  bool dead = false;
-  std::unique_ptr<TtlState> ttl;  // set on nodes a TTL rule matches
+  bool dirty : 1 = false;
+  bool persisted : 1 = false;
+  bool dead : 1 = false;
+  bool has_index : 1 = false;  // `index` is set
+  bool has_ttl : 1 = false;    // `ttl` is set
+  Node* parent = nullptr;
   // Cache line 1: what a write at the node reads and updates.
   Stamp last;
   Stamp reset;
+  std::unique_ptr<Register> reg;
+  Node* prev = nullptr;
+  // Cache line 2: written by every creation and by every write (origin), read by queue checks.
+  std::uint64_t uid = 0;  // changes on every reuse of this memory
+  Origin origin;          // where the write that set `last` came from
+  std::string scalar;     // kScalar: canonical JSON (stale, and never read, for other kinds)
+  // Cache line 3: cold.
+  std::unique_ptr<TtlState> ttl;  // set on nodes a TTL rule matches (has_ttl)
   /// Children by key, kept only while there are more than kIndexFrom (else a scan is faster).
   std::unique_ptr<absl::flat_hash_map<std::string_view, Node*, NameHash, NameEq>> index;
-  std::unique_ptr<Register> reg;
   static constexpr std::uint32_t kIndexFrom = 8;
-  // Colder.
-  Node* parent = nullptr;
-  std::uint64_t uid = 0;                 // changes on every reuse of this memory
   const PatternState* pstate = nullptr;  // TTL rules: where this path stands in the patterns
-  Node* prev = nullptr;
-  std::string scalar;  // kScalar: canonical JSON (stale, and never read, for other kinds)
-  Origin origin;       // where the write that set `last` came from
   /// Persisted slots of a dropped or cut register, to delete at the next commit.
   std::vector<DroppedSlot> dropped_slots;
   // Paging (Engine::EnablePaging; only page roots, the nodes at the page depth, use these).
   std::uint64_t page_commit = 0;  // the last commit that wrote a record under this page root
   bool in_clock = false;          // has an entry in Engine::pages_
   bool page_touched = false;      // written or faulted in since the clock last passed it
+
+  /// Drops the child index, without reading line 3 when there is none.
+  void DropIndex() {
+    if (has_index) {
+      index.reset();
+      has_index = false;
+    }
+  }
 };
+static_assert(sizeof(Node) == 256);
 
 /// A page root whose subtree is not in memory ("paged out", a stub): it keeps its own fields and
 /// its child count, but no children (see Engine::EnablePaging).
@@ -566,6 +588,7 @@ class Engine {
   /// Materialize() of every register with pending increments.
   void MaterializeAll();
   Slot& SlotFor(Register& reg, const Blade* blade);
+  Stamp PendingStamp(const PendingInc& p) const { return {p.ts, blades_by_id_[p.blade], p.seq}; }
   void ReindexSlots(Register& reg);
   void DropSlot(Node* node, Slot& slot);
   void DropFront(Slot& slot, std::size_t k);

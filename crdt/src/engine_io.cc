@@ -789,7 +789,7 @@ bool Engine::PageOut(Node* root) {
     if (n->reg) {
       UntrackRegister(n);  // the fold list holds raw pointers; a fault-in tracks it again
     }
-    n->index.reset();
+    n->DropIndex();
     // Queue entries (tombstones, TTL, slot folding) that name it are stale from now on.
     n->dead = true;
     std::string().swap(n->scalar);
@@ -798,7 +798,7 @@ bool Engine::PageOut(Node* root) {
     --live_nodes_;
   }
   root->first_child = nullptr;
-  root->index.reset();
+  root->DropIndex();
   LATTICE_DCHECK(root->child_count != 0);
   ++pages_out_;
   return true;

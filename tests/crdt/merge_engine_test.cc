@@ -245,6 +245,22 @@ TEST(MergeEngineTest, LateResetOfACounterKeepsOnlyNewerIncrements) {
       "\n");
 }
 
+TEST(MergeEngineTest, IncrementsBeyond32BitsMixWithQueuedOnesExactly) {
+  // A queued increment holds a 32-bit amount; 2^31 and -2^31 - 1 take the slot path between
+  // queued ones, and the late reset at ts 25 must still keep exactly the newer increments.
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1, 10, R"({"n":{"$inc":2147483647}})"),
+          Env("a", 2, 20, R"({"n":{"$inc":2147483648}})"),
+          Env("b", 1, 30, R"({"n":{"$inc":-2147483648}})"),
+          Env("a", 3, 40, R"({"n":{"$inc":-2147483649}})"),
+          Env("b", 2, 50, R"({"n":{"$inc":5}})"),
+          Env("c", 1, 25, R"({"n":null})"),
+      },
+      R"({"n":-4294967292})"
+      "\n");
+}
+
 TEST(MergeEngineTest, FloatIncrementsSumSlotsInBladeOrder) {
   // ((0 + 0.1) + 0.2) + 0.3 = 0.6000000000000001, whereas 0.3 + 0.2 + 0.1 = 0.6.
   ExpectMergeInAnyOrder(
