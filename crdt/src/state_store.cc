@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include <rocksdb/write_batch.h>
 #include <unistd.h>
 
+#include "batch_rep.h"
 #include "engine.h"
 #include "layout.h"
 #include "records.h"
@@ -27,75 +29,95 @@ using internal::FromRocks;
 
 namespace {
 
+/// The change-log record of one commit (the change log's format 1): the format byte, then per
+/// node key 'P' | 'D', varint length, key. Reused across commits (a full-size buffer, like
+/// BatchRep's). Thread safety: none.
+class ChangeLogRecord {
+ public:
+  void Start() {
+    if (buf_.size() < 4096) {
+      buf_.resize(4096);
+    }
+    buf_[0] = static_cast<char>(internal::kChangeLogKeys);
+    n_ = 1;
+  }
+  void Add(char op, std::string_view key) {
+    if (buf_.size() - n_ < 1 + internal::kMaxVarint + key.size()) {
+      buf_.resize(std::max(2 * buf_.size(), n_ + 1 + internal::kMaxVarint + key.size()));
+    }
+    char* p = buf_.data() + n_;
+    *p++ = op;
+    p = internal::PutVarintTo(p, key.size());
+    std::memcpy(p, key.data(), key.size());
+    n_ = static_cast<std::size_t>(p + key.size() - buf_.data());
+  }
+  std::string_view view() const { return std::string_view(buf_.data(), n_); }
+
+ private:
+  std::string buf_;
+  std::size_t n_ = 0;
+};
+
+/// The column families of a state directory with their BatchRep tags.
+struct Families {
+  internal::BatchTags state, counters, history, meta, changes, expiry;
+};
+
 class BatchSink final : public internal::RecordSink {
  public:
-  BatchSink(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* state,
-            rocksdb::ColumnFamilyHandle* counters, rocksdb::ColumnFamilyHandle* history,
-            rocksdb::ColumnFamilyHandle* meta, rocksdb::ColumnFamilyHandle* expiry)
-      : batch_(batch),
-        state_(state),
-        counters_(counters),
-        history_(history),
-        meta_(meta),
-        expiry_(expiry) {}
+  BatchSink(internal::BatchRep& rep, const Families& cf) : rep_(rep), cf_(cf) {}
   void PutNode(std::string_view key, std::string_view value) override {
-    (void)batch_.Put(state_, key, value);
+    rep_.Put(cf_.state, key, value);
     LogKey('P', key);
   }
   void DeleteNode(std::string_view key) override {
-    (void)batch_.Delete(state_, key);
+    rep_.Delete(cf_.state, key);
     LogKey('D', key);
   }
   void PutSlot(std::string_view key, std::string_view value) override {
-    (void)batch_.Put(counters_, key, value);
+    rep_.Put(cf_.counters, key, value);
   }
-  void DeleteSlot(std::string_view key) override { (void)batch_.Delete(counters_, key); }
+  void DeleteSlot(std::string_view key) override { rep_.Delete(cf_.counters, key); }
   void PutHistory(std::string_view key, std::string_view value) override {
-    (void)batch_.Put(history_, key, value);
+    rep_.Put(cf_.history, key, value);
   }
-  void DeleteHistory(std::string_view key) override { (void)batch_.Delete(history_, key); }
+  void DeleteHistory(std::string_view key) override { rep_.Delete(cf_.history, key); }
   void PutSource(std::uint32_t id, std::string_view name) override {
-    (void)batch_.Put(meta_, internal::IdKey(internal::kSourcePrefix, id), name);
+    rep_.Put(cf_.meta, internal::IdKey(internal::kSourcePrefix, id), name);
   }
   void PutBlade(std::uint32_t id, std::string_view value) override {
-    (void)batch_.Put(meta_, internal::BladeKey(id), value);
+    rep_.Put(cf_.meta, internal::BladeKey(id), value);
   }
   void DeleteSubtree(std::string_view key) override {
     // [key, key with its last byte + 1): an encoded path ends with 00 01, so the end is the same
     // path ending with 00 02, and the range is exactly the keys that start with `key`.
     std::string end(key);
     end.back() = static_cast<char>(static_cast<unsigned char>(end.back()) + 1);
-    for (rocksdb::ColumnFamilyHandle* cf : {state_, counters_, history_}) {
-      (void)batch_.DeleteRange(cf, key, end);
+    for (const internal::BatchTags* cf : {&cf_.state, &cf_.counters, &cf_.history}) {
+      rep_.DeleteRange(*cf, key, end);
     }
     LogKey('D', key);
   }
   void PutExpiry(std::int64_t due, std::string_view key) override {
-    (void)batch_.Put(expiry_, internal::ExpiryKey(due, key), rocksdb::Slice());
+    rep_.Put(cf_.expiry, internal::ExpiryKey(due, key), std::string_view());
   }
   void DeleteExpiry(std::int64_t due, std::string_view key) override {
-    (void)batch_.Delete(expiry_, internal::ExpiryKey(due, key));
+    rep_.Delete(cf_.expiry, internal::ExpiryKey(due, key));
   }
 
-  /// Collects the node keys of this commit into `log` (the change log's format 1), if set.
-  void set_change_log(std::string* log) { log_ = log; }
+  /// Collects the node keys of this commit into `log`, if set.
+  void set_change_log(ChangeLogRecord* log) { log_ = log; }
 
  private:
   void LogKey(char op, std::string_view key) {
     if (log_ != nullptr) {
-      log_->push_back(op);
-      internal::PutVarint(*log_, key.size());
-      log_->append(key);
+      log_->Add(op, key);
     }
   }
 
-  std::string* log_ = nullptr;
-  rocksdb::WriteBatch& batch_;
-  rocksdb::ColumnFamilyHandle* state_;
-  rocksdb::ColumnFamilyHandle* counters_;
-  rocksdb::ColumnFamilyHandle* history_;
-  rocksdb::ColumnFamilyHandle* meta_;
-  rocksdb::ColumnFamilyHandle* expiry_;
+  ChangeLogRecord* log_ = nullptr;
+  internal::BatchRep& rep_;
+  const Families& cf_;
 };
 
 /// Lazy open: the length of the prefix of an encoded key (a node, slot or history key) that
@@ -161,7 +183,9 @@ struct StateStore::Impl final : internal::PageSource {
   // these index keys and records the current rules (the engine rewrites every entry).
   bool rebuild_index = false;
   std::vector<std::string> stale_index_keys;
-  std::string change_log;                           // the change-log record being built (reused)
+  Families families;           // the column families' BatchRep tags
+  internal::BatchRep rep;      // the batch being built (Commit)
+  ChangeLogRecord change_log;  // the change-log record being built (reused)
   // Sizes of the change-log entries written since open (oldest first), their sum, and the bytes
   // the log holds since the last trim (entries from before open are trimmed by the first trim).
   std::deque<std::pair<std::uint64_t, std::size_t>> log_sizes;
@@ -171,7 +195,6 @@ struct StateStore::Impl final : internal::PageSource {
   std::map<std::string, SourcePosition> positions;  // committed (or in flight)
   std::map<std::string, SourcePosition> staged_positions;  // for the next commit
   std::uint64_t commits_made = 0;  // Commit() calls that handed a batch over
-  std::size_t last_batch_bytes = 0;  // the size of the last batch built
 
   // The background writer: one batch being written, at most one waiting. Batches are written in
   // order, and after a failed write none is written any more: a later batch holds positions past
@@ -179,13 +202,15 @@ struct StateStore::Impl final : internal::PageSource {
   mutable std::mutex mu;
   std::condition_variable cv;
   struct Pending {
-    std::unique_ptr<rocksdb::WriteBatch> batch;
+    std::string batch;                      // a WriteBatch's bytes (BatchRep)
     std::uint64_t commit = 0;               // its number in commits_made
     std::uint64_t engine_commit = 0;        // the engine's commit number (history chunks)
     std::vector<SourcePosition> positions;  // the positions it holds
   };
   std::optional<Pending> pending;
-  std::unique_ptr<rocksdb::WriteBatch> spare;  // a written batch kept for its buffer
+  // Buffers of written batches, recycled (BatchRep::Recycle) for the next ones: their pages
+  // stay touched, so building a batch does not page-fault. At most three are in use.
+  std::vector<std::string> spares;
   bool writing = false;
   bool stop = false;
   Status write_error;                 // sticky: the first failed write
@@ -210,7 +235,12 @@ struct StateStore::Impl final : internal::PageSource {
     if (write_error.ok()) {
       writing = true;
       lock.unlock();
-      rocksdb::Status s = db->Write(WriteOpts(), job.batch.get());
+      rocksdb::WriteBatch batch(std::move(job.batch));
+      rocksdb::Status s = db->Write(WriteOpts(), &batch);
+      // Take the buffer back (the batch is not used again; its rep is a plain member, so the
+      // const_cast is well-defined) and ready it for reuse here, off the committing thread.
+      job.batch = std::move(const_cast<std::string&>(batch.Data()));
+      internal::BatchRep::Recycle(job.batch);
       lock.lock();
       writing = false;
       if (s.ok()) {
@@ -223,7 +253,9 @@ struct StateStore::Impl final : internal::PageSource {
         write_error = FromRocks(s, "writing the state");
       }
     }
-    spare = std::move(job.batch);
+    if (spares.size() < 3) {
+      spares.push_back(std::move(job.batch));
+    }
     cv.notify_all();
   }
 
@@ -410,6 +442,14 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
   im.history_cf = im.handles[4];
   im.changes_cf = im.handles[5];
   im.expiry_cf = im.handles[6];
+  for (auto [tags, handle] : {std::pair{&im.families.state, im.state_cf},
+                              {&im.families.counters, im.counters_cf},
+                              {&im.families.history, im.history_cf},
+                              {&im.families.meta, im.meta_cf},
+                              {&im.families.changes, im.changes_cf},
+                              {&im.families.expiry, im.expiry_cf}}) {
+    LATTICE_ASSIGN_OR_RETURN(*tags, internal::BatchTags::Probe(handle));
+  }
 
   // Check or write the format marker.
   std::string format;
@@ -559,35 +599,35 @@ Status StateStore::Commit() {
   if (!im.engine.page_error().ok()) {
     return im.engine.page_error();  // the state in memory is incomplete: write nothing
   }
-  // Reuse a spare batch: its buffer keeps its capacity, so building it does not page-fault.
-  std::unique_ptr<rocksdb::WriteBatch> batch;
+  // Reuse a written batch's buffer: its pages are touched, so building it does not page-fault.
+  std::string buffer;
   {
     std::lock_guard lock(im.mu);
-    batch = std::move(im.spare);
+    if (!im.spares.empty()) {
+      buffer = std::move(im.spares.back());
+      im.spares.pop_back();
+    }
   }
-  if (batch == nullptr) {
-    // No spare yet (the first two commits): size the buffer for a batch like the last one, so
-    // it does not grow by doubling (a copy and fresh pages at every step).
-    batch = std::make_unique<rocksdb::WriteBatch>(im.last_batch_bytes + im.last_batch_bytes / 4);
-  }
-  batch->Clear();
-  BatchSink sink(*batch, im.state_cf, im.counters_cf, im.history_cf, im.meta_cf, im.expiry_cf);
+  internal::BatchRep& batch = im.rep;
+  batch.Start(std::move(buffer));
+  BatchSink sink(batch, im.families);
+  const Families& cf = im.families;
   if (im.rebuild_index) {
     // Before the engine's puts: an entry it writes again may have the same key.
     for (const std::string& key : im.stale_index_keys) {
-      (void)batch->Delete(im.expiry_cf, key);
+      batch.Delete(cf.expiry, key);
     }
     const std::string rules = RulesRecord(im.options.engine.ttl);
     if (rules.empty()) {
-      (void)batch->Delete(im.meta_cf, internal::kTtlRulesKey);
+      batch.Delete(cf.meta, internal::kTtlRulesKey);
     } else {
-      (void)batch->Put(im.meta_cf, internal::kTtlRulesKey, rules);
+      batch.Put(cf.meta, internal::kTtlRulesKey, rules);
     }
     im.stale_index_keys = {};
     im.rebuild_index = false;
   }
   if (im.options.change_log) {
-    im.change_log.assign(1, static_cast<char>(internal::kChangeLogKeys));
+    im.change_log.Start();
     sink.set_change_log(&im.change_log);
   }
   im.engine.CollectChanges(sink);
@@ -599,9 +639,10 @@ Status StateStore::Commit() {
     // range delete from commit 0 (which also covers entries left from before a reopen), issued
     // every 64 commits or as soon as the kept bytes pass twice the bound.
     const std::uint64_t commit = im.engine.commits();
-    (void)batch->Put(im.changes_cf, internal::CommitKey(commit), im.change_log);
-    im.log_sizes.emplace_back(commit, im.change_log.size());
-    im.log_bytes += im.change_log.size();
+    const std::string_view log = im.change_log.view();
+    batch.Put(cf.changes, internal::CommitKey(commit), log);
+    im.log_sizes.emplace_back(commit, log.size());
+    im.log_bytes += log.size();
     while (im.log_sizes.size() > 1 && (im.log_sizes.size() > internal::kChangeLogCommits ||
                                        im.log_bytes > im.options.change_log_max_bytes)) {
       im.log_bytes -= im.log_sizes.front().second;
@@ -610,12 +651,12 @@ Status StateStore::Commit() {
     }
     const bool far_over = im.log_bytes_at_trim > 2 * im.options.change_log_max_bytes;
     if (im.log_trim_due && (commit % 64 == 0 || far_over)) {
-      (void)batch->DeleteRange(im.changes_cf, internal::CommitKey(0),
-                               internal::CommitKey(im.log_sizes.front().first));
+      batch.DeleteRange(cf.changes, internal::CommitKey(0),
+                        internal::CommitKey(im.log_sizes.front().first));
       im.log_trim_due = false;
       im.log_bytes_at_trim = im.log_bytes;
     } else {
-      im.log_bytes_at_trim += im.change_log.size();
+      im.log_bytes_at_trim += log.size();
     }
   }
   Impl::Pending job;
@@ -624,7 +665,7 @@ Status StateStore::Commit() {
     std::string value;
     internal::PutVarint(value, p.offset);
     internal::PutVarint(value, p.line);
-    (void)batch->Put(im.meta_cf, std::string(1, internal::kPositionPrefix) + source, value);
+    batch.Put(cf.meta, std::string(1, internal::kPositionPrefix) + source, value);
     im.positions[source] = p;
     job.positions.push_back(p);
   }
@@ -635,10 +676,9 @@ Status StateStore::Commit() {
     internal::PutVarint(clock, internal::ZigZag(im.engine.gc_horizon()));
     internal::PutVarint(clock, im.engine.commits());
     internal::PutVarint(clock, internal::ZigZag(im.engine.max_ts()));
-    (void)batch->Put(im.meta_cf, internal::kClockKey, clock);
+    batch.Put(cf.meta, internal::kClockKey, clock);
   }
-  im.last_batch_bytes = batch->GetDataSize();
-  job.batch = std::move(batch);
+  job.batch = batch.Finish();
   job.commit = ++im.commits_made;
   job.engine_commit = engine_commit;
   std::uint64_t durable_below = 0;
