@@ -1,6 +1,7 @@
-// The aggregator: a fetch thread polls the consumer and decodes messages into chunks; the merge
-// thread (the caller's) merges them in batches, dead-letters, and commits state and offsets in one
-// WriteBatch (see aggregator.h and docs/architecture.md).
+// The aggregator: a fetch thread polls the consumer and decodes messages into chunks (a decode
+// helper thread takes half of each full chunk); the merge thread (the caller's) merges them in
+// batches, dead-letters, and commits state and offsets in one WriteBatch (see aggregator.h and
+// docs/architecture.md).
 #include "lattice/ingest/aggregator.h"
 
 #include <algorithm>
@@ -110,7 +111,8 @@ struct PartitionState {
 
 /// One message (or a partition-end event) as the merge thread sees it.
 struct FetchedMessage {
-  enum class Kind : std::uint8_t { kShard, kBad, kEnd };
+  // kPending: polled, not decoded yet (never seen by the merge thread).
+  enum class Kind : std::uint8_t { kShard, kBad, kEnd, kPending };
   Kind kind = Kind::kEnd;
   std::int32_t partition = 0;
   std::int64_t offset = 0;                // kEnd: the partition's end offset
@@ -125,7 +127,9 @@ struct FetchedMessage {
 struct FetchedChunk {
   std::vector<FetchedMessage> items;
   std::size_t size = 0;
-  internal::Arena arena;
+  std::size_t decoded = 0;       // items[0, decoded) are decoded
+  internal::Arena arena;         // of the fetch thread's decoding
+  internal::Arena helper_arena;  // of the decode helper's
   bool drained = false;  // the consumer had nothing more after the last item (a short poll)
   bool barrier = false;  // a rebalance waits: commit and flush everything up to here, then stop
   Status failure;        // a fatal consumer error seen by the fetch thread
@@ -136,6 +140,16 @@ struct FetchedChunk {
 constexpr std::size_t kChunkMessages = 2048;
 // Chunks decoded ahead of the merge thread, at most.
 constexpr std::size_t kChunksInFlight = 8;
+// Fewer undecoded messages than this are decoded by the fetch thread alone (a live topic's few
+// messages: a hand-off to the helper would only add latency).
+constexpr std::size_t kSplitMessages = 256;
+
+/// What one decoding thread has of its own.
+struct DecodeLane {
+  explicit DecodeLane(const std::string& default_blade) : identity(default_blade) {}
+  core::ShardDecoder decoder;
+  MessageIdentity identity;
+};
 
 /// Copies a decoded shard into `arena` (the decoder's views are valid only until it decodes
 /// again); the twin of DecodeStage::Fill for Kafka messages.
@@ -240,8 +254,7 @@ struct Aggregator::Impl {
   double wait_s = 0, fill_s = 0, commit_s = 0;
 
   // --- The fetch thread's own (it polls the consumer, so the rebalance callback runs on it) ---
-  core::ShardDecoder decoder;
-  MessageIdentity identity;
+  DecodeLane lane;
   std::thread fetcher;
   FetchedChunk* filling = nullptr;  // the chunk the fetch thread is filling
   Status fetch_failure;             // a fatal consumer error (error callback, unknown topic)
@@ -257,8 +270,24 @@ struct Aggregator::Impl {
   bool merging = false;     // the merge loop runs (a rebalance must wait for it at a barrier)
   bool at_barrier = false;  // the merge thread committed up to a barrier and waits for release
 
+  // --- The decode helper: decodes items [helper_begin, helper_end) of helper_chunk while the
+  // fetch thread decodes the front of the same chunk (fork-join per chunk, so the order of
+  // items never changes). Under helper_mu. ---
+  DecodeLane helper_lane;
+  std::thread helper;
+  std::mutex helper_mu;
+  std::condition_variable helper_cv;
+  FetchedChunk* helper_chunk = nullptr;
+  std::size_t helper_begin = 0;
+  std::size_t helper_end = 0;
+  bool helper_job = false;  // posted, not finished
+  bool helper_stop = false;
+
   Impl(crdt::StateStore& s, AggregatorOptions o)
-      : store(s), options(std::move(o)), identity(options.default_blade) {}
+      : store(s),
+        options(std::move(o)),
+        lane(options.default_blade),
+        helper_lane(options.default_blade) {}
   ~Impl() {
     if (fetcher.joinable()) {
       StopFetcher();
@@ -481,6 +510,7 @@ struct Aggregator::Impl {
     if (filling == nullptr && !AcquireChunk()) {
       return;  // stopping: the merge thread waits for this thread to end
     }
+    DecodePending();
     std::unique_lock lock(mu);
     if (!merging) {
       return;
@@ -520,7 +550,9 @@ struct Aggregator::Impl {
     // The last round's messages are destroyed here, off the merge thread.
     ReleaseMessages(*filling);
     filling->size = 0;
+    filling->decoded = 0;
     filling->arena.Reset();
+    filling->helper_arena.Reset();
     filling->drained = false;
     filling->barrier = false;
     filling->failure = Status::Ok();
@@ -529,6 +561,7 @@ struct Aggregator::Impl {
 
   /// Fetch thread: hands the chunk being filled to the merge thread.
   void HandOver(bool drained) {
+    DecodePending();
     filling->drained = drained;
     filling->failure = fetch_failure;
     std::lock_guard lock(mu);
@@ -613,6 +646,7 @@ struct Aggregator::Impl {
       std::lock_guard lock(mu);
       merging = true;
     }
+    helper = std::thread([this] { HelperLoop(); });
     fetcher = std::thread([this] { FetchLoop(); });
   }
 
@@ -632,6 +666,14 @@ struct Aggregator::Impl {
     }
     if (fetcher.joinable()) {
       fetcher.join();
+    }
+    if (helper.joinable()) {
+      {
+        std::lock_guard lock(helper_mu);
+        helper_stop = true;
+        helper_cv.notify_all();
+      }
+      helper.join();
     }
     for (const auto& c : chunks) {
       ReleaseMessages(*c);
@@ -823,13 +865,23 @@ struct Aggregator::Impl {
       return;
     }
     FetchedMessage& it = NextItem();
+    it.kind = FetchedMessage::Kind::kPending;  // decoded before the chunk is handed over
     it.partition = m->partition;
     it.offset = m->offset;
     it.message = m;
-    Result<MessageEnvelope> env = identity.Identify(internal::MessageFieldsOf(m));
+  }
+
+  /// Identifies and decodes one polled message with `l`'s decoder, copying what it keeps into
+  /// `arena`. Runs on the fetch thread or the decode helper: touches only `it`, `l` and `arena`.
+  void DecodeItem(FetchedMessage& it, DecodeLane& l, internal::Arena& arena) const {
+    if (it.kind != FetchedMessage::Kind::kPending) {
+      return;
+    }
+    const rd_kafka_message_t* m = it.message;
+    Result<MessageEnvelope> env = l.identity.Identify(internal::MessageFieldsOf(m));
     if (!env.ok()) {
       it.kind = FetchedMessage::Kind::kBad;
-      it.error = filling->arena.Copy(env.status().message());
+      it.error = arena.Copy(env.status().message());
       return;
     }
     if (m->payload == nullptr) {
@@ -838,16 +890,66 @@ struct Aggregator::Impl {
       return;
     }
     Result<const core::Shard*> shard =
-        decoder.DecodeBody(std::string_view(static_cast<const char*>(m->payload), m->len),
-                           env->blade, env->seq, env->ts);
+        l.decoder.DecodeBody(std::string_view(static_cast<const char*>(m->payload), m->len),
+                             env->blade, env->seq, env->ts);
     if (!shard.ok()) {
       it.kind = FetchedMessage::Kind::kBad;
-      it.error = filling->arena.Copy(shard.status().message());
+      it.error = arena.Copy(shard.status().message());
       return;
     }
     it.kind = FetchedMessage::Kind::kShard;
     it.ts = env->ts;
-    CopyShard(**shard, filling->arena, it.shard);
+    CopyShard(**shard, arena, it.shard);
+  }
+
+  /// Fetch thread: decodes the chunk's items not decoded yet; a big range is split with the
+  /// decode helper (the fetch thread takes the front half, the helper the back half).
+  void DecodePending() {
+    FetchedChunk& c = *filling;
+    const std::size_t begin = c.decoded;
+    const std::size_t end = c.size;
+    if (begin >= end) {
+      return;
+    }
+    std::size_t mid = end;
+    if (end - begin >= kSplitMessages && helper.joinable()) {
+      mid = begin + (end - begin) / 2;
+      std::lock_guard lock(helper_mu);
+      helper_chunk = &c;
+      helper_begin = mid;
+      helper_end = end;
+      helper_job = true;
+      helper_cv.notify_all();
+    }
+    for (std::size_t i = begin; i < mid; ++i) {
+      DecodeItem(c.items[i], lane, c.arena);
+    }
+    if (mid != end) {
+      std::unique_lock lock(helper_mu);
+      helper_cv.wait(lock, [&] { return !helper_job; });
+    }
+    c.decoded = end;
+  }
+
+  /// The decode helper thread: decodes the ranges DecodePending() posts.
+  void HelperLoop() {
+    std::unique_lock lock(helper_mu);
+    while (true) {
+      helper_cv.wait(lock, [&] { return helper_stop || helper_job; });
+      if (helper_stop) {
+        return;
+      }
+      FetchedChunk& c = *helper_chunk;
+      const std::size_t begin = helper_begin;
+      const std::size_t end = helper_end;
+      lock.unlock();
+      for (std::size_t i = begin; i < end; ++i) {
+        DecodeItem(c.items[i], helper_lane, c.helper_arena);
+      }
+      lock.lock();
+      helper_job = false;
+      helper_cv.notify_all();
+    }
   }
 
   FetchedMessage& NextItem() {

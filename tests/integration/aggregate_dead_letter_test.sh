@@ -75,6 +75,27 @@ c1_ts=$(kcat -C -b "$bootstrap" -t lattice.shards -e -q -f '%k %T\n' 2>/dev/null
 if cmp -s agg.dump ref.dump; then ok "the state equals the reference of the good shards"
 else fail "the state differs from the reference"; diff <(jq -S . agg.dump) <(jq -S . ref.dump) | head; fi
 
+# A long run of good and bad messages interleaved in one partition: the aggregator decodes a chunk
+# of 256 or more messages on two threads (each takes half), so both halves hold bad ones. Every
+# bad message is dead-lettered with its reason, every good one applied.
+python3 -c '
+for i in range(1000):
+    print(f"mix\t{{\"mix\":{{\"n{i}\":{i}}}}}" if i % 2 == 0 else "mix\t{\"x\":")' >mix.tsv
+kcat -P -b "$bootstrap" -t lattice.shards -K $'\t' -l mix.tsv || die "kcat -P of mix.tsv failed"
+"$lattice" aggregate "${fast_group[@]}" -b "$bootstrap" --state st --exit-at-end --json \
+  --log-interval 0 >run.json 2>run.err || die "aggregate (mix) failed: $(tail -3 run.err)"
+echo "     $(cat run.json)"
+expect applied 500
+expect bad 500
+expect dead_letters 500
+mixed=$(kcat -C -b "$bootstrap" -t lattice.dead -e -q -f '%k %h\n' 2>/dev/null |
+  grep -c '^mix .*lattice-reason=invalid JSON')
+[ "$mixed" == 500 ] && ok "500 interleaved bad messages in lattice.dead with their reason" ||
+  fail "$mixed of 500 interleaved bad messages in lattice.dead"
+"$lattice" state dump --state st >mix.dump || die "dump failed"
+[ "$(jq '.mix | length' mix.dump)" == 500 ] && ok "the 500 interleaved good messages are applied" ||
+  fail "mix holds $(jq '.mix | length' mix.dump) keys, not 500"
+
 if [ $failures -ne 0 ]; then
   echo "aggregate_dead_letter_test: $failures check(s) FAILED"
   exit 1
