@@ -134,6 +134,69 @@ inline void CopySmall(char* dst, const char* src, std::size_t n) {
   }
 }
 
+// JSON's white space.
+inline bool IsJsonSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// Moves past white space from `i`.
+inline std::size_t SkipJsonSpace(std::string_view s, std::size_t i) {
+  while (i < s.size() && IsJsonSpace(s[i])) {
+    ++i;
+  }
+  return i;
+}
+
+// REQUIRES: s[i] == '"' starts a valid string. Returns the index past its closing quote.
+inline std::size_t SkipJsonString(std::string_view s, std::size_t i) {
+  for (++i; s[i] != '"'; ++i) {
+    if (s[i] == '\\') {
+      ++i;  // the escaped byte never ends the string
+    }
+  }
+  return i + 1;
+}
+
+// REQUIRES: a valid JSON value starts at s[i]. Returns the index past it.
+std::size_t SkipJsonValue(std::string_view s, std::size_t i) {
+  if (s[i] == '"') {
+    return SkipJsonString(s, i);
+  }
+  if (s[i] == '{' || s[i] == '[') {
+    std::size_t depth = 0;
+    while (true) {
+      const char c = s[i];
+      if (c == '"') {
+        i = SkipJsonString(s, i);
+        continue;
+      }
+      ++i;
+      if (c == '{' || c == '[') {
+        ++depth;
+      } else if ((c == '}' || c == ']') && --depth == 0) {
+        return i;
+      }
+    }
+  }
+  while (i < s.size() && !IsJsonSpace(s[i]) && s[i] != ',' && s[i] != '}' && s[i] != ']') {
+    ++i;
+  }
+  return i;
+}
+
+// The text of the value of field number `field` (0-based) of the object in `line`.
+// REQUIRES: `line` is valid JSON, an object with more than `field` fields.
+std::string_view FieldText(std::string_view line, std::size_t field) {
+  std::size_t i = SkipJsonSpace(line, 0) + 1;  // past '{'
+  for (std::size_t f = 0;; ++f) {
+    i = SkipJsonString(line, SkipJsonSpace(line, i));                           // past the key
+    const std::size_t begin = SkipJsonSpace(line, SkipJsonSpace(line, i) + 1);  // past ':'
+    const std::size_t end = SkipJsonValue(line, begin);
+    if (f == field) {
+      return line.substr(begin, end - begin);
+    }
+    i = SkipJsonSpace(line, end) + 1;  // past ','
+  }
+}
+
 // k == name with the length known at compile time: string_view's operator== stayed an
 // out-of-line call per envelope field.
 template <std::size_t N>
@@ -679,6 +742,7 @@ struct ShardDecoder::Impl {
   std::vector<std::string_view> scan_keys;  // keys of open objects with more than 16 keys
   bool scan_ok = false;                     // stage 1 behaves as checked by ScanLayoutIsKnown
   bool no_backslash = false;                // the line has no backslash at all
+  std::uint32_t body_begin = 0, body_end = 0;  // ScanEnvelope: the body's bytes in the line
 
   // The first byte of the current token; NUL past the last one (stage 1 ends the index with the
   // line's length, where scan_buf holds a NUL, and NUL starts no token of a valid line).
@@ -835,7 +899,9 @@ struct ShardDecoder::Impl {
     return true;
   }
 
-  // FastCanonical for the value at the current token (arrays of scalars and arrays).
+  // FastCanonical for the value at the current token (arrays of scalars and arrays). Without
+  // kBuild it only checks the value (ValidateEnvelope): the same decisions, nothing written.
+  template <bool kBuild>
   bool ScanCanonical(std::uint32_t depth) {
     switch (Tok()) {
       case '"': {
@@ -845,46 +911,48 @@ struct ShardDecoder::Impl {
         }
         // No backslash (ScanString), no quote (it ends the string), no control character (stage
         // 1 rejects them in strings): nothing to escape.
-        PutQuoted(s);
+        if constexpr (kBuild) {
+          PutQuoted(s);
+        }
         return true;
       }
       case 't':
         if (!ScanLiteral("true")) return false;
-        ArenaPut("true", 4);
+        if constexpr (kBuild) ArenaPut("true", 4);
         return true;
       case 'f':
         if (!ScanLiteral("false")) return false;
-        ArenaPut("false", 5);
+        if constexpr (kBuild) ArenaPut("false", 5);
         return true;
       case 'n':
         if (!ScanLiteral("null")) return false;
-        ArenaPut("null", 4);
+        if constexpr (kBuild) ArenaPut("null", 4);
         return true;
       case '[': {
         if (depth > limits.max_depth) {
           return false;
         }
         ++sp;
-        ArenaPut('[');
+        if constexpr (kBuild) ArenaPut('[');
         if (Tok() == ']') {
           ++sp;
-          ArenaPut(']');
+          if constexpr (kBuild) ArenaPut(']');
           return true;
         }
         while (true) {
-          if (!ScanCanonical(depth + 1)) {
+          if (!ScanCanonical<kBuild>(depth + 1)) {
             return false;
           }
           const char c = Tok();
           ++sp;
           if (c == ']') {
-            ArenaPut(']');
+            if constexpr (kBuild) ArenaPut(']');
             return true;
           }
           if (c != ',') {
             return false;
           }
-          ArenaPut(',');
+          if constexpr (kBuild) ArenaPut(',');
         }
       }
       default: {
@@ -892,14 +960,19 @@ struct ShardDecoder::Impl {
         if (!ScanInt(v)) {
           return false;  // also '{' inside an array: the tape walk sorts its keys
         }
-        char* out = ArenaRoom(24);
-        arena_len = static_cast<std::size_t>(WriteInt(out, v) - arena.data());
+        if constexpr (kBuild) {
+          char* out = ArenaRoom(24);
+          arena_len = static_cast<std::size_t>(WriteInt(out, v) - arena.data());
+        }
         return true;
       }
     }
   }
 
   // FastWalk for the object at the current token; adds its fields' subtree hashes to `hash_sum`.
+  // Without kBuild it only checks the object (ValidateEnvelope): every decision is the same, but
+  // no entry, canonical value or hash is made, and `hash_sum` is left alone.
+  template <bool kBuild>
   bool ScanObject(std::uint32_t depth, std::uint64_t& hash_sum) {
     if (depth > limits.max_depth) {
       return false;
@@ -945,12 +1018,17 @@ struct ShardDecoder::Impl {
       if (!UnescapeKey(key)) {
         return false;
       }
-      const auto index = static_cast<std::uint32_t>(shard.entries.size());
-      BodyEntry* entry = &shard.entries.emplace_back();
-      entry->key = key;
-      entry->depth = depth;
+      [[maybe_unused]] std::uint32_t index = 0;
+      BodyEntry scratch;  // the entry when not building (only its kind and number are used)
+      BodyEntry* entry = &scratch;
+      if constexpr (kBuild) {
+        index = static_cast<std::uint32_t>(shard.entries.size());
+        entry = &shard.entries.emplace_back();
+        entry->key = key;
+        entry->depth = depth;
+      }
       std::uint64_t children = 0;
-      std::string_view canonical;
+      [[maybe_unused]] std::string_view canonical;
       const char type = Tok();
       if (type == 'n') {
         if (!ScanLiteral("null")) {
@@ -979,29 +1057,37 @@ struct ShardDecoder::Impl {
             return false;  // a double operand, a bad operand, or more keys
           }
           ++sp;
-          entry->number = Number::Int(v);
-          if (entry->kind == OpKind::kInc) {
-            NoteInc(entry->number);
+          if constexpr (kBuild) {
+            entry->number = Number::Int(v);
+            if (entry->kind == OpKind::kInc) {
+              NoteInc(entry->number);
+            }
           }
         } else {
           entry->kind = OpKind::kObject;
-          if (!ScanObject(depth + 1, children)) {
+          if (!ScanObject<kBuild>(depth + 1, children)) {
             return false;
           }
-          entry = &shard.entries[index];  // the vector may have grown
+          if constexpr (kBuild) {
+            entry = &shard.entries[index];  // the vector may have grown
+          }
         }
       } else {
-        const std::size_t start = arena_len;
-        if (!ScanCanonical(depth + 1)) {
+        [[maybe_unused]] const std::size_t start = arena_len;
+        if (!ScanCanonical<kBuild>(depth + 1)) {
           return false;
         }
         entry->kind = OpKind::kSet;
-        const auto size = static_cast<std::uint32_t>(arena_len - start);
-        value_spans.push_back({index, static_cast<std::uint32_t>(start), size});
-        canonical = std::string_view(arena.data() + start, size);
+        if constexpr (kBuild) {
+          const auto size = static_cast<std::uint32_t>(arena_len - start);
+          value_spans.push_back({index, static_cast<std::uint32_t>(start), size});
+          canonical = std::string_view(arena.data() + start, size);
+        }
       }
-      entry->end = static_cast<std::uint32_t>(shard.entries.size());
-      hash_sum += EntryHash(*entry, children, canonical);
+      if constexpr (kBuild) {
+        entry->end = static_cast<std::uint32_t>(shard.entries.size());
+        hash_sum += EntryHash(*entry, children, canonical);
+      }
       const char c = Tok();
       ++sp;
       if (c == '}') {
@@ -1072,15 +1158,19 @@ struct ShardDecoder::Impl {
     }
   }
 
-  // FastBody for the object at the current token: flattens it and hashes it with shard.ts.
+  // FastBody for the object at the current token: flattens it and hashes it with shard.ts
+  // (without kBuild: only checks it).
+  template <bool kBuild>
   bool ScanBody(std::uint64_t& top) {
     if (Tok() != '{') {
       return false;
     }
-    arena_len = 0;
-    value_spans.clear();
+    if constexpr (kBuild) {
+      arena_len = 0;
+      value_spans.clear();
+    }
     scan_keys.clear();
-    return ScanObject(1, top);
+    return ScanObject<kBuild>(1, top);
   }
 
   void ScanFinish(std::uint64_t top) {
@@ -1094,6 +1184,9 @@ struct ShardDecoder::Impl {
   }
 
   // DecodeEnvelope by the token walk. False hands the line on (the shard is then half built).
+  // Without kBuild (ValidateEnvelope) the body is only checked, and its bytes are found: they
+  // lie at [body_begin, body_end) in the line (scan_buf holds the line at the same offsets).
+  template <bool kBuild>
   bool ScanEnvelope(std::string_view line) {
     if (!ScanStage1(line) || Tok() != '{') {
       return false;
@@ -1133,9 +1226,11 @@ struct ShardDecoder::Impl {
         }
         shard.ts = v;
       } else if (IsKey(k, "shard")) {
-        if (!take(have_body) || !ScanBody(top)) {
+        body_begin = sidx[sp];
+        if (!take(have_body) || !ScanBody<kBuild>(top)) {
           return false;
         }
+        body_end = sidx[sp - 1] + 1;  // past the body's closing brace, the last token read
       } else if (IsKey(k, "topic")) {
         if (!take(seen_topic) || !ScanString(shard.topic)) {
           return false;
@@ -1164,14 +1259,16 @@ struct ShardDecoder::Impl {
     if (sp != scan_n || !have_blade || !have_seq || !have_ts || !have_body) {
       return false;
     }
-    ScanFinish(top);
+    if constexpr (kBuild) {
+      ScanFinish(top);
+    }
     return true;
   }
 
   // DecodeBody by the token walk.
   bool ScanBareBody(std::string_view body) {
     std::uint64_t top = 0;
-    if (!ScanStage1(body) || !ScanBody(top) || sp != scan_n) {
+    if (!ScanStage1(body) || !ScanBody<true>(top) || sp != scan_n) {
       return false;
     }
     ScanFinish(top);
@@ -1515,6 +1612,58 @@ Result<const Shard*> ShardDecoder::DecodeEnvelope(std::string_view line, bool pa
   Impl& d = *impl_;
   d.Reset();
   d.last_walk = Walk::kCareful;
+  // A line longer than the body limit needs the body size check, which the careful walk does.
+  if (line.size() <= limits_.max_body_bytes && d.scan_ok && d.first_walk == Walk::kToken) {
+    d.last_walk = Walk::kToken;
+    if (d.ScanEnvelope<true>(line)) {
+      return &d.shard;
+    }
+    d.Reset();
+  }
+  return DecodeEnvelopeAfterTokenWalk(line, padded);
+}
+
+Result<CheckedEnvelope> ShardDecoder::ValidateEnvelope(std::string_view line, bool padded) {
+  Impl& d = *impl_;
+  d.Reset();
+  d.last_walk = Walk::kCareful;
+  if (line.size() <= limits_.max_body_bytes && d.scan_ok && d.first_walk == Walk::kToken) {
+    d.last_walk = Walk::kToken;
+    if (d.ScanEnvelope<false>(line)) {
+      // The token walk reads no escaped string, so the blade's bytes in the line are the blade;
+      // scan_buf holds the line at the same offsets.
+      CheckedEnvelope e;
+      e.blade = line.substr(static_cast<std::size_t>(d.shard.blade.data() - d.sbuf),
+                            d.shard.blade.size());
+      e.seq = d.shard.seq;
+      e.ts = d.shard.ts;
+      e.body = line.substr(d.body_begin, d.body_end - d.body_begin);
+      return e;
+    }
+    d.Reset();
+  }
+  // Rare: a line the token walk does not cover (or a bad one). Decode it fully, then find the
+  // body's bytes: the line is valid JSON now, and the document says which field is the body.
+  LATTICE_ASSIGN_OR_RETURN(const Shard* shard, DecodeEnvelopeAfterTokenWalk(line, padded));
+  std::size_t field = 0;
+  const object env = d.parser.doc.root().get_object().value_unsafe();
+  for (auto f : env) {
+    if (f.key == "shard") {
+      break;
+    }
+    ++field;
+  }
+  CheckedEnvelope e;
+  e.blade = shard->blade;
+  e.seq = shard->seq;
+  e.ts = shard->ts;
+  e.body = FieldText(line, field);
+  return e;
+}
+
+Result<const Shard*> ShardDecoder::DecodeEnvelopeAfterTokenWalk(std::string_view line,
+                                                                bool padded) {
+  Impl& d = *impl_;
   // An envelope line has some room around its body; anything much larger than the body limit is
   // refused before parsing.
   if (line.size() > limits_.max_body_bytes + 64 * 1024) {
@@ -1522,15 +1671,7 @@ Result<const Shard*> ShardDecoder::DecodeEnvelope(std::string_view line, bool pa
                                    " bytes exceeds the body limit of " +
                                    std::to_string(limits_.max_body_bytes) + " bytes");
   }
-  // A line longer than the body limit needs the body size check, which the careful walk does.
   const bool fast = line.size() <= limits_.max_body_bytes;
-  if (fast && d.scan_ok && d.first_walk == Walk::kToken) {
-    d.last_walk = Walk::kToken;
-    if (d.ScanEnvelope(line)) {
-      return &d.shard;
-    }
-    d.Reset();
-  }
   auto parsed = d.parser.parse(line.data(), line.size(), !padded);
   d.last_walk = Walk::kCareful;
   if (parsed.error()) {

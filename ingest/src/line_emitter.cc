@@ -3,6 +3,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <cstring>
 
 #include "envelope_scan.h"
 #include "lattice/core/shard.h"
@@ -23,6 +24,9 @@ bool ParseNumber(std::string_view s, Int& out) {
   return ec == std::errc() && p == s.data() + s.size();
 }
 
+// An envelope as LineEmitter defines it (line_emitter.h): "blade" and "shard" keys at the top.
+bool IsEnvelope(const internal::EnvelopeFields& f) { return f.has_blade && f.has_shard; }
+
 }  // namespace
 
 struct LineEmitter::Impl {
@@ -34,6 +38,20 @@ LineEmitter::LineEmitter(Emitter& emitter, LineEmitterOptions options)
 
 LineEmitter::~LineEmitter() = default;
 
+Status LineEmitter::SendEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
+                                 std::string_view body, std::uint64_t number) {
+  Status s = emitter_.Send(blade, seq, ts, body);
+  if (!s.ok()) {
+    if (s.code() == StatusCode::kInvalidArgument) {
+      ++report_.invalid;
+      return LineError(number, s.message());
+    }
+    return s;
+  }
+  ++report_.envelopes;
+  return Status::Ok();
+}
+
 Status LineEmitter::Reject(std::uint64_t number, std::string_view reason) {
   ++report_.lines;
   ++report_.invalid;
@@ -42,24 +60,46 @@ Status LineEmitter::Reject(std::uint64_t number, std::string_view reason) {
 
 Status LineEmitter::Add(std::string_view line, std::uint64_t number, bool padded) {
   ++report_.lines;
-  internal::EnvelopeFields f;
-  if (!options_.bodies_only) {
-    f = internal::ScanEnvelope(line);
-  }
-  if (!options_.bodies_only && f.has_blade && f.has_shard) {
-    std::string_view blade;
-    std::uint64_t seq = 0;
-    std::int64_t ts = 0;
-    if (options_.validate || !f.is_object || f.blade_has_escape || !f.blade_is_string) {
-      auto decoded = impl_->decoder.DecodeEnvelope(line, padded);
-      if (!decoded.ok()) {
-        ++report_.invalid;
-        return LineError(number, decoded.status().message());
+  if (!options_.bodies_only && options_.validate) {
+    // Streams are mostly of one kind. After an envelope the line is checked as one right away:
+    // one pass finds the fields and the body's bytes. After a bare body the structural scan
+    // first tells whether it is an envelope, so bare bodies cost no failed envelope check. Both
+    // orders classify alike: an envelope has "blade" and "shard" keys written without escapes
+    // (ScanEnvelope); a line the decoder accepts with no backslash in it has them.
+    if (!last_was_bare_) {
+      auto checked = impl_->decoder.ValidateEnvelope(line, padded);
+      if (checked.ok() && (std::memchr(line.data(), '\\', line.size()) == nullptr ||
+                           IsEnvelope(internal::ScanEnvelope(line)))) {
+        return SendEnvelope(checked->blade, checked->seq, checked->ts, checked->body, number);
       }
-      blade = (*decoded)->blade;
-      seq = (*decoded)->seq;
-      ts = (*decoded)->ts;
-    } else {
+      if (!checked.ok() && IsEnvelope(internal::ScanEnvelope(line))) {
+        ++report_.invalid;
+        return LineError(number, checked.status().message());
+      }
+    } else if (IsEnvelope(internal::ScanEnvelope(line))) {
+      last_was_bare_ = false;
+      auto checked = impl_->decoder.ValidateEnvelope(line, padded);
+      if (!checked.ok()) {
+        ++report_.invalid;
+        return LineError(number, checked.status().message());
+      }
+      return SendEnvelope(checked->blade, checked->seq, checked->ts, checked->body, number);
+    }
+    last_was_bare_ = true;
+  } else if (!options_.bodies_only) {
+    const internal::EnvelopeFields f = internal::ScanEnvelope(line);
+    if (f.has_blade && f.has_shard) {
+      if (!f.is_object || f.blade_has_escape || !f.blade_is_string) {
+        // Not sent as it is: the decoder unescapes the blade (or says why it cannot).
+        auto decoded = impl_->decoder.ValidateEnvelope(line, padded);
+        if (!decoded.ok()) {
+          ++report_.invalid;
+          return LineError(number, decoded.status().message());
+        }
+        return SendEnvelope(decoded->blade, decoded->seq, decoded->ts, f.shard, number);
+      }
+      std::uint64_t seq = 0;
+      std::int64_t ts = 0;
       if (!f.has_seq || !f.has_ts || !ParseNumber(f.seq, seq) || !ParseNumber(f.ts, ts) || ts < 0 ||
           f.blade.empty()) {
         ++report_.invalid;
@@ -67,18 +107,8 @@ Status LineEmitter::Add(std::string_view line, std::uint64_t number, bool padded
                          "envelope needs a non-empty string 'blade', non-negative integers "
                          "'seq' and 'ts', and 'shard'");
       }
-      blade = f.blade;
+      return SendEnvelope(f.blade, seq, ts, f.shard, number);
     }
-    Status s = emitter_.Send(blade, seq, ts, f.shard);
-    if (!s.ok()) {
-      if (s.code() == StatusCode::kInvalidArgument) {
-        ++report_.invalid;
-        return LineError(number, s.message());
-      }
-      return s;
-    }
-    ++report_.envelopes;
-    return Status::Ok();
   }
   const std::int64_t ts = options_.ts ? *options_.ts
                                       : std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -82,6 +82,8 @@ void ExpectBad(const Result<const Shard*>& r, std::string_view input,
   }
 }
 
+std::string Summary(const Result<const Shard*>& r);
+
 // Every test runs once per walk the decoder may take first (shard.h, ShardDecoder::Walk): each walk
 // must accept and reject the same shards, with the same result and reason.
 class ShardDecoderTest : public ::testing::TestWithParam<ShardDecoder::Walk> {
@@ -757,6 +759,91 @@ TEST_P(ShardDecoderTest, TokenWalkHandsOnWhatItDoesNotCover) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ((*r)->blade, "b1");
   EXPECT_EQ((*r)->seq, 18446744073709551615u);
+}
+
+// ValidateEnvelope (for `lattice emit`) must reject exactly what DecodeEnvelope rejects, with the
+// same status, and on success give the same envelope and the body's bytes as written in the line.
+TEST_P(ShardDecoderTest, ValidateEnvelopeAgreesWithDecodeEnvelope) {
+  struct Case {
+    std::string line;
+    std::string body;  // the expected body text when good
+  };
+  const std::string deep = std::string(70, '[') + std::string(70, ']');
+  const std::string big(static_cast<std::size_t>(1 << 20) + 10, ' ');
+  const std::vector<Case> cases = {
+      // Good: the token walk's shapes, and shapes it hands on (escapes, floats, objects in
+      // arrays, escaped envelope keys, unknown fields holding braces and quotes).
+      {Envelope(R"({"a":{"b":1,"c":{"$inc":-2}},"d":[1,"x",true,null],"e":null})"),
+       R"({"a":{"b":1,"c":{"$inc":-2}},"d":[1,"x",true,null],"e":null})"},
+      {R"( { "ts" : 5 , "shard" : { "k" : true } , "seq" : 0, "blade" : "b-2" } )",
+       R"({ "k" : true })"},
+      {R"({"x":"}{\"[","blade":"b\u0031","seq":18446744073709551615,"ts":5,"shard":{"m":1.5}})",
+       R"({"m":1.5})"},
+      {R"({"blade":"b","seq":1,"ts":2,"sh\u0061rd":{"a\"}":[{"z":1,"y":"\n"}]},"topic":"t"})",
+       R"({"a\"}":[{"z":1,"y":"\n"}]})"},
+      {R"({"blade":"b","seq":1,"ts":2,"shard":{},"partition":3,"offset":4,"other":[{}]})", "{}"},
+      {Envelope(R"({"$$lit":{"$inc":1.25},"k":{"$max":-0}})"),
+       R"({"$$lit":{"$inc":1.25},"k":{"$max":-0}})"},
+      // Bad, one per rule.
+      {"not json", ""},
+      {"", ""},
+      {"[1]", ""},
+      {R"({"blade":"b","seq":1,"ts":2})", ""},
+      {R"({"blade":"b","seq":1,"ts":2,"shard":{}} x)", ""},
+      {R"({"blade":"","seq":1,"ts":2,"shard":{}})", ""},
+      {R"({"blade":"b","seq":-1,"ts":2,"shard":{}})", ""},
+      {R"({"blade":"b","seq":1,"ts":2.5,"shard":{}})", ""},
+      {R"({"blade":"b","blade":"c","seq":1,"ts":2,"shard":{}})", ""},
+      {R"({"blade":"b","seq":1,"ts":2,"shard":{},"shard":{}})", ""},
+      {Envelope("[1]"), ""},
+      {Envelope(R"({"a":1,"a":2})"), ""},
+      {Envelope(R"({"a":{"$inc":1,"b":2}})"), ""},
+      {Envelope(R"({"a":{"$pow":2}})"), ""},
+      {Envelope(R"({"a":{"$inc":"1"}})"), ""},
+      {Envelope(R"({"$inc":1})"), ""},
+      {Envelope(R"({"a":[{"b":1,"b":2}]})"), ""},
+      {Envelope(R"({"a":99999999999999999999})"), ""},
+      {Envelope("{\"a\":\"\xff\"}"), ""},
+      {Envelope(R"({"a":)" + deep + "}"), ""},
+      {Envelope(R"({"a":")" + big + R"("})"), ""},
+      {Envelope(R"({"a":1})", 5, 7, std::string(300, 'b')), ""},
+  };
+  ShardDecoder reference;  // decodes the body on its own, to compare hashes
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.line.substr(0, 120));
+    const std::string expected = Summary(decoder_.DecodeEnvelope(c.line));
+    std::string padded = c.line;
+    padded.append(ShardDecoder::kPadding, '\0');
+    for (bool is_padded : {false, true}) {
+      const std::string_view line =
+          is_padded ? std::string_view(padded.data(), c.line.size()) : std::string_view(c.line);
+      auto v = decoder_.ValidateEnvelope(line, is_padded);
+      if (c.body.empty()) {
+        ASSERT_FALSE(v.ok()) << "accepted a bad line";
+        EXPECT_EQ("error: " + v.status().ToString(), expected);
+        continue;
+      }
+      ASSERT_TRUE(v.ok()) << v.status().ToString();
+      EXPECT_EQ(v->body, c.body);
+      EXPECT_GE(v->body.data(), line.data()) << "the body is a view into the line";
+      EXPECT_LE(v->body.data() + v->body.size(), line.data() + line.size());
+      EXPECT_EQ(Summary(decoder_.DecodeEnvelope(line, is_padded)), expected);
+      auto whole = reference.DecodeEnvelope(line, is_padded);
+      ASSERT_TRUE(whole.ok());
+      const std::string blade((*whole)->blade);
+      const std::uint64_t hash = (*whole)->hash;
+      const std::vector<std::string> entries = Describe(**whole);
+      auto again = decoder_.ValidateEnvelope(line, is_padded);
+      ASSERT_TRUE(again.ok());
+      EXPECT_EQ(again->blade, blade);
+      EXPECT_EQ(again->seq, (*whole)->seq);
+      EXPECT_EQ(again->ts, (*whole)->ts);
+      auto body = reference.DecodeBody(again->body, again->blade, again->seq, again->ts);
+      ASSERT_TRUE(body.ok()) << body.status().ToString();
+      EXPECT_EQ((*body)->hash, hash) << "the body's bytes decode to the same shard";
+      EXPECT_EQ(Describe(**body), entries);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Walks, ShardDecoderTest,

@@ -33,8 +33,8 @@ struct LineEmitterReport {
   std::uint64_t invalid = 0;    // refused (not sent)
 };
 
-/// Thread safety: none. Cost per envelope line: one structural scan, plus one full decode when
-/// validating.
+/// Thread safety: none. Cost per envelope line: one pass (ShardDecoder::ValidateEnvelope) when
+/// validating, one structural scan when not.
 class LineEmitter {
  public:
   LineEmitter(Emitter& emitter, LineEmitterOptions options);
@@ -55,9 +55,12 @@ class LineEmitter {
 
  private:
   struct Impl;
+  Status SendEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
+                      std::string_view body, std::uint64_t number);
   Emitter& emitter_;
   LineEmitterOptions options_;
   LineEmitterReport report_;
+  bool last_was_bare_ = false;  // the last line was a bare body (see Add)
   std::unique_ptr<Impl> impl_;
 };
 
