@@ -1,6 +1,7 @@
 // The merge engine's persistence hooks (collecting changes, restoring records) and its readers
 // (canonical dump and point reads of the in-memory state).
 #include <algorithm>
+#include <cstring>
 
 #include "engine.h"
 #include "records.h"
@@ -9,11 +10,16 @@ namespace lattice::crdt::internal {
 
 namespace {
 
-void PutStamp(RecordWriter& w, const Stamp& s) {
-  w.Varint(ZigZag(s.ts));
-  w.Varint(s.blade == nullptr ? 0 : std::uint64_t{s.blade->id} + 1);
-  w.Varint(s.seq);
+constexpr std::size_t kMaxStamp = 3 * kMaxVarint;
+
+char* PutStampTo(char* p, const Stamp& s) {
+  p = PutVarintTo(p, ZigZag(s.ts));
+  p = PutVarintTo(p, s.blade == nullptr ? 0 : std::uint64_t{s.blade->id} + 1);
+  return PutVarintTo(p, s.seq);
 }
+
+// One room check per stamp, not one per varint (a commit writes a stamp per history entry).
+void PutStamp(RecordWriter& w, const Stamp& s) { w.Advance(PutStampTo(w.Reserve(kMaxStamp), s)); }
 
 }  // namespace
 
@@ -28,6 +34,32 @@ void Engine::AppendKey(const Node* node, std::string& out) const {
     } else {
       deep.push_back(n);
     }
+  }
+  if (deep.empty()) {
+    // Keys without 00 bytes (nearly all) need no escaping: size the key once and copy each
+    // segment with its 00 01 end. A commit encodes a key per record it writes.
+    std::size_t total = 0;
+    for (int i = 0; i < depth; ++i) {
+      total += chain[i]->key.size() + 2;
+    }
+    const std::size_t start = out.size();
+    out.resize(start + total);
+    char* p = out.data() + start;
+    for (int i = depth - 1; i >= 0; --i) {
+      const std::string& key = chain[i]->key;
+      if (std::memchr(key.data(), '\0', key.size()) != nullptr) {
+        out.resize(static_cast<std::size_t>(p - out.data()));
+        for (; i >= 0; --i) {
+          core::AppendEncodedSegment(out, chain[i]->key);
+        }
+        return;
+      }
+      std::memcpy(p, key.data(), key.size());
+      p += key.size();
+      *p++ = '\0';
+      *p++ = '\x01';
+    }
+    return;
   }
   for (auto it = deep.rbegin(); it != deep.rend(); ++it) {
     core::AppendEncodedSegment(out, (*it)->key);
@@ -82,15 +114,19 @@ void EncodeEntries(const History& history, std::size_t from, std::string& out) {
   RecordWriter w(out);
   w.Varint(history.size() - from);
   for (std::size_t i = from; i < history.size(); ++i) {
-    PutStamp(w, history[i].stamp);
-    w.Number(history[i].amount);
+    const RunEntry& e = history[i];
+    char* p = w.Reserve(kMaxStamp + kMaxNumber);
+    p = PutStampTo(p, e.stamp);
+    w.Advance(PutNumberTo(p, e.amount));
   }
 }
 
 void AppendChunkNo(std::string& key, std::uint64_t no) {
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    key.push_back(static_cast<char>((no >> shift) & 0xff));
+  char be[8];
+  for (int i = 0; i < 8; ++i) {
+    be[i] = static_cast<char>((no >> (56 - 8 * i)) & 0xff);
   }
+  key.append(be, 8);
 }
 
 }  // namespace

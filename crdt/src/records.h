@@ -104,6 +104,18 @@ class RecordReader {
   std::size_t pos_ = 0;
 };
 
+/// Writes a number record field at `p` (at most kMaxNumber bytes) and returns the end.
+inline constexpr std::size_t kMaxNumber = 1 + 8 + kMaxVarint;
+inline char* PutNumberTo(char* p, const core::Number& n) {
+  if (n.is_int) {
+    *p++ = '\0';
+    return PutVarintTo(p, ZigZag(n.i));
+  }
+  *p++ = '\1';
+  std::memcpy(p, &n.d, 8);
+  return p + 8;
+}
+
 inline void PutNumber(std::string& out, const core::Number& n) {
   if (n.is_int) {
     out.push_back('\0');
@@ -159,6 +171,13 @@ class RecordWriter {
     out_.append(buf_, static_cast<std::size_t>(p_ - buf_));
     p_ = buf_;
   }
+  /// Raw access for hot encoders: a pointer with room for `n` (<= 256) bytes; Advance() to the
+  /// end of what was written there.
+  char* Reserve(std::size_t n) {
+    Room(n);
+    return p_;
+  }
+  void Advance(char* end) { p_ = end; }
 
  private:
   static constexpr std::size_t kBuffer = 512;

@@ -120,6 +120,45 @@ TEST_F(StateStoreTest, ReopenKeepsStateAndPositions) {
   EXPECT_EQ(store->Dump(), reference::ReferenceDump(all));
 }
 
+// Keys with 00 bytes are escaped in the record keys (00 FF) at any depth, next to keys without
+// them and to a sibling that is their prefix; commits before and after a reopen write them.
+TEST_F(StateStoreTest, KeysWithNulBytesRoundTripThroughReopen) {
+  const std::vector<std::string> first = {
+      Env("a", 1, 10, R"({"p":{"a":1,"a\u0000b":{"c":1,"d":{"$inc":2}}},"\u0000":"z"})"),
+      Env("a", 2, 11, R"({"q":{"r":{"s\u0000":{"t":"u","\u0000\u0000":{"v":[1]}}}}})"),
+      Env("b", 1, 12, R"({"p":{"a\u0000b":{"d":{"$inc":3}}},"q":{"r":{"s":true}}})"),
+  };
+  const std::vector<std::string> second = {
+      Env("b", 2, 13, R"({"p":{"a\u0000b":{"c":2,"d":{"$inc":1}}},"\u0000":null})"),
+      Env("a", 3, 14, R"({"q":{"r":{"s\u0000":{"\u0000\u0000":null,"w":"x"}}}})"),
+  };
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    for (const std::string& line : first) {
+      ASSERT_EQ(Apply(*store, line), Outcome::kApplied) << line;
+    }
+    ASSERT_TRUE(store->Commit().ok());
+    ASSERT_TRUE(store->Flush().ok());
+  }
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->Dump(), reference::ReferenceDump(first));
+    for (const std::string& line : second) {
+      ASSERT_EQ(Apply(*store, line), Outcome::kApplied) << line;
+    }
+    ASSERT_TRUE(store->Commit().ok());
+    ASSERT_TRUE(store->Flush().ok());
+  }
+  std::vector<std::string> all = first;
+  all.insert(all.end(), second.begin(), second.end());
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->Dump(), reference::ReferenceDump(all));
+  EXPECT_EQ(store->Get(core::Path({"p", std::string("a\0b", 3), "d"})), "6");
+}
+
 TEST_F(StateStoreTest, WhatWasNotCommittedIsGoneAfterReopen) {
   std::string committed;
   {
