@@ -21,8 +21,8 @@
 # minimum time), so expect a few percent of noise.
 #
 # Throughput is shards per second of wall-clock time. On a busy machine wall clock overstates the
-# cost of one-thread figures, so the CPU-time figures of (a), (a') and (b) are printed too; the
-# load average is printed at the start. Runtime: about 1-2 minutes on 2 cores.
+# cost of one-thread figures, so the CPU-time figures of (a), (a') and (b) are printed too, and
+# (c)'s CPU time by thread (merge, decode, store writer); the load average is printed at the start. Runtime: about 1-2 minutes on 2 cores.
 #
 # Targets: (b) >= 2,000,000 shards/s and >= 40% of (a); (c) >= 1,000,000 shards/s.
 # Exit status: 0 when every figure was measured (a missed target is reported, not an error).
@@ -84,12 +84,48 @@ read -r b_wall b_cpu < <(run_bench merge_engine_bench BM_MergeEngineParseAndMerg
 
 echo "-- (c)  lattice replay into a fresh state dir (WAL on)"
 state="$tmp/state"
-# A subshell, so that `time` counts only this process (not earlier process substitutions).
-(
-  TIMEFORMAT='%R %U %S'
-  time "$lattice" replay "$rec" --state "$state" --json >"$tmp/replay.json"
-) 2>"$tmp/replay.time"
+# Timed by a small runner: wall clock around the process, user/sys from its rusage, and the CPU
+# time of each thread (lattice names them: lattice-decode, lattice-writer; the merge thread is
+# `lattice`) sampled from /proc/PID/task/*/stat every 10 ms until the process exits, so a thread's
+# last <10 ms may be missing from its figure.
+python3 - "$tmp/replay.time" "$tmp/replay.threads" "$lattice" replay "$rec" --state "$state" \
+  --json >"$tmp/replay.json" <<'PY'
+import os, subprocess, sys, time
+out_time, out_threads, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+tck = os.sysconf("SC_CLK_TCK")
+start = time.monotonic()
+proc = subprocess.Popen(cmd)
+cpu = {}
+while True:
+    try:
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            try:
+                with open(f"/proc/{proc.pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            cpu[tid] = (name, (int(fields[11]) + int(fields[12])) / tck)
+    except OSError:
+        pass
+    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    if pid != 0:
+        break
+    time.sleep(0.01)
+wall = time.monotonic() - start
+with open(out_time, "w") as f:
+    f.write(f"{wall} {usage.ru_utime} {usage.ru_stime}\n")
+by_name = {}
+for name, seconds in cpu.values():
+    by_name[name] = by_name.get(name, 0.0) + seconds
+with open(out_threads, "w") as f:
+    f.write(", ".join(f"{n} {s:.2f} s" for n, s in sorted(by_name.items(), key=lambda x: -x[1])
+                      if s > 0) + "\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+PY
 read -r c_real c_user c_sys < <(tail -n 1 "$tmp/replay.time")
+c_threads=$(cat "$tmp/replay.threads")
 c_lines=$(jq -r .lines "$tmp/replay.json")
 c_inner=$(jq -r .shards_per_s "$tmp/replay.json")
 if [ "$c_lines" != "$shards" ] || [ "$(jq -r .applied "$tmp/replay.json")" != "$shards" ]; then
@@ -105,10 +141,11 @@ read -r r_wall _ < <(run_bench rocksdb_put_bench BM_RocksDbPutEveryLeaf 0.1)
 leaves=$(jq -r '.benchmarks[0].leaves' "$tmp/BM_RocksDbPutEveryLeaf.json")
 
 python3 - "$shards" "$a_wall" "$a_cpu" "$d_wall" "$d_cpu" "$b_wall" "$b_cpu" "$c_wall" "$c_inner" \
-  "$c_real" "$c_user" "$c_sys" "$r_wall" "$leaves" "$state_mb" <<'EOF'
+  "$c_real" "$c_user" "$c_sys" "$r_wall" "$leaves" "$state_mb" "$c_threads" <<'EOF'
 import sys
 (shards, a, a_cpu, d, d_cpu, b, b_cpu, c, c_inner, c_real, c_user, c_sys, r, leaves,
- state_mb) = map(float, sys.argv[1:])
+ state_mb) = map(float, sys.argv[1:16])
+threads = sys.argv[16]
 
 def rate(x):
     return f"{x / 1e6:6.2f} M shards/s"
@@ -124,6 +161,7 @@ print(f"  (b)  parse + merge, 1 thread        {rate(b)}  [{rate(b_cpu)}]")
 print(f"  (c)  lattice replay, WAL on         {rate(c)}  "
       f"({c_real:.2f} s wall, {c_user + c_sys:.2f} s CPU; replay loop alone "
       f"{c_inner / 1e6:.2f} M/s; state {int(state_mb)} MB)")
+print(f"       CPU by thread: {threads}")
 print(f"  (r)  raw RocksDB put of every leaf  {rate(r)}  ({int(leaves):,} leaf writes, "
       f"{leaves / shards * r / 1e6:.2f} M writes/s)")
 print()

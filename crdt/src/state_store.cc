@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
 #include <rocksdb/db.h>
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/table.h>
@@ -260,6 +261,7 @@ struct StateStore::Impl final : internal::PageSource {
   }
 
   void WriterLoop() {
+    pthread_setname_np(pthread_self(), "lattice-writer");  // for top -H, perf, /proc/*/task
     std::unique_lock lock(mu);
     while (true) {
       cv.wait(lock, [&] { return stop || pending.has_value(); });

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <limits>
 
+#include <pthread.h>
+
 namespace lattice::ingest::internal {
 
 namespace {
@@ -81,7 +83,10 @@ Status DecodeStage::Start(const std::vector<Input>& inputs, std::size_t batch_li
     all_.push_back(std::make_unique<DecodedBatch>());
     free_.push_back(all_.back().get());
   }
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "lattice-decode");  // for top -H, perf, /proc/*/task
+    Run();
+  });
   return Status::Ok();
 }
 
