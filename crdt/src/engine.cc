@@ -50,6 +50,13 @@ Kind KindOf(OpKind op) {
   }
 }
 
+// s = v, without std::string::assign's general replace (aliasing checks): ~100 instructions
+// per call, once per created node and per scalar written. REQUIRES: v does not point into s.
+void AssignBytes(std::string& s, std::string_view v) {
+  s.clear();
+  s.append(v.data(), v.size());
+}
+
 bool SameStamp(const Stamp& a, const Stamp& b) {
   return a.ts == b.ts && a.blade == b.blade && a.seq == b.seq;
 }
@@ -483,11 +490,10 @@ Node* Engine::FindChild(const Node* parent, std::string_view key) const {
     auto it = parent->index->find(key);
     return it == parent->index->end() ? nullptr : it->second;
   }
-  // Sizes first: most keys differ in length or in the first bytes, and memcmp is a call.
+  // Sizes first: most keys differ in length.
   const std::size_t size = key.size();
   for (Node* c = parent->first_child; c != nullptr; c = c->next) {
-    if (c->key.size() == size &&
-        (size == 0 || (c->key[0] == key[0] && std::memcmp(c->key.data(), key.data(), size) == 0))) {
+    if (c->key.size() == size && SameBytes(c->key.data(), key.data(), size)) {
       return c;
     }
   }
@@ -507,7 +513,7 @@ Node* Engine::CreateChild(Node* parent, std::string_view key) {
     n->page_touched = false;
   }
   n->parent = parent;
-  n->key.assign(key.data(), key.size());
+  AssignBytes(n->key, key);
   n->last = Stamp{};
   n->reset = Stamp{};
   n->kind = Kind::kAbsent;
@@ -707,7 +713,7 @@ Node* Engine::SetScalar(Node* parent, Node* child, std::string_view key, const S
     KillChildren(child);
     DropValue(child);
     child->kind = Kind::kScalar;
-    child->scalar.assign(value.data(), value.size());
+    AssignBytes(child->scalar, value);
     child->last = s;
     child->origin = origin_;
     child->reset = s;
@@ -1185,23 +1191,93 @@ void Engine::FoldPending(Node* node, std::int64_t horizon) {
   auto& q = reg.pending;
   std::size_t k = 0;
   while (k < q.size() && q[k].ts < horizon) {
-    const Stamp stamp = PendingStamp(q[k]);
-    Slot& slot = SlotFor(reg, stamp.blade);
-    const Number amount = Number::Int(q[k].amount);
-    slot.base = AddNumbers(slot.has_base ? slot.base : Number::Int(0), amount);
-    slot.has_base = true;
-    slot.value = AddNumbers(slot.value, amount);
-    if (slot.last < stamp) {
-      slot.last = stamp;
-    }
-    slot.dirty = true;
-    NoteMagnitude(slot.value);
     ++k;
   }
-  if (k > 0) {
-    q.pop_front(k);
-    MarkDirty(node);
+  if (k == 0) {
+    return;
   }
+  // Each blade's amounts are summed first and its slot is touched once per fold instead of once
+  // per increment, when that gives the same integers: no partial sum of the per-increment order
+  // can overflow (|base| and |value| plus the sum of |amounts| fit in 63 bits). Slots are created
+  // in the order their blades first appear in the queue, as the per-increment loop does.
+  if (fold_sums_.size() < blades_by_id_.size()) {
+    fold_sums_.resize(blades_by_id_.size());
+  }
+  fold_touched_.clear();
+  for (std::size_t i = 0; i < k; ++i) {
+    const PendingInc& p = q[i];
+    FoldSum& f = fold_sums_[p.blade];
+    if (!f.used) {
+      f = FoldSum{};
+      f.used = true;
+      f.ts = p.ts;
+      f.seq = p.seq;
+      fold_touched_.push_back(p.blade);
+    } else if (f.ts < p.ts || (f.ts == p.ts && f.seq < p.seq)) {
+      f.ts = p.ts;  // one blade: stamps order by (ts, seq)
+      f.seq = p.seq;
+    }
+    // Wrapping; exact when used (abs < 2^63 below).
+    f.sum += static_cast<std::uint64_t>(static_cast<std::int64_t>(p.amount));
+    f.abs += static_cast<std::uint64_t>(p.amount < 0 ? -std::int64_t{p.amount} : p.amount);
+  }
+  bool summed = true;
+  for (std::uint32_t id : fold_touched_) {
+    FoldSum& f = fold_sums_[id];
+    Slot& slot = SlotFor(reg, blades_by_id_[id]);
+    f.slot = static_cast<std::uint32_t>(&slot - reg.slots.data());
+    constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    if (f.abs > kMax) {
+      summed = false;
+      continue;
+    }
+    for (const Number* x : {&slot.base, &slot.value}) {
+      if (x == &slot.base && !slot.has_base) {
+        continue;
+      }
+      const std::uint64_t mag = !x->is_int ? std::numeric_limits<std::uint64_t>::max()
+                                : x->i < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(x->i)
+                                           : static_cast<std::uint64_t>(x->i);
+      if (mag > kMax - f.abs) {
+        summed = false;
+      }
+    }
+  }
+  if (summed) {
+    for (std::uint32_t id : fold_touched_) {
+      FoldSum& f = fold_sums_[id];
+      Slot& slot = reg.slots[f.slot];
+      const Number amount = Number::Int(static_cast<std::int64_t>(f.sum));
+      slot.base = AddNumbers(slot.has_base ? slot.base : Number::Int(0), amount);
+      slot.has_base = true;
+      slot.value = AddNumbers(slot.value, amount);
+      const Stamp last{f.ts, slot.blade, f.seq};
+      if (slot.last < last) {
+        slot.last = last;
+      }
+      slot.dirty = true;
+      NoteMagnitude(slot.value);
+    }
+  } else {
+    for (std::size_t i = 0; i < k; ++i) {
+      const Stamp stamp = PendingStamp(q[i]);
+      Slot& slot = SlotFor(reg, stamp.blade);
+      const Number amount = Number::Int(q[i].amount);
+      slot.base = AddNumbers(slot.has_base ? slot.base : Number::Int(0), amount);
+      slot.has_base = true;
+      slot.value = AddNumbers(slot.value, amount);
+      if (slot.last < stamp) {
+        slot.last = stamp;
+      }
+      slot.dirty = true;
+      NoteMagnitude(slot.value);
+    }
+  }
+  for (std::uint32_t id : fold_touched_) {
+    fold_sums_[id].used = false;
+  }
+  q.pop_front(k);
+  MarkDirty(node);
 }
 
 void Engine::AdvanceWatermark(std::int64_t watermark_ms) {

@@ -23,6 +23,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <memory>
@@ -302,7 +303,7 @@ class Ring {
   }
 
  private:
-  void Grow() {
+  [[gnu::noinline]] void Grow() {
     std::vector<T> bigger(buf_.empty() ? 16 : buf_.size() * 2);
     for (std::size_t i = 0; i < size_; ++i) {
       bigger[i] = (*this)[i];
@@ -344,6 +345,32 @@ struct Register {
   static constexpr std::size_t kIndexFrom = 8;
 };
 
+/// Whether the `n` bytes at `a` and `b` are equal. Keys are short: up to 16 bytes this is two
+/// overlapping loads per side and no call (memcmp was ~5% of the merge's instructions).
+inline bool SameBytes(const char* a, const char* b, std::size_t n) {
+  if (n >= 8) {
+    if (n > 16) {
+      return std::memcmp(a, b, n) == 0;
+    }
+    std::uint64_t a0, a1, b0, b1;
+    std::memcpy(&a0, a, 8);
+    std::memcpy(&b0, b, 8);
+    std::memcpy(&a1, a + n - 8, 8);
+    std::memcpy(&b1, b + n - 8, 8);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  }
+  if (n >= 4) {
+    std::uint32_t a0, a1, b0, b1;
+    std::memcpy(&a0, a, 4);
+    std::memcpy(&b0, b, 4);
+    std::memcpy(&a1, a + n - 4, 4);
+    std::memcpy(&b1, b + n - 4, 4);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  }
+  // 0 to 3 bytes: the first, middle and last byte are all of them.
+  return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
+}
+
 // Heterogeneous lookup by std::string_view (Debian's Abseil does not alias std::string_view).
 struct NameHash {
   using is_transparent = void;
@@ -351,7 +378,9 @@ struct NameHash {
 };
 struct NameEq {
   using is_transparent = void;
-  bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+  bool operator()(std::string_view a, std::string_view b) const {
+    return a.size() == b.size() && SameBytes(a.data(), b.data(), a.size());
+  }
 };
 
 /// A state of the automaton that matches paths against the TTL rules' patterns: the rule
@@ -668,6 +697,17 @@ class Engine {
   std::size_t slab_used_ = kNodeSlab;  // nodes handed out of node_slabs_.back()
   std::deque<std::pair<std::int64_t, std::pair<Node*, std::uint64_t>>> tombstones_;
   std::vector<Node*> regs_with_history_;
+  // FoldPending's per-blade sums, indexed by Blade::id (all unused between calls).
+  struct FoldSum {
+    std::uint64_t sum = 0;  // of the amounts, wrapping
+    std::uint64_t abs = 0;  // of |amount|
+    std::int64_t ts = 0;    // the newest (ts, seq) summed
+    std::uint64_t seq = 0;
+    std::uint32_t slot = 0;  // the blade's slot in reg.slots
+    bool used = false;
+  };
+  std::vector<FoldSum> fold_sums_;
+  std::vector<std::uint32_t> fold_touched_;
   std::vector<Node*> loaded_registers_;
   std::vector<std::pair<Node*, std::uint64_t>> loaded_ttl_;  // (node, uid) with TTL state
   std::size_t loaded_ttl_due_ = 0;  // loaded TTL nodes that must have an index entry
