@@ -1,9 +1,18 @@
 // `lattice emit`: send shards (NDJSON envelopes or bare bodies) to Kafka.
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "kafka_options.h"
@@ -27,6 +36,156 @@ extern "C" void OnEmitStopSignal(int signal) {
 }
 
 constexpr std::uint64_t kMaxShownErrors = 20;
+constexpr std::string_view kTooLong = "line longer than 1 MiB + 64 KiB";
+
+// Lines read and checked on a helper thread, sent on the calling thread: the shard decoder and
+// librdkafka's produce path then run on different cores. Batches of checked lines pass through a
+// bounded queue in input order (so each blade's shards keep their order) and are reused.
+class CheckPipe {
+ public:
+  static constexpr std::size_t kBatchLines = 1024;
+  static constexpr std::size_t kBatchBytes = 256 * 1024;
+  static constexpr std::size_t kMaxReady = 4;
+
+  // Reader side: an empty batch to fill.
+  std::unique_ptr<ingest::CheckedLines> Empty() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) {
+      return std::make_unique<ingest::CheckedLines>();
+    }
+    auto b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  // Reader side: hands a batch on, waiting while kMaxReady are queued. False once the sender
+  // stopped (the batch is dropped).
+  bool Push(std::unique_ptr<ingest::CheckedLines> batch) {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return ready_.size() < kMaxReady || cancelled_; });
+    if (cancelled_) {
+      return false;
+    }
+    ready_.push_back(std::move(batch));
+    filled_.notify_one();
+    return true;
+  }
+  // Reader side: no more batches; `status` says why reading stopped early, if it did.
+  void Finish(Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    read_status_ = std::move(status);
+    finished_ = true;
+    filled_.notify_one();
+  }
+  // Sender side: the next batch in order, or null after the last one.
+  std::unique_ptr<ingest::CheckedLines> Pop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    filled_.wait(lock, [&] { return !ready_.empty() || finished_; });
+    if (ready_.empty()) {
+      return nullptr;
+    }
+    auto b = std::move(ready_.front());
+    ready_.pop_front();
+    space_.notify_one();
+    return b;
+  }
+  // Sender side: gives a sent batch back for reuse.
+  void Recycle(std::unique_ptr<ingest::CheckedLines> batch) {
+    batch->Clear();
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(std::move(batch));
+  }
+  // Sender side: stop the reader (it drops what it has).
+  void Cancel() {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    space_.notify_one();
+  }
+  bool cancelled() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cancelled_;
+  }
+  // After the reader thread ended.
+  const Status& read_status() const { return read_status_; }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable filled_, space_;
+  std::deque<std::unique_ptr<ingest::CheckedLines>> ready_;
+  std::vector<std::unique_ptr<ingest::CheckedLines>> free_;
+  bool finished_ = false;
+  bool cancelled_ = false;
+  Status read_status_;
+};
+
+// Reads `reader` to its end into `pipe`, checking every line with `lines`.
+void ReadAndCheck(core::LineReader& reader, ingest::LineEmitter& lines, CheckPipe& pipe,
+                  const std::string& path) {
+  auto batch = pipe.Empty();
+  Status status;
+  while (!g_emit_stop.load(std::memory_order_relaxed)) {
+    auto line = reader.Next();
+    if (!line.ok()) {
+      status = line.status().WithContext(path);
+      break;
+    }
+    if (!line->has_value()) {
+      break;
+    }
+    const core::Line& l = **line;
+    if (l.too_long) {
+      lines.CheckRefused(l.number, kTooLong, *batch);
+    } else {
+      lines.Check(l.text, l.number, /*padded=*/true, *batch);
+    }
+    if (batch->size() >= CheckPipe::kBatchLines || batch->bytes() >= CheckPipe::kBatchBytes) {
+      if (!pipe.Push(std::move(batch))) {
+        break;
+      }
+      batch = pipe.Empty();
+    }
+  }
+  if (batch->size() > 0) {
+    (void)pipe.Push(std::move(batch));
+  }
+  pipe.Finish(std::move(status));
+}
+
+// True if `path` ("-" for stdin) is a regular file: reading it never waits for a writer.
+bool IsRegularFile(const std::string& path) {
+  struct stat st;
+  const int r = path == "-" ? ::fstat(STDIN_FILENO, &st) : ::stat(path.c_str(), &st);
+  return r == 0 && S_ISREG(st.st_mode);
+}
+
+// Sends every line of a regular file: read and checked on a helper thread (CheckPipe), sent
+// here. `handle` says whether to go on after a sent line's status; `stop_status` gets a read
+// error.
+template <typename Handle>
+void SendFromFile(core::LineReader& reader, ingest::LineEmitter& lines, const std::string& path,
+                  Handle& handle, Status& stop_status) {
+  CheckPipe pipe;
+  std::thread checker(ReadAndCheck, std::ref(reader), std::ref(lines), std::ref(pipe),
+                      std::cref(path));
+  bool go_on = true;
+  while (go_on) {
+    auto batch = pipe.Pop();
+    if (batch == nullptr) {
+      break;
+    }
+    for (std::size_t i = 0; i < batch->size(); ++i) {
+      if (g_emit_stop.load(std::memory_order_relaxed) || !handle(lines.SendChecked(*batch, i))) {
+        go_on = false;
+        break;
+      }
+    }
+    pipe.Recycle(std::move(batch));
+  }
+  pipe.Cancel();
+  checker.join();
+  if (stop_status.ok() && !pipe.read_status().ok()) {
+    stop_status = pipe.read_status();
+  }
+}
 
 struct EmitArgs {
   KafkaFlags kafka;
@@ -80,9 +239,8 @@ int RunEmit(const EmitArgs& args) {
   std::signal(SIGTERM, OnEmitStopSignal);
   const auto start = std::chrono::steady_clock::now();
   Status stop_status;  // why sending stopped early, if it did
-  auto add = [&](std::string_view text, std::uint64_t number, bool padded, bool too_long) {
-    Status s = too_long ? lines.Reject(number, "line longer than 1 MiB + 64 KiB")
-                        : lines.Add(text, number, padded);
+  // What a sent line's status means: true to go on, false to stop (stop_status says why).
+  auto handle = [&](Status s) {
     if (s.ok()) {
       return true;
     }
@@ -101,7 +259,7 @@ int RunEmit(const EmitArgs& args) {
   if (!args.bodies.empty()) {
     std::uint64_t n = 0;
     for (const auto& b : args.bodies) {
-      if (g_emit_stop.load() || !add(b, ++n, false, false)) {
+      if (g_emit_stop.load() || !handle(lines.Add(b, ++n))) {
         break;
       }
     }
@@ -111,19 +269,25 @@ int RunEmit(const EmitArgs& args) {
     if (!reader.ok()) {
       return Fail(reader.status().ToString());
     }
-    while (!g_emit_stop.load()) {
-      auto line = (*reader)->Next();
-      if (!line.ok()) {
-        stop_status = line.status().WithContext(path);
-        break;
+    if (!IsRegularFile(path)) {
+      // A pipe or terminal may pause between lines: each line is sent as soon as it is read.
+      while (!g_emit_stop.load()) {
+        auto line = (*reader)->Next();
+        if (!line.ok()) {
+          stop_status = line.status().WithContext(path);
+          break;
+        }
+        if (!line->has_value()) {
+          break;
+        }
+        const core::Line& l = **line;
+        if (!handle(l.too_long ? lines.Reject(l.number, kTooLong)
+                               : lines.Add(l.text, l.number, /*padded=*/true))) {
+          break;
+        }
       }
-      if (!line->has_value()) {
-        break;
-      }
-      const core::Line& l = **line;
-      if (!add(l.text, l.number, true, l.too_long)) {
-        break;
-      }
+    } else {
+      SendFromFile(**reader, lines, path, handle, stop_status);
     }
   }
   Status flushed = emitter.Close(std::chrono::milliseconds(*timeout_ms));

@@ -31,6 +31,7 @@ bool IsEnvelope(const internal::EnvelopeFields& f) { return f.has_blade && f.has
 
 struct LineEmitter::Impl {
   core::ShardDecoder decoder;
+  CheckedLines one;  // Add's and Reject's batch of one
 };
 
 LineEmitter::LineEmitter(Emitter& emitter, LineEmitterOptions options)
@@ -38,28 +39,36 @@ LineEmitter::LineEmitter(Emitter& emitter, LineEmitterOptions options)
 
 LineEmitter::~LineEmitter() = default;
 
-Status LineEmitter::SendEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
-                                 std::string_view body, std::uint64_t number) {
-  Status s = emitter_.Send(blade, seq, ts, body);
-  if (!s.ok()) {
-    if (s.code() == StatusCode::kInvalidArgument) {
-      ++report_.invalid;
-      return LineError(number, s.message());
-    }
-    return s;
-  }
-  ++report_.envelopes;
-  return Status::Ok();
-}
-
 Status LineEmitter::Reject(std::uint64_t number, std::string_view reason) {
-  ++report_.lines;
-  ++report_.invalid;
-  return LineError(number, reason);
+  CheckedLines& one = impl_->one;
+  one.Clear();
+  CheckRefused(number, reason, one);
+  return SendChecked(one, 0);
 }
 
 Status LineEmitter::Add(std::string_view line, std::uint64_t number, bool padded) {
-  ++report_.lines;
+  CheckedLines& one = impl_->one;
+  one.Clear();
+  Check(line, number, padded, one);
+  return SendChecked(one, 0);
+}
+
+void LineEmitter::CheckRefused(std::uint64_t number, std::string_view reason, CheckedLines& out) {
+  out.items_.push_back(
+      {CheckedLines::Kind::kRefused, 0, out.bytes_.size(), reason.size(), number, 0, 0});
+  out.bytes_.append(reason);
+}
+
+void LineEmitter::AddEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
+                              std::string_view body, std::uint64_t number, CheckedLines& out) {
+  out.items_.push_back({CheckedLines::Kind::kEnvelope, static_cast<std::uint32_t>(blade.size()),
+                        out.bytes_.size(), body.size(), number, seq, ts});
+  out.bytes_.append(blade);
+  out.bytes_.append(body);
+}
+
+void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded,
+                        CheckedLines& out) {
   if (!options_.bodies_only && options_.validate) {
     // Streams are mostly of one kind. After an envelope the line is checked as one right away:
     // one pass finds the fields and the body's bytes. After a bare body the structural scan
@@ -70,20 +79,18 @@ Status LineEmitter::Add(std::string_view line, std::uint64_t number, bool padded
       auto checked = impl_->decoder.ValidateEnvelope(line, padded);
       if (checked.ok() && (std::memchr(line.data(), '\\', line.size()) == nullptr ||
                            IsEnvelope(internal::ScanEnvelope(line)))) {
-        return SendEnvelope(checked->blade, checked->seq, checked->ts, checked->body, number);
+        return AddEnvelope(checked->blade, checked->seq, checked->ts, checked->body, number, out);
       }
       if (!checked.ok() && IsEnvelope(internal::ScanEnvelope(line))) {
-        ++report_.invalid;
-        return LineError(number, checked.status().message());
+        return CheckRefused(number, checked.status().message(), out);
       }
     } else if (IsEnvelope(internal::ScanEnvelope(line))) {
       last_was_bare_ = false;
       auto checked = impl_->decoder.ValidateEnvelope(line, padded);
       if (!checked.ok()) {
-        ++report_.invalid;
-        return LineError(number, checked.status().message());
+        return CheckRefused(number, checked.status().message(), out);
       }
-      return SendEnvelope(checked->blade, checked->seq, checked->ts, checked->body, number);
+      return AddEnvelope(checked->blade, checked->seq, checked->ts, checked->body, number, out);
     }
     last_was_bare_ = true;
   } else if (!options_.bodies_only) {
@@ -93,37 +100,65 @@ Status LineEmitter::Add(std::string_view line, std::uint64_t number, bool padded
         // Not sent as it is: the decoder unescapes the blade (or says why it cannot).
         auto decoded = impl_->decoder.ValidateEnvelope(line, padded);
         if (!decoded.ok()) {
-          ++report_.invalid;
-          return LineError(number, decoded.status().message());
+          return CheckRefused(number, decoded.status().message(), out);
         }
-        return SendEnvelope(decoded->blade, decoded->seq, decoded->ts, f.shard, number);
+        return AddEnvelope(decoded->blade, decoded->seq, decoded->ts, f.shard, number, out);
       }
       std::uint64_t seq = 0;
       std::int64_t ts = 0;
       if (!f.has_seq || !f.has_ts || !ParseNumber(f.seq, seq) || !ParseNumber(f.ts, ts) || ts < 0 ||
           f.blade.empty()) {
-        ++report_.invalid;
-        return LineError(number,
-                         "envelope needs a non-empty string 'blade', non-negative integers "
-                         "'seq' and 'ts', and 'shard'");
+        return CheckRefused(number,
+                            "envelope needs a non-empty string 'blade', non-negative integers "
+                            "'seq' and 'ts', and 'shard'",
+                            out);
       }
-      return SendEnvelope(f.blade, seq, ts, f.shard, number);
+      return AddEnvelope(f.blade, seq, ts, f.shard, number, out);
     }
   }
   const std::int64_t ts = options_.ts ? *options_.ts
                                       : std::chrono::duration_cast<std::chrono::milliseconds>(
                                             std::chrono::system_clock::now().time_since_epoch())
                                             .count();
-  Status s = emitter_.RawAt(line, ts);
+  out.items_.push_back(
+      {CheckedLines::Kind::kBody, 0, out.bytes_.size(), line.size(), number, 0, ts});
+  out.bytes_.append(line);
+}
+
+Status LineEmitter::SendChecked(const CheckedLines& lines, std::size_t i) {
+  const CheckedLines::Item& item = lines.items_[i];
+  const std::string_view bytes(lines.bytes_);
+  ++report_.lines;
+  switch (item.kind) {
+    case CheckedLines::Kind::kRefused:
+      ++report_.invalid;
+      return LineError(item.number, bytes.substr(item.offset, item.size));
+    case CheckedLines::Kind::kEnvelope: {
+      Status s = emitter_.Send(bytes.substr(item.offset, item.blade_size), item.seq, item.ts,
+                               bytes.substr(item.offset + item.blade_size, item.size));
+      if (!s.ok()) {
+        if (s.code() == StatusCode::kInvalidArgument) {
+          ++report_.invalid;
+          return LineError(item.number, s.message());
+        }
+        return s;
+      }
+      ++report_.envelopes;
+      return Status::Ok();
+    }
+    case CheckedLines::Kind::kBody:
+      break;
+  }
+  Status s = emitter_.RawAt(bytes.substr(item.offset, item.size), item.ts);
   if (!s.ok()) {
     if (s.code() == StatusCode::kInvalidArgument) {
       ++report_.invalid;
       if (s.message().find("no blade id") != std::string::npos) {
-        return LineError(number,
+        return LineError(item.number,
                          "not an envelope (it needs \"blade\" and \"shard\" fields), and no "
                          "--blade was given for bare bodies");
       }
-      return LineError(number, s.message());
+      return LineError(item.number, s.message());
     }
     return s;
   }

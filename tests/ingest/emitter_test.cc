@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -378,6 +379,55 @@ TEST_F(EmitterTest, LineEmitterRefusesBadEnvelopesWithTheDecodersReasonsAndSends
   EXPECT_EQ(by_key["b-2"].seq, "7");
   EXPECT_EQ(by_key["b-2"].ts, 8);
   EXPECT_EQ(by_key["b-3"].value, R"({"n":{"$inc":2}})");
+}
+
+TEST_F(EmitterTest, LinesCheckedOnOneThreadAreSentInOrderOnAnother) {
+  auto e = Emitter::Open(Options("w"));
+  ASSERT_TRUE(e.ok());
+  LineEmitter lines(**e, {});
+  // Checked on a helper thread into a batch (copies: the lines may be gone when it is sent).
+  CheckedLines batch;
+  std::thread checker([&] {
+    for (int i = 1; i <= 300; ++i) {
+      const std::string line = i % 100 == 0 ? std::string("not json")
+                               : i % 3 == 0
+                                   ? R"({"body":)" + std::to_string(i) + "}"
+                                   : R"({"blade":"b-)" + std::to_string(i % 2) + R"(","seq":)" +
+                                         std::to_string(i) + R"(,"ts":7,"shard":{"i":)" +
+                                         std::to_string(i) + "}}";
+      lines.Check(line, static_cast<std::uint64_t>(i), /*padded=*/false, batch);
+    }
+    lines.CheckRefused(301, "line longer than 1 MiB + 64 KiB", batch);
+  });
+  checker.join();
+  ASSERT_EQ(batch.size(), 301u);
+  EXPECT_EQ(lines.report().lines, 0u) << "checking counts nothing";
+  std::vector<std::string> errors;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Status s = lines.SendChecked(batch, i);
+    if (!s.ok()) {
+      EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+      errors.push_back(s.message().substr(0, s.message().find(':')));
+    }
+  }
+  EXPECT_EQ(errors, (std::vector<std::string>{"line 100", "line 200", "line 300", "line 301"}));
+  EXPECT_EQ(lines.report().lines, 301u);
+  EXPECT_EQ(lines.report().invalid, 4u);
+  EXPECT_EQ(lines.report().envelopes, 198u);
+  EXPECT_EQ(lines.report().bodies, 99u);
+  ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
+  auto msgs = ConsumeAll(broker_->bootstraps(), "lattice.shards", 4);
+  ASSERT_EQ(msgs.size(), 297u);
+  std::map<std::string, std::vector<std::string>> values;  // per key, in partition order
+  for (const auto& m : msgs) {
+    values[m.key].push_back(m.value);
+  }
+  ASSERT_EQ(values["b-1"].size(), 100u);
+  for (std::size_t k = 1; k < values["b-1"].size(); ++k) {
+    EXPECT_LT(std::stoi(values["b-1"][k - 1].substr(5)), std::stoi(values["b-1"][k].substr(5)))
+        << "a blade's shards keep their order";
+  }
+  EXPECT_EQ(values["w"].front(), R"({"body":3})");
 }
 
 TEST_F(EmitterTest, LineEmitterWithoutBladeExplainsBareBodies) {

@@ -8,9 +8,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "lattice/core/status.h"
 #include "lattice/ingest/emitter.h"
@@ -33,8 +35,41 @@ struct LineEmitterReport {
   std::uint64_t invalid = 0;    // refused (not sent)
 };
 
-/// Thread safety: none. Cost per envelope line: one pass (ShardDecoder::ValidateEnvelope) when
-/// validating, one structural scan when not.
+/// Lines checked by LineEmitter::Check and not yet sent: their envelopes (blade, seq, ts, body
+/// bytes copied in), bare bodies, or the reason a line is refused. A batch is filled on one thread
+/// and sent on another (`lattice emit` checks on a helper thread while its main thread produces);
+/// Clear() keeps the memory for the next batch.
+class CheckedLines {
+ public:
+  void Clear() {
+    items_.clear();
+    bytes_.clear();
+  }
+  std::size_t size() const { return items_.size(); }
+  /// Bytes of blades, bodies and reasons held.
+  std::size_t bytes() const { return bytes_.size(); }
+
+ private:
+  friend class LineEmitter;
+  enum class Kind : std::uint8_t { kEnvelope, kBody, kRefused };
+  struct Item {
+    Kind kind;
+    std::uint32_t blade_size;  // kEnvelope: the blade's bytes precede the body's
+    std::uint64_t offset;      // where the item's bytes start in bytes_
+    std::uint64_t size;        // body (or reason) bytes, after the blade
+    std::uint64_t number;
+    std::uint64_t seq;
+    std::int64_t ts;
+  };
+  std::vector<Item> items_;
+  std::string bytes_;
+};
+
+/// Thread safety: Check() and CheckRefused() may run on one thread while SendChecked() and
+/// report() run on another (the halves share no state); Add() and Reject() run both halves on the
+/// calling thread. Nothing else is thread-safe. Cost per envelope line: one pass
+/// (ShardDecoder::ValidateEnvelope) when validating, one structural scan when not, plus a copy of
+/// the blade and body into the batch.
 class LineEmitter {
  public:
   LineEmitter(Emitter& emitter, LineEmitterOptions options);
@@ -42,25 +77,36 @@ class LineEmitter {
   LineEmitter(const LineEmitter&) = delete;
   LineEmitter& operator=(const LineEmitter&) = delete;
 
-  /// Sends one line. `padded`: at least 64 readable bytes follow `line` (no copy is made).
-  /// Errors: InvalidArgument "line N: <reason>" for a line that cannot be sent (counted in
-  /// `invalid`; nothing was sent); Unavailable when the Emitter failed (fatal producer error).
+  /// Sends one line: Check() and SendChecked() in one go. `padded`: at least 64 readable bytes
+  /// follow `line` (no copy is made for the check). Errors: InvalidArgument "line N: <reason>"
+  /// for a line that cannot be sent (counted in `invalid`; nothing was sent); Unavailable when
+  /// the Emitter failed (fatal producer error).
   Status Add(std::string_view line, std::uint64_t number, bool padded = false);
 
   /// Counts line `number` as invalid without sending it; returns InvalidArgument
   /// "line N: <reason>".
   Status Reject(std::uint64_t number, std::string_view reason);
 
+  /// The first half of Add: classifies and checks `line` and appends it (or why it is refused)
+  /// to `out`; sends nothing and counts nothing. Bare bodies are checked when sent (by the
+  /// Emitter, EmitterOptions::validate).
+  void Check(std::string_view line, std::uint64_t number, bool padded, CheckedLines& out);
+  /// Appends a line refused for `reason` (as Reject) to `out`.
+  void CheckRefused(std::uint64_t number, std::string_view reason, CheckedLines& out);
+
+  /// The second half of Add: sends item `i` of `lines` and counts it; returns what Add returns.
+  Status SendChecked(const CheckedLines& lines, std::size_t i);
+
   const LineEmitterReport& report() const { return report_; }
 
  private:
   struct Impl;
-  Status SendEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
-                      std::string_view body, std::uint64_t number);
+  void AddEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
+                   std::string_view body, std::uint64_t number, CheckedLines& out);
   Emitter& emitter_;
   LineEmitterOptions options_;
   LineEmitterReport report_;
-  bool last_was_bare_ = false;  // the last line was a bare body (see Add)
+  bool last_was_bare_ = false;  // the last line checked was a bare body (see Check)
   std::unique_ptr<Impl> impl_;
 };
 
