@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -120,6 +121,7 @@ class CheckPipe {
 // Reads `reader` to its end into `pipe`, checking every line with `lines`.
 void ReadAndCheck(core::LineReader& reader, ingest::LineEmitter& lines, CheckPipe& pipe,
                   const std::string& path) {
+  pthread_setname_np(pthread_self(), "lattice-check");  // for top -H, perf, /proc/*/task
   auto batch = pipe.Empty();
   Status status;
   while (!g_emit_stop.load(std::memory_order_relaxed)) {
