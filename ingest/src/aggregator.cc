@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include "decode_stage.h"  // Arena
@@ -676,8 +677,14 @@ struct Aggregator::Impl {
       std::lock_guard lock(mu);
       merging = true;
     }
-    helper = std::thread([this] { HelperLoop(); });
-    fetcher = std::thread([this] { FetchLoop(); });
+    helper = std::thread([this] {
+      pthread_setname_np(pthread_self(), "lattice-decode");  // for top -H, perf, /proc/*/task
+      HelperLoop();
+    });
+    fetcher = std::thread([this] {
+      pthread_setname_np(pthread_self(), "lattice-fetch");
+      FetchLoop();
+    });
   }
 
   /// Merge thread: stops the fetch thread and destroys every message it fetched.
