@@ -143,6 +143,9 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
         "; replay into a new state directory");
   }
   CutFilter until(options.until);
+  // Without a cut every line is admitted: skip the filter's call per line (the merge thread is
+  // the replay's critical path).
+  const bool cut = options.until.kind != Cut::Kind::kAll;
 
   std::vector<SourceState> sources;
   std::vector<internal::DecodeStage::Input> inputs;
@@ -199,7 +202,8 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
         clocks.SetDone(line.source, true);
         continue;
       }
-      if (!until.Admit(line.ok, line.shard.blade, line.shard.ts) || (src.frozen && !line.ok)) {
+      if ((cut && !until.Admit(line.ok, line.shard.blade, line.shard.ts)) ||
+          (src.frozen && !line.ok)) {
         // Past --until: left for a later run, and so is everything after it in this file as far
         // as the position goes (a bad line after it is dead-lettered by the run that passes it).
         ++report.past_until;
@@ -239,7 +243,9 @@ Result<ReplayReport> Replay(crdt::StateStore& store, const ReplayOptions& option
             outcome = "bad";
             break;
         }
-        reason = std::move(r.reason);
+        if (r.outcome != crdt::Outcome::kApplied) {
+          reason = std::move(r.reason);
+        }
       }
       if (!outcome.empty()) {
         if (options.strict) {
