@@ -405,6 +405,29 @@ TEST_F(LineReaderTest, OverlongPrefixNearTheBufferEndStaysInBounds) {
   EXPECT_TRUE(seen);
 }
 
+TEST_F(LineReaderTest, LinesLongerThanOneReadAreReturnedWhole) {
+  // The reader reads a few hundred KiB at a time; a line of up to the limit (default 1 MiB +
+  // 64 KiB) spans several reads and still comes back whole, padded, and not too long.
+  const std::string big(LineReader::Options().max_line_bytes, 'x');
+  const std::string mid((700u << 10) + 3, 'y');
+  const std::string content = "a\n" + big + "\n" + mid + "\nb\n" + big + "z\n" + "c";
+  for (const bool zst : {false, true}) {
+    SCOPED_TRACE(zst ? "zst" : "plain");
+    const auto path = zst ? WriteZst("long.ndjson.zst", content) : Write("long.ndjson", content);
+    const auto lines = ReadAll(path);
+    ASSERT_EQ(lines.size(), 6u);
+    EXPECT_EQ(lines[0].text, "a");
+    EXPECT_EQ(lines[1].text, big);
+    EXPECT_FALSE(lines[1].too_long);
+    EXPECT_EQ(lines[2].text, mid);
+    EXPECT_EQ(lines[3].text, "b");
+    EXPECT_TRUE(lines[4].too_long) << "one byte over the limit";
+    EXPECT_EQ(lines[4].length, big.size() + 1);
+    EXPECT_EQ(lines[5].text, "c");
+    EXPECT_EQ(lines[5].number, 6u);
+  }
+}
+
 TEST_F(LineReaderTest, ManyLinesAcrossBufferRefills) {
   // ~12 MB of lines of varied length, so lines straddle every refill of the buffer.
   std::mt19937 rng(7);
