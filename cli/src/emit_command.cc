@@ -141,12 +141,12 @@ void ReadAndCheck(core::LineReader& reader, ingest::LineEmitter& lines, CheckPip
     }
     if (batch->size() >= CheckPipe::kBatchLines || batch->bytes() >= CheckPipe::kBatchBytes) {
       if (!pipe.Push(std::move(batch))) {
-        break;
+        break;  // the sender stopped; `batch` is gone
       }
       batch = pipe.Empty();
     }
   }
-  if (batch->size() > 0) {
+  if (batch != nullptr && batch->size() > 0) {
     (void)pipe.Push(std::move(batch));
   }
   pipe.Finish(std::move(status));

@@ -145,6 +145,10 @@ expect_eq "file: each blade's shards in seq order in its partition" \
 expect_eq "file and pipe: the same shards at the same offsets" \
   "$(jq -c '[.partition, .offset, .blade, .seq, .ts, .shard]' many-rec.ndjson | sort | md5sum)" \
   "$(jq -c '[.partition, .offset, .blade, .seq, .ts, .shard]' many2-rec.ndjson | sort | md5sum)"
+# --strict early in a big file: the checking thread is batches ahead and must be stopped.
+cat gen.ndjson gen.ndjson gen.ndjson | awk 'NR == 3 { print "not json"; next } { print }' >strict-big.ndjson
+"$lattice" emit -t many -f strict-big.ndjson --strict --json >strict-big.json 2>strict-big.err; rc=$?
+expect_eq "--strict in a big file: exit 1 after 2 sent" "$rc $(jq -r '.sent' strict-big.json)" "1 2"
 out=$("$lattice" emit -t seqs '{"a":1}' 2>&1); rc=$?
 grep -q -- "--blade" <<<"$out" && ok "a bare body without --blade is explained" || fail "got: $out"
 out=$("$lattice" emit -X linger.ms=banana --blade x '{"a":1}' 2>&1); rc=$?
