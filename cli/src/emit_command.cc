@@ -101,10 +101,6 @@ class CheckPipe {
     cancelled_ = true;
     space_.notify_one();
   }
-  bool cancelled() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return cancelled_;
-  }
   // After the reader thread ended.
   const Status& read_status() const { return read_status_; }
 
