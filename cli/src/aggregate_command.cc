@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -139,6 +140,13 @@ int RunAggregate(AggregateArgs& args) {
         "  bad           {}\n  dead letters  {} (to {})\n",
         r.applied, r.duplicates, r.conflicts, r.late, r.bad, r.dead_letters, options.dead_topic);
   }
+  std::fflush(stdout);
+  // Everything is durable and reported. The Kafka handles (their threads are joined) and the
+  // state store (RocksDB closes, the engine's memory is freed) no longer depend on each other:
+  // release them at the same time.
+  std::thread release_kafka([&aggregator] { aggregator->reset(); });
+  store->reset();
+  release_kafka.join();
   return 0;
 }
 
