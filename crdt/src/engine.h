@@ -31,6 +31,7 @@
 #include <queue>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "lattice/core/json_text.h"
@@ -269,10 +270,10 @@ struct DroppedSlot {
 /// path). 24 bytes instead of 32: a counter's queue holds the whole lateness window of its
 /// increments, far more than the cache, so every entry is a miss when written and when folded.
 struct PendingInc {
-  std::int64_t ts = 0;
-  std::uint64_t seq = 0;
-  std::uint32_t blade = 0;  // Blade::id
-  std::int32_t amount = 0;
+  std::int64_t ts;
+  std::uint64_t seq;
+  std::uint32_t blade;  // Blade::id
+  std::int32_t amount;
 };
 static_assert(sizeof(PendingInc) == 24);
 
@@ -280,22 +281,24 @@ static_assert(sizeof(PendingInc) == 24);
 /// (a counter's queue holds minutes of increments and drops the oldest at every horizon step).
 template <typename T>
 class Ring {
+  static_assert(std::is_trivially_default_constructible_v<T>);
+
  public:
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
-  T& operator[](std::size_t i) { return buf_[(head_ + i) & (buf_.size() - 1)]; }
-  const T& operator[](std::size_t i) const { return buf_[(head_ + i) & (buf_.size() - 1)]; }
+  T& operator[](std::size_t i) { return buf_[(head_ + i) & (capacity_ - 1)]; }
+  const T& operator[](std::size_t i) const { return buf_[(head_ + i) & (capacity_ - 1)]; }
   void push_back(const T& e) {
-    if (size_ == buf_.size()) {
+    if (size_ == capacity_) {
       Grow();
     }
-    buf_[(head_ + size_) & (buf_.size() - 1)] = e;
+    buf_[(head_ + size_) & (capacity_ - 1)] = e;
     ++size_;
   }
   /// Drops the first k entries (k <= size()).
   void pop_front(std::size_t k) {
     size_ -= k;
-    head_ = size_ == 0 ? 0 : (head_ + k) & (buf_.size() - 1);
+    head_ = size_ == 0 ? 0 : (head_ + k) & (capacity_ - 1);
   }
   void clear() {
     size_ = 0;
@@ -303,15 +306,20 @@ class Ring {
   }
 
  private:
+  // The new buffer is not initialized: only the entries moved into it are written (zeroing it
+  // first wrote every line of it, cold by the time the queue reaches its far half).
   [[gnu::noinline]] void Grow() {
-    std::vector<T> bigger(buf_.empty() ? 16 : buf_.size() * 2);
+    const std::size_t capacity = capacity_ == 0 ? 16 : capacity_ * 2;
+    auto bigger = std::make_unique_for_overwrite<T[]>(capacity);
     for (std::size_t i = 0; i < size_; ++i) {
       bigger[i] = (*this)[i];
     }
-    buf_.swap(bigger);
+    buf_ = std::move(bigger);
+    capacity_ = capacity;
     head_ = 0;
   }
-  std::vector<T> buf_;  // capacity: its size, a power of two (or 0)
+  std::unique_ptr<T[]> buf_;
+  std::size_t capacity_ = 0;  // a power of two (or 0)
   std::size_t head_ = 0;
   std::size_t size_ = 0;
 };
