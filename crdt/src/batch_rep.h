@@ -129,7 +129,9 @@ class BatchRep {
   }
   static char* Field(char* p, std::string_view s) {
     p = PutVarintTo(p, s.size());
-    std::memcpy(p, s.data(), s.size());
+    if (!s.empty()) {  // an empty view may have a null data(): not for memcpy
+      std::memcpy(p, s.data(), s.size());
+    }
     return p + s.size();
   }
   void Done(char* p) {

@@ -49,7 +49,9 @@ class ChangeLogRecord {
     char* p = buf_.data() + n_;
     *p++ = op;
     p = internal::PutVarintTo(p, key.size());
-    std::memcpy(p, key.data(), key.size());
+    if (!key.empty()) {
+      std::memcpy(p, key.data(), key.size());
+    }
     n_ = static_cast<std::size_t>(p + key.size() - buf_.data());
   }
   std::string_view view() const { return std::string_view(buf_.data(), n_); }
