@@ -573,6 +573,8 @@ class Engine {
   };
 
   Blade* InternBlade(std::string_view name);
+  static constexpr int kBladeCacheBits = 8;
+  static std::size_t BladeCacheSlot(std::string_view name);
   void SetOrigin(const ShardSource* source);
   enum class SeqCheck { kNew, kDuplicate, kConflict };
   SeqCheck CheckSeq(const Blade& blade, std::uint64_t seq, std::uint64_t hash) const;
@@ -691,6 +693,8 @@ class Engine {
   Node* root_;
   absl::flat_hash_map<std::string, std::unique_ptr<Blade>, NameHash, NameEq> blades_by_name_;
   std::vector<Blade*> blades_by_id_;
+  // InternBlade's direct-mapped cache of blades_by_name_ (a slot may hold another blade).
+  std::array<Blade*, std::size_t{1} << kBladeCacheBits> blade_cache_{};
   std::vector<Frame> frames_;
   std::vector<Node*> dirty_;
   std::vector<Blade*> dirty_blades_;
