@@ -80,11 +80,7 @@ class BatchRep {
   }
 
   void Put(const BatchTags& t, std::string_view key, std::string_view value) {
-    char* p = Room(kTagRoom + 2 * kMaxVarint + key.size() + value.size());
-    p = Tag(p, t.put);
-    p = Field(p, key);
-    p = Field(p, value);
-    Done(p);
+    TwoFields(t.put, key, value);
   }
   void Delete(const BatchTags& t, std::string_view key) {
     char* p = Room(kTagRoom + kMaxVarint + key.size());
@@ -93,11 +89,7 @@ class BatchRep {
     Done(p);
   }
   void DeleteRange(const BatchTags& t, std::string_view begin, std::string_view end) {
-    char* p = Room(kTagRoom + 2 * kMaxVarint + begin.size() + end.size());
-    p = Tag(p, t.range);
-    p = Field(p, begin);
-    p = Field(p, end);
-    Done(p);
+    TwoFields(t.range, begin, end);
   }
 
   /// Bytes written so far (header included).
@@ -117,6 +109,14 @@ class BatchRep {
   static constexpr std::size_t kMinRoom = 64 << 10;
   static constexpr std::size_t kTagRoom = sizeof(BatchTags::Tag::bytes);
 
+  // A record of two length-prefixed fields (Put: key, value; DeleteRange: begin, end).
+  void TwoFields(const BatchTags::Tag& tag, std::string_view a, std::string_view b) {
+    char* p = Room(kTagRoom + 2 * kMaxVarint + a.size() + b.size());
+    p = Tag(p, tag);
+    p = Field(p, a);
+    p = Field(p, b);
+    Done(p);
+  }
   char* Room(std::size_t n) {
     if (buf_.size() - n_ < n) {
       buf_.resize(std::max(2 * buf_.size(), n_ + n));
