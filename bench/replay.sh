@@ -22,7 +22,8 @@
 #
 # Throughput is shards per second of wall-clock time. On a busy machine wall clock overstates the
 # cost of one-thread figures, so the CPU-time figures of (a), (a') and (b) are printed too, and
-# (c)'s CPU time by thread (merge, decode, store writer); the load average is printed at the start. Runtime: about 1-2 minutes on 2 cores.
+# (c)'s CPU time by thread (merge, decode, store writer); the load average is printed at the
+# start. Runtime: about 1-2 minutes on 2 cores.
 #
 # Targets: (b) >= 2,000,000 shards/s and >= 40% of (a); (c) >= 1,000,000 shards/s.
 # Exit status: 0 when every figure was measured (a missed target is reported, not an error).
