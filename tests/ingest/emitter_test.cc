@@ -416,6 +416,51 @@ TEST_F(EmitterTest, LineEmitterRefusesBadEnvelopesWithTheDecodersReasonsAndSends
   EXPECT_EQ(by_key["b-3"].value, R"({"n":{"$inc":2}})");
 }
 
+// The decoder measures the body of a line over 1 MiB without whitespace (docs/shard-format.md);
+// the aggregator measures a message body as it is. So such a body is sent without whitespace, and
+// a line whose body is still over 1 MiB that way (escapes the decoder measured unescaped) is
+// refused with a reason, not sent for the aggregator to refuse.
+TEST_F(EmitterTest, LineEmitterSendsLongBodiesWithoutWhitespaceOrRefusesThem) {
+  EmitterOptions o = Options("long");
+  o.kafka.properties = {{"message.max.bytes", "2000000"}};  // the producer would take 1.1 MB
+  auto e = Emitter::Open(o);
+  ASSERT_TRUE(e.ok());
+  LineEmitter lines(**e, {});
+  core::ShardDecoder reference;
+  const std::size_t limit = reference.limits().max_body_bytes;
+  const std::string spaced = R"({"blade":"b-1","seq":1,"ts":2,"shard":{ "a" : "k  \" z" ,)" +
+                             std::string(limit + 20000, ' ') + " \t\"b\":[1, 2]}}";
+  ASSERT_GT(spaced.size(), limit + 20000);
+  ASSERT_TRUE(reference.DecodeEnvelope(spaced).ok());
+  std::string escapes = R"({"blade":"b-2","seq":1,"ts":2,"shard":{"a":")";
+  for (std::size_t i = 0; i < limit / 6 + 1000; ++i) {
+    escapes.append("\\u0041");
+  }
+  escapes.append("\"}}");
+  ASSERT_TRUE(reference.DecodeEnvelope(escapes).ok()) << "the decoder measures 'AAA...'";
+  EXPECT_TRUE(lines.Add(spaced, 1).ok());
+  Status refused = lines.Add(escapes, 2);
+  EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(refused.message(), "line 2: shard body of " +
+                                   std::to_string(6 * (limit / 6 + 1000) + 8) +
+                                   " bytes without whitespace exceeds the limit of " +
+                                   std::to_string(limit) + " bytes for a Kafka message body");
+  EXPECT_TRUE(lines.Add(R"({"blade":"b-3","seq":1,"ts":2,"shard":{"c":3}})", 3).ok());
+  EXPECT_EQ(lines.report().envelopes, 2u);
+  EXPECT_EQ(lines.report().invalid, 1u);
+  ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
+  auto msgs = ConsumeAll(broker_->bootstraps(), "lattice.shards", 4);
+  ASSERT_EQ(msgs.size(), 2u);
+  std::map<std::string, Message> by_key;
+  for (const auto& m : msgs) {
+    by_key[m.key] = m;
+  }
+  EXPECT_EQ(by_key["b-1"].value, R"({"a":"k  \" z","b":[1,2]})");
+  EXPECT_TRUE(reference.DecodeBody(by_key["b-1"].value, "b-1", 1, 2).ok())
+      << "what the aggregator decodes";
+  EXPECT_EQ(by_key["b-3"].value, R"({"c":3})");
+}
+
 TEST_F(EmitterTest, LinesCheckedOnOneThreadAreSentInOrderOnAnother) {
   auto e = Emitter::Open(Options("w"));
   ASSERT_TRUE(e.ok());

@@ -103,6 +103,10 @@ class LineEmitter {
   struct Impl;
   void AddEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
                    std::string_view body, std::uint64_t number, CheckedLines& out);
+  // AddEnvelope for a line the decoder accepted: a body over the limit is sent without its
+  // whitespace (or the line is refused when that is still over the limit).
+  void AddValidEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
+                        std::string_view body, std::uint64_t number, CheckedLines& out);
   Emitter& emitter_;
   LineEmitterOptions options_;
   LineEmitterReport report_;
