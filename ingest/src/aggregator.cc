@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -265,6 +266,14 @@ struct Aggregator::Impl {
   std::vector<rd_kafka_message_t*> to_release;
   Status fetch_failure;             // a fatal consumer error (error callback, unknown topic)
   std::uint64_t rebalances = 0;
+  // The consumer's queued.min.messages: librdkafka stops fetching while its queue holds this
+  // many messages (see WakeFetcherIfDrained()).
+  std::size_t prefetch_limit = 0;
+  bool prefetch_stopped = false;  // the queue came near the limit: the fetcher may have stopped
+  std::uint64_t fetcher_wakeups = 0;
+  // The leader of each partition of the shards topic at start (-1: none), read-only once the
+  // fetch thread runs: a wake-up asks one partition per leader.
+  std::vector<std::int32_t> leader_of;
 
   // --- Shared between the two threads, under `mu` ---
   std::mutex mu;
@@ -359,6 +368,12 @@ struct Aggregator::Impl {
                              internal::NewKafkaHandle(RD_KAFKA_CONSUMER, std::move(conf)));
     rd_kafka_poll_set_consumer(consumer.get());
     consumer_queue.reset(rd_kafka_queue_get_consumer(consumer.get()));
+    char value[32];
+    std::size_t value_size = sizeof value;
+    if (rd_kafka_conf_get(rd_kafka_conf(consumer.get()), "queued.min.messages", value,
+                          &value_size) == RD_KAFKA_CONF_OK) {
+      prefetch_limit = static_cast<std::size_t>(std::strtoull(value, nullptr, 10));
+    }
 
     const internal::KafkaProperties producer_defaults = {
         {"client.id", "lattice-aggregate"},
@@ -583,8 +598,59 @@ struct Aggregator::Impl {
     return true;
   }
 
+  /// Fetch thread: wakes librdkafka's fetcher once its queue has drained after reaching
+  /// queued.min.messages. librdkafka 2.0.2 then takes the partitions off the fetch list, and
+  /// nothing wakes its broker thread when the application drains the queue: it fetches again
+  /// only at its next wake-up, up to 1 s later, while the queue runs dry (a catch-up larger than
+  /// the limit sat idle for 0.3-0.8 s per refill). Any request to the leader wakes that broker's
+  /// thread, which then re-checks its partitions: one ListOffsets per leader does it.
+  void WakeFetcherIfDrained() {
+    if (prefetch_limit == 0 || !consumer_queue) {
+      return;
+    }
+    const std::size_t queued = rd_kafka_queue_length(consumer_queue.get());
+    const std::size_t low = prefetch_limit / 2;
+    if (queued > low) {
+      // Near the limit, librdkafka may stop fetching (we look only every chunk, and a fetch
+      // response can add thousands at once).
+      if (queued + std::min(kChunkMessages, low) >= prefetch_limit) {
+        prefetch_stopped = true;
+      }
+      return;
+    }
+    if (!prefetch_stopped) {
+      return;
+    }
+    prefetch_stopped = false;
+    rd_kafka_topic_partition_list_t* assigned = nullptr;
+    if (rd_kafka_assignment(consumer.get(), &assigned) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return;
+    }
+    PartitionListPtr owned(assigned);
+    PartitionListPtr ask(rd_kafka_topic_partition_list_new(4));
+    std::vector<std::int32_t> leaders;
+    for (int i = 0; i < assigned->cnt; ++i) {
+      const std::int32_t p = assigned->elems[i].partition;
+      const std::int32_t leader =
+          p >= 0 && static_cast<std::size_t>(p) < leader_of.size() ? leader_of[p] : -1;
+      if (std::find(leaders.begin(), leaders.end(), leader) != leaders.end()) {
+        continue;
+      }
+      leaders.push_back(leader);
+      rd_kafka_topic_partition_list_add(ask.get(), assigned->elems[i].topic, p)->offset =
+          RD_KAFKA_OFFSET_END;
+    }
+    if (ask->cnt > 0) {
+      // The request wakes the broker thread as it is queued; the answer is not needed, so a
+      // short timeout (a broker that is away only delays this thread by it, once).
+      (void)rd_kafka_offsets_for_times(consumer.get(), ask.get(), 100);
+      ++fetcher_wakeups;
+    }
+  }
+
   /// Fetch thread: hands the chunk being filled to the merge thread.
   void HandOver(bool drained) {
+    WakeFetcherIfDrained();
     DecodePending();
     filling->drained = drained;
     filling->failure = fetch_failure;
@@ -646,6 +712,8 @@ struct Aggregator::Impl {
         }
         if (filling != nullptr && filling->size > 0) {
           HandOver(/*drained=*/true);
+        } else {
+          WakeFetcherIfDrained();
         }
         continue;
       }
@@ -741,6 +809,12 @@ struct Aggregator::Impl {
           }
           if (options.topic == t.topic) {
             partitions_of_topic = t.partition_cnt;
+            leader_of.assign(static_cast<std::size_t>(t.partition_cnt), -1);
+            for (int j = 0; j < t.partition_cnt; ++j) {
+              if (t.partitions[j].id >= 0 && t.partitions[j].id < t.partition_cnt) {
+                leader_of[static_cast<std::size_t>(t.partitions[j].id)] = t.partitions[j].leader;
+              }
+            }
           }
           if (options.dead_topic == t.topic) {
             dead_exists = true;
@@ -1480,6 +1554,7 @@ struct Aggregator::Impl {
     }
     report.dead_letters = dead_delivered;
     report.rebalances = rebalances;
+    report.fetcher_wakeups = fetcher_wakeups;
     report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (first_assignment) {
       report.assigned_seconds =

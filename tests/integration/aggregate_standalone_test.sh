@@ -66,6 +66,17 @@ check_dump "the state after the restart" --state st
 [ "$(jq -r .messages run3.json)" == 30000 ] && ok "a new state directory reads the whole topic" \
   || fail "a new state read $(jq -r .messages run3.json) of 30000"
 
+# A prefetch limit far below the topic: librdkafka stops fetching whenever its queue holds
+# queued.min.messages and, in 2.0.2, does not resume by itself until its broker thread's next
+# wake-up (up to 1 s); the aggregator wakes it once the queue has drained to half.
+"$lattice" aggregate -b "$bootstrap" --assign all --state st-small-queue --exit-at-end --json \
+  --log-interval 0 -X queued.min.messages=2000 >run4.json 2>run4.err ||
+  die "aggregate with queued.min.messages=2000 failed: $(tail -5 run4.err)"
+[ "$(jq -r .messages run4.json)" == 30000 ] && [ "$(jq -r .fetcher_wakeups run4.json)" -gt 0 ] &&
+  ok "queued.min.messages=2000: all 30000 shards, the fetcher woken $(jq -r .fetcher_wakeups run4.json) times" ||
+  fail "queued.min.messages=2000: $(cat run4.json)"
+check_dump "the state read through a 2000-message prefetch" --state st-small-queue
+
 # Two standalone aggregators on disjoint partition lists: their join is the whole state.
 "$lattice" aggregate -b "$bootstrap" --assign 0-2,6 --state st-a --exit-at-end --json \
   --log-interval 0 >a.json 2>a.err || die "aggregate --assign 0-2,6 failed: $(tail -5 a.err)"

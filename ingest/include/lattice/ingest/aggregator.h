@@ -67,6 +67,8 @@ struct AggregatorReport {
   std::uint64_t batches = 0;
   std::uint64_t rebalances = 0;
   std::uint64_t changes = 0;  // change events published (to subscribers and the changes topic)
+  /// Times librdkafka's fetcher was woken after its queue (queued.min.messages) had been full.
+  std::uint64_t fetcher_wakeups = 0;
   double seconds = 0;
   /// From the first partition assignment to the end (without the wait for the group to form).
   double assigned_seconds = 0;
