@@ -1039,5 +1039,64 @@ TEST(ShardDecoderWalksTest, WalksAgreeOnEdgeCases) {
   }
 }
 
+// Integers of every length the token walk reads (it takes them eight, four to seven, or one digit
+// at a time), with a bad byte at every position, in the envelope, as values, in arrays and as
+// operands: every walk must give the same result.
+TEST(ShardDecoderWalksTest, WalksAgreeOnIntegersOfEveryLength) {
+  std::vector<std::string> lines;
+  const std::string digits = "9876543210987654321";
+  for (std::size_t n = 1; n <= digits.size(); ++n) {
+    std::vector<std::string> numbers = {digits.substr(0, n), "-" + digits.substr(0, n),
+                                        "1" + std::string(n - 1, '0')};
+    for (std::size_t at = 0; at < n; ++at) {
+      for (char bad : {'x', '.', ':', '/', 'e', ' '}) {
+        std::string s = digits.substr(0, n);
+        s[at] = bad;
+        numbers.push_back(s);
+      }
+    }
+    for (const std::string& v : numbers) {
+      lines.push_back(R"({"blade":"b","seq":)" + v + R"(,"ts":)" + v + R"(,"shard":{"a":)" + v +
+                      R"(,"b":[)" + v + "," + v + R"(],"c":{"$inc":)" + v + "}}}");
+      lines.push_back(R"({"blade":"b","seq":1,"ts":2,"shard":{"a":)" + v + "}}");
+    }
+  }
+  ShardDecoder token, tape, careful;
+  tape.SetFirstWalkForTesting(ShardDecoder::Walk::kTape);
+  careful.SetFirstWalkForTesting(ShardDecoder::Walk::kCareful);
+  for (const std::string& line : lines) {
+    SCOPED_TRACE(line);
+    const std::string want = Summary(careful.DecodeEnvelope(line));
+    EXPECT_EQ(Summary(token.DecodeEnvelope(line)), want);
+    EXPECT_EQ(Summary(tape.DecodeEnvelope(line)), want);
+  }
+}
+
+// One decoder reused for shards with more, fewer and no entries, good and bad, by both entry
+// points: every result must be the one a fresh decoder gives.
+TEST(ShardDecoderWalksTest, ReuseAcrossShardsOfEveryEntryCount) {
+  std::vector<std::string> bodies;
+  for (int n : {0, 5, 1, 40, 2, 3, 70, 0, 1, 16, 17, 4}) {
+    std::string body = "{";
+    for (int i = 0; i < n; ++i) {
+      body += (i > 0 ? ",\"k" : "\"k") + std::to_string(i) +
+              "\":" + (i % 3 == 0 ? "{\"x\":" + std::to_string(i) + "}" : std::to_string(i));
+    }
+    bodies.push_back(body + "}");
+    bodies.push_back(body + (n > 0 ? ",\"k0\":1}" : "\"bad\"}"));  // a duplicate key, or bad JSON
+    bodies.push_back(body + (n > 0 ? ",\"e\":\"\\n\"}" : "}"));    // an escape: the tape walk
+  }
+  ShardDecoder reused;
+  for (int round = 0; round < 2; ++round) {
+    for (const std::string& body : bodies) {
+      SCOPED_TRACE(body);
+      const std::string line = R"({"blade":"b","seq":1,"ts":2,"shard":)" + body + "}";
+      EXPECT_EQ(Summary(reused.DecodeEnvelope(line)), Summary(ShardDecoder().DecodeEnvelope(line)));
+      EXPECT_EQ(Summary(reused.DecodeBody(body, "b", 1, 2)),
+                Summary(ShardDecoder().DecodeBody(body, "b", 1, 2)));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lattice::core
