@@ -744,6 +744,22 @@ struct ShardDecoder::Impl {
   bool no_backslash = false;                // the line has no backslash at all
   std::uint32_t body_begin = 0, body_end = 0;  // ScanEnvelope: the body's bytes in the line
 
+  // The token walk writes its entries in place into shard.entries, which keeps the previous
+  // shard's entries (Reset clears it only for the other walks) and is cut to size at the end:
+  // std::vector::emplace_back stayed an out-of-line call in ScanObject (with its register saves,
+  // ~29 instructions per entry); this is a few stores, and a call only past the last size.
+  std::uint32_t tok_count = 0;  // entries the token walk has made
+
+  __attribute__((always_inline)) BodyEntry* NewTokEntry() {
+    if (tok_count == shard.entries.size()) [[unlikely]] {
+      GrowTokEntries();
+    }
+    BodyEntry* e = shard.entries.data() + tok_count++;
+    *e = BodyEntry();
+    return e;
+  }
+  __attribute__((noinline)) void GrowTokEntries() { shard.entries.emplace_back(); }
+
   // The first byte of the current token; NUL past the last one (stage 1 ends the index with the
   // line's length, where scan_buf holds a NUL, and NUL starts no token of a valid line).
   char Tok() const { return sbuf[sidx[sp]]; }
@@ -1033,8 +1049,8 @@ struct ShardDecoder::Impl {
       BodyEntry scratch;  // the entry when not building (only its kind and number are used)
       BodyEntry* entry = &scratch;
       if constexpr (kBuild) {
-        index = static_cast<std::uint32_t>(shard.entries.size());
-        entry = &shard.entries.emplace_back();
+        index = tok_count;
+        entry = NewTokEntry();
         entry->key = key;
         entry->depth = depth;
       }
@@ -1096,7 +1112,7 @@ struct ShardDecoder::Impl {
         }
       }
       if constexpr (kBuild) {
-        entry->end = static_cast<std::uint32_t>(shard.entries.size());
+        entry->end = tok_count;
         hash_sum += EntryHash(*entry, children, canonical);
       }
       const char c = Tok();
@@ -1179,12 +1195,14 @@ struct ShardDecoder::Impl {
     if constexpr (kBuild) {
       arena_len = 0;
       value_spans.clear();
+      tok_count = 0;
     }
     scan_keys.clear();
     return ScanObject<kBuild>(1, top);
   }
 
   void ScanFinish(std::uint64_t top) {
+    shard.entries.resize(tok_count);  // never grows here: NewTokEntry grew it
     for (const ValueSpan& v : value_spans) {
       shard.entries[v.entry].value = std::string_view(arena.data() + v.offset, v.size);
     }
@@ -1521,6 +1539,11 @@ struct ShardDecoder::Impl {
 
   void Reset() {
     shard.entries.clear();
+    ResetKeepingEntries();
+  }
+
+  // Reset but for shard.entries, which the token walk overwrites in place (NewTokEntry).
+  void ResetKeepingEntries() {
     shard.topic = {};
     shard.partition = -1;
     shard.offset = -1;
@@ -1621,16 +1644,16 @@ ShardDecoder::~ShardDecoder() = default;
 
 Result<const Shard*> ShardDecoder::DecodeEnvelope(std::string_view line, bool padded) {
   Impl& d = *impl_;
-  d.Reset();
   d.last_walk = Walk::kCareful;
   // A line longer than the body limit needs the body size check, which the careful walk does.
   if (line.size() <= limits_.max_body_bytes && d.scan_ok && d.first_walk == Walk::kToken) {
+    d.ResetKeepingEntries();
     d.last_walk = Walk::kToken;
     if (d.ScanEnvelope<true>(line)) {
       return &d.shard;
     }
-    d.Reset();
   }
+  d.Reset();
   return DecodeEnvelopeAfterTokenWalk(line, padded);
 }
 
@@ -1777,7 +1800,7 @@ Result<const Shard*> ShardDecoder::DecodeEnvelopeAfterTokenWalk(std::string_view
 Result<const Shard*> ShardDecoder::DecodeBody(std::string_view body, std::string_view blade,
                                               std::uint64_t seq, std::int64_t ts) {
   Impl& d = *impl_;
-  d.Reset();
+  d.ResetKeepingEntries();  // the token walk overwrites them; Reset below for the other walks
   d.last_walk = Walk::kCareful;
   if (body.size() > limits_.max_body_bytes) {
     return Status::InvalidArgument("body of " + std::to_string(body.size()) +
@@ -1796,8 +1819,8 @@ Result<const Shard*> ShardDecoder::DecodeBody(std::string_view body, std::string
     if (d.ScanBareBody(body)) {
       return &d.shard;
     }
-    d.Reset();
   }
+  d.Reset();
   auto parsed = d.parser.parse(body.data(), body.size(), true);
   d.last_walk = Walk::kCareful;
   if (parsed.error()) {
