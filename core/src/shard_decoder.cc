@@ -863,11 +863,16 @@ struct ShardDecoder::Impl {
   // (so it fits; "-0" is left to the tape walk); moves past it. The token runs up to the last
   // non-space before the next token: stage 1 starts a new token after any white space, so
   // anything glued to the digits ("1x", "1.5", "1\"a\"") is inside that span and fails the check.
-  __attribute__((always_inline)) bool ScanInt(std::int64_t& out) {
+  // If `text` is given, it gets the token's bytes: for an integer the token walk accepts (no '+',
+  // no leading zero, no "-0") they are its canonical text, as WriteInt would write it.
+  __attribute__((always_inline)) bool ScanInt(std::int64_t& out, std::string_view* text = nullptr) {
     const char* p = sbuf + sidx[sp];
     const char* end = sbuf + sidx[sp + 1];
     while (IsSpace(end[-1])) {
       --end;
+    }
+    if (text != nullptr) {
+      *text = std::string_view(p, static_cast<std::size_t>(end - p));
     }
     const bool negative = *p == '-';
     p += negative ? 1 : 0;
@@ -984,12 +989,14 @@ struct ShardDecoder::Impl {
       }
       default: {
         std::int64_t v;
-        if (!ScanInt(v)) {
+        std::string_view text;
+        if (!ScanInt(v, &text)) {
           return false;  // also '{' inside an array: the tape walk sorts its keys
         }
         if constexpr (kBuild) {
-          char* out = ArenaRoom(24);
-          arena_len = static_cast<std::size_t>(WriteInt(out, v) - arena.data());
+          // The token's bytes are the canonical text (ScanInt): no conversion back to decimal.
+          CopySmall(ArenaRoom(text.size()), text.data(), text.size());
+          arena_len += text.size();
         }
         return true;
       }
