@@ -110,7 +110,7 @@ inline std::uint64_t EightDigits(std::uint64_t w) {
 
 // memcpy for the short keys and values of a shard, without a library call: two overlapping
 // loads and stores cover 4..16 bytes, and no byte outside [src, src + n) is read.
-inline void CopySmall(char* dst, const char* src, std::size_t n) {
+__attribute__((always_inline)) inline void CopySmall(char* dst, const char* src, std::size_t n) {
   if (n >= 8) {
     if (n > 16) {
       std::memcpy(dst, src, n);
@@ -132,6 +132,20 @@ inline void CopySmall(char* dst, const char* src, std::size_t n) {
       dst[i] = src[i];
     }
   }
+}
+
+// XXH3_64bits with its size dispatch inlined for the short inputs of the entry hashes: the same
+// steps as XXH3_64bits_internal with the default secret and seed 0, so the same bits (hashes are
+// stored in state directories). The library entry point stayed an out-of-line call.
+__attribute__((always_inline)) inline std::uint64_t Xxh3(const char* p, std::size_t len) {
+  const auto* in = reinterpret_cast<const xxh_u8*>(p);
+  if (len <= 16) {
+    return XXH3_len_0to16_64b(in, len, XXH3_kSecret, 0);
+  }
+  if (len <= 128) {
+    return XXH3_len_17to128_64b(in, len, XXH3_kSecret, sizeof(XXH3_kSecret), 0);
+  }
+  return XXH3_64bits(p, len);
 }
 
 // JSON's white space.
@@ -482,7 +496,8 @@ struct ShardDecoder::Impl {
   }
 
   // XXH3 of one entry, laid out exactly as DecodeBodyElement lays it out.
-  std::uint64_t EntryHash(const BodyEntry& e, std::uint64_t children, std::string_view value) {
+  __attribute__((always_inline)) std::uint64_t EntryHash(const BodyEntry& e, std::uint64_t children,
+                                                         std::string_view value) {
     const std::size_t size = 2 + 8 + 4 + e.key.size() + value.size() + 8;
     char stack[256];
     char* buf = stack;
@@ -515,7 +530,7 @@ struct ShardDecoder::Impl {
         p += 8;
       }
     }
-    return XXH3_64bits(buf, static_cast<std::size_t>(p - buf));
+    return Xxh3(buf, static_cast<std::size_t>(p - buf));
   }
 
   // WalkObject without messages, for the object at tape index `obj`; adds the subtree hashes of
