@@ -753,6 +753,8 @@ struct ShardDecoder::Impl {
   const char* sbuf = nullptr;               // the line in scan_buf
   const std::uint32_t* sidx = nullptr;      // stage 1's structural index
   std::uint32_t scan_n = 0;                 // number of structural indexes
+  std::size_t scan_len = 0;                 // bytes of the text in scan_buf
+  const char* tok_arena = nullptr;          // arena.data() when the token walk started
   std::uint32_t sp = 0;                     // the current token
   std::vector<std::string_view> scan_keys;  // keys of open objects with more than 16 keys
   bool scan_ok = false;                     // stage 1 behaves as checked by ScanLayoutIsKnown
@@ -763,17 +765,28 @@ struct ShardDecoder::Impl {
   // shard's entries (Reset clears it only for the other walks) and is cut to size at the end:
   // std::vector::emplace_back stayed an out-of-line call in ScanObject (with its register saves,
   // ~29 instructions per entry); this is a few stores, and a call only past the last size.
-  std::uint32_t tok_count = 0;  // entries the token walk has made
+  std::uint32_t tok_count = 0;    // entries the token walk has made
+  std::uint32_t tok_limit = 0;    // shard.entries.size()
+  BodyEntry* tok_base = nullptr;  // shard.entries.data()
 
+  void StartTokEntries() {
+    tok_count = 0;
+    tok_limit = static_cast<std::uint32_t>(shard.entries.size());
+    tok_base = shard.entries.data();
+  }
   __attribute__((always_inline)) BodyEntry* NewTokEntry() {
-    if (tok_count == shard.entries.size()) [[unlikely]] {
+    if (tok_count == tok_limit) [[unlikely]] {
       GrowTokEntries();
     }
-    BodyEntry* e = shard.entries.data() + tok_count++;
+    BodyEntry* e = tok_base + tok_count++;
     *e = BodyEntry();
     return e;
   }
-  __attribute__((noinline)) void GrowTokEntries() { shard.entries.emplace_back(); }
+  __attribute__((noinline)) void GrowTokEntries() {
+    shard.entries.emplace_back();
+    tok_limit = static_cast<std::uint32_t>(shard.entries.size());
+    tok_base = shard.entries.data();
+  }
 
   // The first byte of the current token; NUL past the last one (stage 1 ends the index with the
   // line's length, where scan_buf holds a NUL, and NUL starts no token of a valid line).
@@ -802,6 +815,7 @@ struct ShardDecoder::Impl {
       return false;
     }
     sbuf = scan_buf.get();
+    scan_len = text.size();
     sidx = impl.structural_indexes.get();
     scan_n = impl.n_structural_indexes;
     sp = 0;
@@ -1118,7 +1132,7 @@ struct ShardDecoder::Impl {
             return false;
           }
           if constexpr (kBuild) {
-            entry = &shard.entries[index];  // the vector may have grown
+            entry = tok_base + index;  // the vector may have grown
           }
         }
       } else {
@@ -1128,9 +1142,9 @@ struct ShardDecoder::Impl {
         }
         entry->kind = OpKind::kSet;
         if constexpr (kBuild) {
-          const auto size = static_cast<std::uint32_t>(arena_len - start);
-          value_spans.push_back({index, static_cast<std::uint32_t>(start), size});
-          canonical = std::string_view(arena.data() + start, size);
+          // The arena does not move during the token walk (ScanBody): the view stays valid.
+          canonical = std::string_view(arena.data() + start, arena_len - start);
+          entry->value = canonical;
         }
       }
       if constexpr (kBuild) {
@@ -1215,23 +1229,32 @@ struct ShardDecoder::Impl {
       return false;
     }
     if constexpr (kBuild) {
+      // The canonical values of the token walk take at most the bytes of the text they come
+      // from (strings keep their quotes, integers their digits, arrays lose white space), so
+      // with room for the whole text the arena never moves and entries can hold views into it
+      // at once. ScanFinish checks that it did not move.
       arena_len = 0;
-      value_spans.clear();
-      tok_count = 0;
+      if (arena.size() < scan_len) {
+        arena.resize(scan_len + 256);
+      }
+      tok_arena = arena.data();
+      StartTokEntries();
     }
     scan_keys.clear();
     return ScanObject<kBuild>(1, top);
   }
 
-  void ScanFinish(std::uint64_t top) {
-    shard.entries.resize(tok_count);  // never grows here: NewTokEntry grew it
-    for (const ValueSpan& v : value_spans) {
-      shard.entries[v.entry].value = std::string_view(arena.data() + v.offset, v.size);
+  // Completes the shard after a token walk that accepted it; false if it cannot be used.
+  bool ScanFinish(std::uint64_t top) {
+    if (arena.data() != tok_arena) [[unlikely]] {
+      return false;  // the arena moved (ScanBody rules that out): the values' views are stale
     }
+    shard.entries.resize(tok_count);  // never grows here: NewTokEntry grew it
     char buf[16];
     std::memcpy(buf, &shard.ts, 8);
     std::memcpy(buf + 8, &top, 8);
-    shard.hash = XXH3_64bits(buf, sizeof(buf));
+    shard.hash = Xxh3(buf, sizeof(buf));
+    return true;
   }
 
   // DecodeEnvelope by the token walk. False hands the line on (the shard is then half built).
@@ -1311,7 +1334,7 @@ struct ShardDecoder::Impl {
       return false;
     }
     if constexpr (kBuild) {
-      ScanFinish(top);
+      return ScanFinish(top);
     }
     return true;
   }
@@ -1319,11 +1342,7 @@ struct ShardDecoder::Impl {
   // DecodeBody by the token walk.
   bool ScanBareBody(std::string_view body) {
     std::uint64_t top = 0;
-    if (!ScanStage1(body) || !ScanBody<true>(top) || sp != scan_n) {
-      return false;
-    }
-    ScanFinish(top);
-    return true;
+    return ScanStage1(body) && ScanBody<true>(top) && sp == scan_n && ScanFinish(top);
   }
 
   // Checks once per decoder that stage 1 indexes a line as the token walk expects.
