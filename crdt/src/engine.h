@@ -467,6 +467,8 @@ class PageSource {
   virtual Status LoadPage(std::string_view prefix, Engine& engine) = 0;
 };
 
+struct ChangeSet;
+
 /// Receives the records of one commit. Keys are encoded paths (core::Path::Encode()).
 class RecordSink {
  public:
@@ -523,6 +525,14 @@ class Engine {
 
   /// Writes every change since the last call to `sink` (deletes before puts), then forgets it.
   void CollectChanges(RecordSink& sink);
+  /// Takes every change since the last call into `out` (deletes before puts; see change_set.h)
+  /// and forgets it. The nodes `out` names stay allocated until ReleaseChanges(out), so that
+  /// WriteChanges() may run on another thread meanwhile. REQUIRES: `out` is empty (new or
+  /// released).
+  void CollectChanges(ChangeSet& out);
+  /// Frees the nodes that died in `changes`' batch and empties it for reuse. REQUIRES: no
+  /// WriteChanges() of it is running.
+  void ReleaseChanges(ChangeSet& changes);
 
   // Restoring from a store: blades first, then nodes in key order, then slots.
   Status LoadBlade(std::uint32_t id, std::string_view value);
@@ -645,6 +655,7 @@ class Engine {
   void EncodeNode(const Node* node, std::string& out) const;
   void EncodeSlot(const Slot& slot, std::string& out) const;
   void WriteSlot(RecordSink& sink, Slot& slot, std::string& key, std::size_t slot_key_len);
+  void CollectSlot(ChangeSet& out, const Node* node, Slot& slot);
   void EncodeBlade(const Blade& blade, std::string& out) const;
   void WriteJson(const Node* node, std::string& out) const;
 
