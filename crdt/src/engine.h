@@ -523,8 +523,6 @@ class Engine {
            persisted_sources_ < source_names_.size();
   }
 
-  /// Writes every change since the last call to `sink` (deletes before puts), then forgets it.
-  void CollectChanges(RecordSink& sink);
   /// Takes every change since the last call into `out` (deletes before puts; see change_set.h)
   /// and forgets it. The nodes `out` names stay allocated until ReleaseChanges(out), so that
   /// WriteChanges() may run on another thread meanwhile. REQUIRES: `out` is empty (new or
@@ -654,7 +652,6 @@ class Engine {
   void AppendKey(const Node* node, std::string& out) const;
   void EncodeNode(const Node* node, std::string& out) const;
   void EncodeSlot(const Slot& slot, std::string& out) const;
-  void WriteSlot(RecordSink& sink, Slot& slot, std::string& key, std::size_t slot_key_len);
   void CollectSlot(ChangeSet& out, const Node* node, Slot& slot);
   void EncodeBlade(const Blade& blade, std::string& out) const;
   void WriteJson(const Node* node, std::string& out) const;

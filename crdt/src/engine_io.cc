@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "change_set.h"
 #include "engine.h"
 #include "records.h"
 
@@ -23,12 +24,15 @@ void PutStamp(RecordWriter& w, const Stamp& s) { w.Advance(PutStampTo(w.Reserve(
 
 }  // namespace
 
-void Engine::AppendKey(const Node* node, std::string& out) const {
+namespace {
+
+// Engine::AppendKey, for a node under `root` (also used by WriteChanges() on the writer thread).
+void AppendNodeKey(const Node* node, const Node* root, std::string& out) {
   // Collect the chain root-ward, then encode root-first.
   const Node* chain[128];
   std::vector<const Node*> deep;
   int depth = 0;
-  for (const Node* n = node; n != nullptr && n != root_; n = n->parent) {
+  for (const Node* n = node; n != nullptr && n != root; n = n->parent) {
     if (depth < 128) {
       chain[depth++] = n;
     } else {
@@ -67,6 +71,12 @@ void Engine::AppendKey(const Node* node, std::string& out) const {
   for (int i = depth - 1; i >= 0; --i) {
     core::AppendEncodedSegment(out, chain[i]->key);
   }
+}
+
+}  // namespace
+
+void Engine::AppendKey(const Node* node, std::string& out) const {
+  AppendNodeKey(node, root_, out);
 }
 
 void Engine::EncodeNode(const Node* node, std::string& out) const {
@@ -110,17 +120,6 @@ void Engine::EncodeSlot(const Slot& slot, std::string& out) const {
 
 namespace {
 
-void EncodeEntries(const History& history, std::size_t from, std::string& out) {
-  RecordWriter w(out);
-  w.Varint(history.size() - from);
-  for (std::size_t i = from; i < history.size(); ++i) {
-    const RunEntry& e = history[i];
-    char* p = w.Reserve(kMaxStamp + kMaxNumber);
-    p = PutStampTo(p, e.stamp);
-    w.Advance(PutNumberTo(p, e.amount));
-  }
-}
-
 void AppendChunkNo(std::string& key, std::uint64_t no) {
   char be[8];
   for (int i = 0; i < 8; ++i) {
@@ -129,22 +128,33 @@ void AppendChunkNo(std::string& key, std::uint64_t no) {
   key.append(be, 8);
 }
 
+ChangeSet::Record& AddRecord(ChangeSet& out, ChangeSet::Op op, const Node* node,
+                             const Blade* blade = nullptr, std::uint64_t n = 0) {
+  ChangeSet::Record& r = out.records.emplace_back();
+  r.op = op;
+  r.node = node;
+  r.blade = blade;
+  r.n = n;
+  return r;
+}
+
+// The value written into out.values since `start` becomes the record's.
+void TakeValue(ChangeSet& out, ChangeSet::Record& r, std::size_t start) {
+  r.value = start;
+  r.value_size = out.values.size() - start;
+}
+
 }  // namespace
 
-void Engine::WriteSlot(RecordSink& sink, Slot& slot, std::string& key, std::size_t slot_key_len) {
-  std::string& value = record_scratch_;
-  auto chunk_key = [&](std::uint64_t no) -> std::string_view {
-    key.resize(slot_key_len);
-    AppendChunkNo(key, no);
-    return key;
-  };
+void Engine::CollectSlot(ChangeSet& out, const Node* node, Slot& slot) {
+  using Op = ChangeSet::Op;
   for (std::uint64_t no : slot.deleted_chunks) {
-    sink.DeleteHistory(chunk_key(no));
+    AddRecord(out, Op::kDeleteHistory, node, slot.blade, no);
   }
   slot.deleted_chunks.clear();
   if (slot.rewrite) {
     for (const auto& [no, count] : slot.chunks) {
-      sink.DeleteHistory(chunk_key(no));
+      AddRecord(out, Op::kDeleteHistory, node, slot.blade, no);
     }
     slot.chunks.clear();
     slot.front_skip = 0;
@@ -152,16 +162,19 @@ void Engine::WriteSlot(RecordSink& sink, Slot& slot, std::string& key, std::size
     slot.rewrite = false;
   }
   if (slot.unpersisted > 0) {
-    value.clear();
-    EncodeEntries(slot.history, slot.history.size() - slot.unpersisted, value);
-    sink.PutHistory(chunk_key(commits_), value);
+    // The entries are copied, not encoded: the writer encodes them (the next batch may append
+    // to this history or fold its front meanwhile).
+    ChangeSet::Record& r = AddRecord(out, Op::kPutHistory, node, slot.blade, commits_);
+    r.value = out.entries.size();
+    r.value_size = slot.unpersisted;
+    out.entries.insert(out.entries.end(), slot.history.end() - slot.unpersisted,
+                       slot.history.end());
     slot.chunks.emplace_back(commits_, slot.unpersisted);
     slot.unpersisted = 0;
   }
-  key.resize(slot_key_len);
-  value.clear();
-  EncodeSlot(slot, value);
-  sink.PutSlot(key, value);
+  const std::size_t start = out.values.size();
+  EncodeSlot(slot, out.values);
+  TakeValue(out, AddRecord(out, Op::kPutSlot, node, slot.blade), start);
   slot.dirty = false;
   slot.persisted = true;
 }
@@ -182,7 +195,9 @@ void Engine::EncodeBlade(const Blade& blade, std::string& out) const {
   w.Varint(ZigZag(blade.last_ts));
 }
 
-void Engine::CollectChanges(RecordSink& sink) {
+void Engine::CollectChanges(ChangeSet& out) {
+  using Op = ChangeSet::Op;
+  LATTICE_DCHECK(out.records.empty() && out.dead.empty());
   MaterializeAll();  // pending increments go to their slots' records
   if (pager_ != nullptr) {
     // The pages this commit writes records under may not leave memory before it is written.
@@ -198,29 +213,13 @@ void Engine::CollectChanges(RecordSink& sink) {
       NotePageWrite(node);
     }
   }
-  std::string& key = key_scratch_;
-  auto slot_key = [&](const Node* node, const Blade* blade) {
-    key.clear();
-    AppendKey(node, key);
-    key.append(core::kKeySuffixMarker);
-    if (blade != nullptr) {
-      key.append(blade->name);
-    }
-    return key.size();
-  };
-  auto delete_slot = [&](const Node* node, const Blade* blade,
-                         const std::vector<std::uint64_t>& chunks) {
-    const std::size_t len = slot_key(node, blade);
-    sink.DeleteSlot(key);
-    for (std::uint64_t no : chunks) {
-      key.resize(len);
-      AppendChunkNo(key, no);
-      sink.DeleteHistory(key);
-    }
-  };
+  out.root = root_;
   auto delete_dropped = [&](Node* node) {
     for (const DroppedSlot& d : node->dropped_slots) {
-      delete_slot(node, d.blade, d.chunks);
+      AddRecord(out, Op::kDeleteSlot, node, d.blade);
+      for (std::uint64_t no : d.chunks) {
+        AddRecord(out, Op::kDeleteHistory, node, d.blade, no);
+      }
     }
     node->dropped_slots.clear();
   };
@@ -234,17 +233,17 @@ void Engine::CollectChanges(RecordSink& sink) {
   };
   auto delete_expiry = [&](Node* node) {
     if (node->ttl && node->ttl->indexed != TtlState::kNone) {
-      key.clear();
-      AppendKey(node, key);
-      sink.DeleteExpiry(node->ttl->indexed, key);
+      AddRecord(out, Op::kDeleteExpiry, node, nullptr,
+                static_cast<std::uint64_t>(node->ttl->indexed));
       node->ttl->indexed = TtlState::kNone;
     }
   };
   // Deletes first: a path can die and be born again within one batch.
-  for (const std::string& root : subtree_deletes_) {
-    sink.DeleteSubtree(root);
-  }
+  out.subtrees.swap(subtree_deletes_);  // subtree_deletes_ gets the released set's (empty) list
   subtree_deletes_.clear();
+  for (std::size_t i = 0; i < out.subtrees.size(); ++i) {
+    AddRecord(out, Op::kDeleteSubtree, nullptr, nullptr, i);
+  }
   for (Node* node : covered_) {
     delete_expiry(node);  // its records are in a deleted range; its index entry is not
   }
@@ -258,29 +257,30 @@ void Engine::CollectChanges(RecordSink& sink) {
       continue;
     }
     delete_expiry(node);
-    key.clear();
-    AppendKey(node, key);
-    sink.DeleteNode(key);
+    AddRecord(out, Op::kDeleteNode, node);
     if (node->reg) {
       for (const Slot& slot : node->reg->slots) {
         if (slot.persisted || !slot.chunks.empty() || !slot.deleted_chunks.empty()) {
-          std::vector<std::uint64_t> chunks = slot.deleted_chunks;
-          for (const auto& [no, count] : slot.chunks) {
-            chunks.push_back(no);
+          AddRecord(out, Op::kDeleteSlot, node, slot.blade);
+          for (std::uint64_t no : slot.deleted_chunks) {
+            AddRecord(out, Op::kDeleteHistory, node, slot.blade, no);
           }
-          delete_slot(node, slot.blade, chunks);
+          for (const auto& [no, count] : slot.chunks) {
+            AddRecord(out, Op::kDeleteHistory, node, slot.blade, no);
+          }
         }
       }
     }
   }
   for (; persisted_sources_ < source_names_.size(); ++persisted_sources_) {
-    sink.PutSource(static_cast<std::uint32_t>(persisted_sources_), source_names_[persisted_sources_]);
+    const std::size_t start = out.values.size();
+    out.values.append(source_names_[persisted_sources_]);
+    TakeValue(out, AddRecord(out, Op::kPutSource, nullptr, nullptr, persisted_sources_), start);
   }
-  std::string& value = record_scratch_;
   for (Blade* blade : dirty_blades_) {
-    value.clear();
-    EncodeBlade(*blade, value);
-    sink.PutBlade(blade->id, value);
+    const std::size_t start = out.values.size();
+    EncodeBlade(*blade, out.values);
+    TakeValue(out, AddRecord(out, Op::kPutBlade, nullptr, nullptr, blade->id), start);
     blade->dirty = false;
   }
   dirty_blades_.clear();
@@ -297,57 +297,141 @@ void Engine::CollectChanges(RecordSink& sink) {
       continue;
     }
     delete_dropped(node);
-    key.clear();
-    AppendKey(node, key);
-    value.clear();
-    EncodeNode(node, value);
-    sink.PutNode(key, value);
+    const std::size_t start = out.values.size();
+    EncodeNode(node, out.values);
+    TakeValue(out, AddRecord(out, Op::kPutNode, node), start);
     node->persisted = true;
     if (node->ttl) {
       const std::int64_t due = NextTtlKey(*node->ttl);
       if (due != node->ttl->indexed) {
         if (node->ttl->indexed != TtlState::kNone) {
-          sink.DeleteExpiry(node->ttl->indexed, key);
+          AddRecord(out, Op::kDeleteExpiry, node, nullptr,
+                    static_cast<std::uint64_t>(node->ttl->indexed));
         }
         if (due != TtlState::kNone) {
-          sink.PutExpiry(due, key);
+          AddRecord(out, Op::kPutExpiry, node, nullptr, static_cast<std::uint64_t>(due));
         }
         node->ttl->indexed = due;
       }
     }
     if (node->reg) {
-      const std::size_t node_key_len = key.size();
       for (Slot& slot : node->reg->slots) {
-        if (!slot.dirty) {
-          continue;
+        if (slot.dirty) {
+          CollectSlot(out, node, slot);
         }
-        key.resize(node_key_len);
-        key.append(core::kKeySuffixMarker);
-        if (slot.blade != nullptr) {
-          key.append(slot.blade->name);
-        }
-        WriteSlot(sink, slot, key, key.size());
       }
     }
   }
   dirty_.clear();
   ++commits_;
-  for (std::size_t i = 0; i < graveyard_.size(); ++i) {
+  // The dead nodes' keys are read until the records are written: ReleaseChanges() frees them.
+  out.dead.insert(out.dead.end(), graveyard_.begin(), graveyard_.end());
+  out.dead.insert(out.dead.end(), covered_.begin(), covered_.end());
+  graveyard_.clear();
+  covered_.clear();
+}
+
+void Engine::ReleaseChanges(ChangeSet& changes) {
+  constexpr std::size_t kAhead = 6;
+  std::vector<Node*>& dead = changes.dead;
+  for (std::size_t i = 0; i < dead.size(); ++i) {
     // Two steps: the node 2 * kAhead ahead, then the register of the one kAhead ahead (FreeNode
     // frees it and its slots).
-    if (i + 2 * kAhead < graveyard_.size()) {
-      __builtin_prefetch(graveyard_[i + 2 * kAhead]);
+    if (i + 2 * kAhead < dead.size()) {
+      __builtin_prefetch(dead[i + 2 * kAhead]);
     }
-    if (i + kAhead < graveyard_.size()) {
-      __builtin_prefetch(graveyard_[i + kAhead]->reg.get());
+    if (i + kAhead < dead.size()) {
+      __builtin_prefetch(dead[i + kAhead]->reg.get());
     }
-    FreeNode(graveyard_[i]);
+    FreeNode(dead[i]);
   }
-  graveyard_.clear();
-  for (Node* node : covered_) {
-    FreeNode(node);
+  dead.clear();
+  changes.records.clear();
+  changes.values.clear();
+  changes.entries.clear();
+  changes.subtrees.clear();
+}
+
+void WriteChanges(const ChangeSet& changes, RecordSink& sink, std::string& key,
+                  std::string& value) {
+  using Op = ChangeSet::Op;
+  // Consecutive records of one node (its record, its slots, their chunks) share its key.
+  const Node* key_node = nullptr;
+  std::size_t node_key_len = 0;
+  for (const ChangeSet::Record& r : changes.records) {
+    const auto v = [&] { return std::string_view(changes.values).substr(r.value, r.value_size); };
+    switch (r.op) {
+      case Op::kDeleteSubtree:
+        sink.DeleteSubtree(changes.subtrees[r.n]);
+        continue;
+      case Op::kPutSource:
+        sink.PutSource(static_cast<std::uint32_t>(r.n), v());
+        continue;
+      case Op::kPutBlade:
+        sink.PutBlade(static_cast<std::uint32_t>(r.n), v());
+        continue;
+      default:
+        break;
+    }
+    if (r.node != key_node) {
+      key.clear();
+      AppendNodeKey(r.node, changes.root, key);
+      key_node = r.node;
+      node_key_len = key.size();
+    } else {
+      key.resize(node_key_len);
+    }
+    switch (r.op) {
+      case Op::kDeleteExpiry:
+        sink.DeleteExpiry(static_cast<std::int64_t>(r.n), key);
+        continue;
+      case Op::kPutExpiry:
+        sink.PutExpiry(static_cast<std::int64_t>(r.n), key);
+        continue;
+      case Op::kDeleteNode:
+        sink.DeleteNode(key);
+        continue;
+      case Op::kPutNode:
+        sink.PutNode(key, v());
+        continue;
+      default:
+        break;
+    }
+    key.append(core::kKeySuffixMarker);
+    if (r.blade != nullptr) {
+      key.append(r.blade->name);
+    }
+    switch (r.op) {
+      case Op::kDeleteSlot:
+        sink.DeleteSlot(key);
+        break;
+      case Op::kPutSlot:
+        sink.PutSlot(key, v());
+        break;
+      case Op::kDeleteHistory:
+        AppendChunkNo(key, r.n);
+        sink.DeleteHistory(key);
+        break;
+      case Op::kPutHistory: {
+        AppendChunkNo(key, r.n);
+        value.clear();
+        {
+          RecordWriter w(value);  // flushed into `value` when it goes
+          w.Varint(r.value_size);
+          for (std::size_t i = r.value; i < r.value + r.value_size; ++i) {
+            const RunEntry& e = changes.entries[i];
+            char* p = w.Reserve(kMaxStamp + kMaxNumber);
+            p = PutStampTo(p, e.stamp);
+            w.Advance(PutNumberTo(p, e.amount));
+          }
+        }
+        sink.PutHistory(key, value);
+        break;
+      }
+      default:
+        break;
+    }
   }
-  covered_.clear();
 }
 
 namespace {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "batch_rep.h"
+#include "change_set.h"
 #include "engine.h"
 #include "layout.h"
 #include "records.h"
@@ -186,11 +187,21 @@ struct StateStore::Impl final : internal::PageSource {
   // these index keys and records the current rules (the engine rewrites every entry).
   bool rebuild_index = false;
   std::vector<std::string> stale_index_keys;
-  Families families;           // the column families' BatchRep tags
-  internal::BatchRep rep;      // the batch being built (Commit)
-  ChangeLogRecord change_log;  // the change-log record being built (reused)
+  Families families;  // the column families' BatchRep tags
+  // The last commit's changes (Engine::CollectChanges). The writer turns them into the batch's
+  // records (BuildBatch) while the merge thread merges the next batch; `changes_busy` (guarded
+  // by mu) is set until it has, and the merge thread waits for that before it frees their dead
+  // nodes and collects the next (Commit).
+  internal::ChangeSet changes;
+  bool changes_busy = false;
+  // Used by whichever thread builds batches (the writer, or the committing thread without
+  // pipelining): the batch and change-log record being built, scratch for keys and values.
+  internal::BatchRep rep;
+  ChangeLogRecord change_log;
+  std::string key_scratch, value_scratch;
   // Sizes of the change-log entries written since open (oldest first), their sum, and the bytes
   // the log holds since the last trim (entries from before open are trimmed by the first trim).
+  // Kept by the thread that builds batches.
   std::deque<std::pair<std::uint64_t, std::size_t>> log_sizes;
   std::size_t log_bytes = 0;
   std::size_t log_bytes_at_trim = 0;
@@ -205,10 +216,15 @@ struct StateStore::Impl final : internal::PageSource {
   mutable std::mutex mu;
   std::condition_variable cv;
   struct Pending {
-    std::string batch;                      // a WriteBatch's bytes (BatchRep)
     std::uint64_t commit = 0;               // its number in commits_made
     std::uint64_t engine_commit = 0;        // the engine's commit number (history chunks)
+    std::uint64_t log_commit = 0;           // the change-log key (the engine's commits())
     std::vector<SourcePosition> positions;  // the positions it holds
+    std::string clock;                      // the clock record
+    // Opened with other TTL rules: the index keys to delete first and the rules to record.
+    bool rebuild_index = false;
+    std::vector<std::string> stale_index_keys;
+    std::string rules;
   };
   std::optional<Pending> pending;
   // Buffers of written batches, recycled (BatchRep::Recycle) for the next ones: their pages
@@ -232,18 +248,90 @@ struct StateStore::Impl final : internal::PageSource {
     return wo;
   }
 
-  // Writes one batch (on the writer thread, or the caller's without pipelining) unless an
-  // earlier write failed, and records what became durable. REQUIRES: `lock` holds mu.
+  // The WriteBatch bytes of one commit: `changes`' records, then its change-log entry, its
+  // positions and the clock, in `buffer` (a recycled one, best). On the thread that writes.
+  std::string BuildBatch(const Pending& job, std::string buffer) {
+    internal::BatchRep& batch = rep;
+    batch.Start(std::move(buffer));
+    BatchSink sink(batch, families);
+    const Families& cf = families;
+    if (job.rebuild_index) {
+      // Before the engine's puts: an entry it writes again may have the same key.
+      for (const std::string& key : job.stale_index_keys) {
+        batch.Delete(cf.expiry, key);
+      }
+      if (job.rules.empty()) {
+        batch.Delete(cf.meta, internal::kTtlRulesKey);
+      } else {
+        batch.Put(cf.meta, internal::kTtlRulesKey, job.rules);
+      }
+    }
+    if (options.change_log) {
+      change_log.Start();
+      sink.set_change_log(&change_log);
+    }
+    internal::WriteChanges(changes, sink, key_scratch, value_scratch);
+    if (options.change_log) {
+      // Every commit gets an entry (possibly empty), so a reader can tell a trimmed log from a
+      // commit that changed nothing. The log keeps the last kChangeLogCommits commits and at
+      // most options.change_log_max_bytes of them (a reader further behind resyncs from a
+      // snapshot); trimming is a range delete from commit 0 (which also covers entries left
+      // from before a reopen), issued every 64 commits or as soon as the kept bytes pass twice
+      // the bound.
+      const std::uint64_t commit = job.log_commit;
+      const std::string_view log = change_log.view();
+      batch.Put(cf.changes, internal::CommitKey(commit), log);
+      log_sizes.emplace_back(commit, log.size());
+      log_bytes += log.size();
+      while (log_sizes.size() > 1 && (log_sizes.size() > internal::kChangeLogCommits ||
+                                      log_bytes > options.change_log_max_bytes)) {
+        log_bytes -= log_sizes.front().second;
+        log_sizes.pop_front();
+        log_trim_due = true;
+      }
+      const bool far_over = log_bytes_at_trim > 2 * options.change_log_max_bytes;
+      if (log_trim_due && (commit % 64 == 0 || far_over)) {
+        batch.DeleteRange(cf.changes, internal::CommitKey(0),
+                          internal::CommitKey(log_sizes.front().first));
+        log_trim_due = false;
+        log_bytes_at_trim = log_bytes;
+      } else {
+        log_bytes_at_trim += log.size();
+      }
+    }
+    std::string value;
+    for (const SourcePosition& p : job.positions) {
+      value.clear();
+      internal::PutVarint(value, p.offset);
+      internal::PutVarint(value, p.line);
+      batch.Put(cf.meta, std::string(1, internal::kPositionPrefix) + p.source, value);
+    }
+    batch.Put(cf.meta, internal::kClockKey, job.clock);
+    return batch.Finish();
+  }
+
+  // Builds and writes one batch (on the writer thread, or the caller's without pipelining)
+  // unless an earlier write failed, and records what became durable. REQUIRES: `lock` holds mu.
   void WriteLocked(std::unique_lock<std::mutex>& lock, Pending job) {
+    std::string buffer;
+    if (!spares.empty()) {
+      buffer = std::move(spares.back());
+      spares.pop_back();
+    }
     if (write_error.ok()) {
       writing = true;
       lock.unlock();
-      rocksdb::WriteBatch batch(std::move(job.batch));
+      std::string bytes = BuildBatch(job, std::move(buffer));
+      lock.lock();
+      changes_busy = false;  // built: the merge thread may release the changes
+      cv.notify_all();
+      lock.unlock();
+      rocksdb::WriteBatch batch(std::move(bytes));
       rocksdb::Status s = db->Write(WriteOpts(), &batch);
       // Take the buffer back (the batch is not used again; its rep is a plain member, so the
       // const_cast is well-defined) and ready it for reuse here, off the committing thread.
-      job.batch = std::move(const_cast<std::string&>(batch.Data()));
-      internal::BatchRep::Recycle(job.batch);
+      buffer = std::move(const_cast<std::string&>(batch.Data()));
+      internal::BatchRep::Recycle(buffer);
       lock.lock();
       writing = false;
       if (s.ok()) {
@@ -255,9 +343,11 @@ struct StateStore::Impl final : internal::PageSource {
       } else {
         write_error = FromRocks(s, "writing the state");
       }
+    } else {
+      changes_busy = false;  // never written: nothing reads them
     }
-    if (spares.size() < 3) {
-      spares.push_back(std::move(job.batch));
+    if (spares.size() < 3 && buffer.capacity() > 0) {
+      spares.push_back(std::move(buffer));
     }
     cv.notify_all();
   }
@@ -603,102 +693,52 @@ Status StateStore::Commit() {
   if (!im.engine.page_error().ok()) {
     return im.engine.page_error();  // the state in memory is incomplete: write nothing
   }
-  // Reuse a written batch's buffer: its pages are touched, so building it does not page-fault.
-  std::string buffer;
   {
-    std::lock_guard lock(im.mu);
-    if (!im.spares.empty()) {
-      buffer = std::move(im.spares.back());
-      im.spares.pop_back();
-    }
+    // The writer reads the last commit's changes until it has built that batch, and the queue
+    // holds one batch: wait for both (the writer is nearly always done long before).
+    std::unique_lock lock(im.mu);
+    im.cv.wait(lock, [&] { return !im.changes_busy && !im.pending.has_value(); });
   }
-  internal::BatchRep& batch = im.rep;
-  batch.Start(std::move(buffer));
-  BatchSink sink(batch, im.families);
-  const Families& cf = im.families;
+  im.engine.ReleaseChanges(im.changes);  // the last commit's dead nodes
+  Impl::Pending job;
   if (im.rebuild_index) {
-    // Before the engine's puts: an entry it writes again may have the same key.
-    for (const std::string& key : im.stale_index_keys) {
-      batch.Delete(cf.expiry, key);
-    }
-    const std::string rules = RulesRecord(im.options.engine.ttl);
-    if (rules.empty()) {
-      batch.Delete(cf.meta, internal::kTtlRulesKey);
-    } else {
-      batch.Put(cf.meta, internal::kTtlRulesKey, rules);
-    }
+    job.rebuild_index = true;
+    job.stale_index_keys = std::move(im.stale_index_keys);
+    job.rules = RulesRecord(im.options.engine.ttl);
     im.stale_index_keys = {};
     im.rebuild_index = false;
   }
-  if (im.options.change_log) {
-    im.change_log.Start();
-    sink.set_change_log(&im.change_log);
-  }
-  im.engine.CollectChanges(sink);
-  const std::uint64_t engine_commit = im.engine.commits() - 1;
-  if (im.options.change_log) {
-    // Every commit gets an entry (possibly empty), so a reader can tell a trimmed log from a
-    // commit that changed nothing. The log keeps the last kChangeLogCommits commits and at most
-    // options.change_log_max_bytes of them (a reader further behind resyncs from a snapshot); trimming is a
-    // range delete from commit 0 (which also covers entries left from before a reopen), issued
-    // every 64 commits or as soon as the kept bytes pass twice the bound.
-    const std::uint64_t commit = im.engine.commits();
-    const std::string_view log = im.change_log.view();
-    batch.Put(cf.changes, internal::CommitKey(commit), log);
-    im.log_sizes.emplace_back(commit, log.size());
-    im.log_bytes += log.size();
-    while (im.log_sizes.size() > 1 && (im.log_sizes.size() > internal::kChangeLogCommits ||
-                                       im.log_bytes > im.options.change_log_max_bytes)) {
-      im.log_bytes -= im.log_sizes.front().second;
-      im.log_sizes.pop_front();
-      im.log_trim_due = true;
-    }
-    const bool far_over = im.log_bytes_at_trim > 2 * im.options.change_log_max_bytes;
-    if (im.log_trim_due && (commit % 64 == 0 || far_over)) {
-      batch.DeleteRange(cf.changes, internal::CommitKey(0),
-                        internal::CommitKey(im.log_sizes.front().first));
-      im.log_trim_due = false;
-      im.log_bytes_at_trim = im.log_bytes;
-    } else {
-      im.log_bytes_at_trim += log.size();
-    }
-  }
-  Impl::Pending job;
+  im.engine.CollectChanges(im.changes);
+  job.engine_commit = im.engine.commits() - 1;
+  job.log_commit = im.engine.commits();
   job.positions.reserve(im.staged_positions.size());
   for (auto& [source, p] : im.staged_positions) {
-    std::string value;
-    internal::PutVarint(value, p.offset);
-    internal::PutVarint(value, p.line);
-    batch.Put(cf.meta, std::string(1, internal::kPositionPrefix) + source, value);
     im.positions[source] = p;
     job.positions.push_back(p);
   }
   im.staged_positions.clear();
-  {
-    std::string clock;
-    internal::PutVarint(clock, internal::ZigZag(im.engine.watermark()));
-    internal::PutVarint(clock, internal::ZigZag(im.engine.gc_horizon()));
-    internal::PutVarint(clock, im.engine.commits());
-    internal::PutVarint(clock, internal::ZigZag(im.engine.max_ts()));
-    batch.Put(cf.meta, internal::kClockKey, clock);
-  }
-  job.batch = batch.Finish();
+  internal::PutVarint(job.clock, internal::ZigZag(im.engine.watermark()));
+  internal::PutVarint(job.clock, internal::ZigZag(im.engine.gc_horizon()));
+  internal::PutVarint(job.clock, im.engine.commits());
+  internal::PutVarint(job.clock, internal::ZigZag(im.engine.max_ts()));
   job.commit = ++im.commits_made;
-  job.engine_commit = engine_commit;
   std::uint64_t durable_below = 0;
   {
     std::unique_lock lock(im.mu);
     if (!im.options.pipelined) {
+      im.changes_busy = true;
       im.WriteLocked(lock, std::move(job));
-    } else {
-      im.cv.wait(lock, [&] { return !im.pending.has_value(); });
-      if (im.write_error.ok()) {
-        im.pending = std::move(job);
-        im.cv.notify_all();
-      }
+    } else if (im.write_error.ok()) {
+      im.changes_busy = true;
+      im.pending = std::move(job);
+      im.cv.notify_all();
     }
     if (!im.write_error.ok()) {
       return im.write_error;
+    }
+    if (im.engine.paging()) {
+      // Paging out frees nodes: not while the writer may still read this commit's.
+      im.cv.wait(lock, [&] { return !im.changes_busy; });
     }
     durable_below = im.engine_durable_below;
   }

@@ -98,9 +98,10 @@ class StateStore {
   /// Writes everything merged since the last commit and the staged positions atomically, as
   /// one WriteBatch: state and positions become durable together or not at all.
   ///
-  /// With `pipelined` (the default) this serialises the batch on the caller's thread and hands it
-  /// to the store's writer thread, waiting only while an earlier batch is still queued (one is
-  /// written while at most one waits), so the caller merges the next batch during the write.
+  /// With `pipelined` (the default) this takes the changes out of the engine on the caller's
+  /// thread and hands them to the store's writer thread, which turns them into the batch's
+  /// records and writes it while the caller merges the next batch; the call waits only while
+  /// the writer has not yet built the previous batch (it is nearly always done).
   /// The commit is then durable once commits_durable() reaches its number (commits_made() right
   /// after the call): see WaitDurable(), Flush(). Without `pipelined` it returns once written.
   /// Batches are written in order, and after a failed write no later batch is written, so a
