@@ -67,7 +67,7 @@ Engine::Engine(EngineOptions options, bool persistent)
     : options_(options), persistent_(persistent) {
   root_ = AllocNode();
   root_->kind = Kind::kObject;
-  frames_.reserve(72);
+  frames_.resize(72);  // depth 64 (DecodeLimits::max_depth) and more grow it
   BuildPatterns();
 }
 
@@ -169,19 +169,22 @@ Engine::SeqCheck Engine::CheckSeq(const Blade& blade, std::uint64_t seq, std::ui
 }
 
 void Engine::RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash, std::int64_t ts) {
+  static_assert((Blade::kRing & (Blade::kRing - 1)) == 0);
   if (blade.last_ts < ts) {
     blade.last_ts = ts;
   }
+  auto& entry = blade.ring[static_cast<std::size_t>(blade.ring_next)];
   if (blade.ring_count == Blade::kRing) {
-    const std::uint64_t evicted = blade.ring[static_cast<std::size_t>(blade.ring_next)].first;
+    const std::uint64_t evicted = entry.first;
     if (!blade.has_evicted || evicted > blade.evicted_max) {
       blade.evicted_max = evicted;
       blade.has_evicted = true;
     }
+  } else {
+    ++blade.ring_count;
   }
-  blade.ring[static_cast<std::size_t>(blade.ring_next)] = {seq, hash};
-  blade.ring_next = (blade.ring_next + 1) % Blade::kRing;
-  blade.ring_count = std::min(blade.ring_count + 1, Blade::kRing);
+  entry = {seq, hash};
+  blade.ring_next = (blade.ring_next + 1) & (Blade::kRing - 1);
   if (!blade.has_seq || seq > blade.last_seq) {
     blade.last_seq = seq;
     blade.has_seq = true;
@@ -260,7 +263,11 @@ ApplyResult Engine::Apply(const core::Shard& shard, const ShardSource* source) {
   }
   in_order_ = !blade->has_seq || shard.seq > blade->last_seq;
   RecordSeq(*blade, shard.seq, shard.hash, shard.ts);
-  SetOrigin(source);
+  if (source != nullptr) {
+    SetOrigin(source);
+  } else {
+    origin_ = Origin{};
+  }
   if (s.ts > max_ts_) {
     max_ts_ = s.ts;
   }
@@ -302,8 +309,10 @@ ChangeCause CauseOf(OpKind kind) {
 // reported at its own node when that node's visible value changed.
 template <bool kEmit, bool kTtl>
 void Engine::ApplyEntries(const core::Shard& shard, const Stamp& s) {
-  frames_.clear();
-  frames_.push_back({root_, Stamp{}});
+  // frames[d - 1] is the object the entries at depth d go into (frames[0] the root), with the
+  // newest reset above it; indexed by depth instead of resized per entry.
+  Frame* frames = frames_.data();
+  frames[0] = {root_, Stamp{}};
   const auto& entries = shard.entries;
   const auto n = static_cast<std::uint32_t>(entries.size());
   [[maybe_unused]] Node* pending = nullptr;  // became an object in this shard: reported at its end
@@ -317,8 +326,11 @@ void Engine::ApplyEntries(const core::Shard& shard, const Stamp& s) {
       }
     }
     const core::BodyEntry& e = entries[i];
-    frames_.resize(e.depth);
-    const Frame& f = frames_.back();
+    if (e.depth >= frames_.size()) [[unlikely]] {
+      frames_.resize(std::size_t{e.depth} + 1);
+      frames = frames_.data();
+    }
+    const Frame& f = frames[e.depth - 1];
     Node* parent = f.node;
     const Stamp kill = MaxStamp(f.kill, parent->reset);
     if (s < kill) {
@@ -340,7 +352,7 @@ void Engine::ApplyEntries(const core::Shard& shard, const Stamp& s) {
     switch (e.kind) {
       case OpKind::kObject:
         child = EnsureObject(parent, child, e.key, s);
-        frames_.push_back({child, kill});
+        frames[e.depth] = {child, kill};
         break;
       case OpKind::kSet:
         child = SetScalar(parent, child, e.key, s, e.value);
@@ -704,19 +716,16 @@ void Engine::DropValue(Node* node) {
   // `scalar` is left as it is: it is read only while the node is a scalar, and SetScalar assigns
   // it (clearing it here cost a cache miss per erased or replaced node).
   if (node->reg) {
-    for (Slot& slot : node->reg->slots) {
-      DropSlot(node, slot);
-    }
-    UntrackRegister(node);
-    node->reg.reset();
+    DropRegister(node);
   }
 }
 
-void Engine::MarkDirty(Node* node) {
-  if (!node->dirty && persistent_) {
-    node->dirty = true;
-    dirty_.push_back(node);
+void Engine::DropRegister(Node* node) {
+  for (Slot& slot : node->reg->slots) {
+    DropSlot(node, slot);
   }
+  UntrackRegister(node);
+  node->reg.reset();
 }
 
 Node* Engine::EnsureObject(Node* parent, Node* child, std::string_view key, const Stamp& s) {
