@@ -11,7 +11,10 @@ namespace lattice::ingest::internal {
 
 namespace {
 constexpr std::size_t kBlockSize = 1 << 20;
-constexpr std::size_t kMaxBatchesInFlight = 4;
+// Decoded batches ahead of the merge thread (of batch_lines each; replay: 4096, ~4 MB each).
+// The decoder shares the second core with the store's writer and RocksDB's threads: with 4
+// (~13 ms of merging) the merge thread ran dry whenever the decoder was descheduled longer.
+constexpr std::size_t kMaxBatchesInFlight = 8;
 constexpr std::size_t kDeadLetterTextBytes = 1024;
 }  // namespace
 
