@@ -211,6 +211,20 @@ std::string_view FieldText(std::string_view line, std::size_t field) {
   }
 }
 
+// The bytes of `s` (at most 8) as one little-endian word, as a load from memory would give them.
+template <std::size_t N>
+constexpr std::uint64_t Word(const char (&s)[N]) {
+  static_assert(N - 1 <= 8);
+  std::uint64_t w = 0;
+  for (std::size_t i = 0; i + 1 < N; ++i) {
+    w |= std::uint64_t{static_cast<unsigned char>(s[i])} << (8 * i);
+  }
+  return w;
+}
+
+// The envelope fields ScanEnvelope knows.
+enum class Field : std::uint8_t { kBlade, kSeq, kTs, kShard, kTopic, kPartition, kOffset, kOther };
+
 // k == name with the length known at compile time: string_view's operator== stayed an
 // out-of-line call per envelope field.
 template <std::size_t N>
@@ -1278,42 +1292,70 @@ struct ShardDecoder::Impl {
       return false;  // fields are missing
     }
     while (true) {
-      std::string_view k;
-      if (!ScanString(k) || Tok() != ':') {
-        return false;
+      // The four keys every line has, written as recordings write them (`"blade":` with nothing
+      // between the closing quote and the colon), are told by one 8-byte load at the token: the
+      // string then ends at the quote (no byte of it is a backslash) and the colon is the next
+      // token. Anything else takes ScanString and the name comparisons.
+      Field f = Field::kOther;
+      std::uint64_t w;
+      std::memcpy(&w, sbuf + sidx[sp], 8);  // scan_buf's padding covers the bytes past the line
+      if (w == Word("\"blade\":")) {
+        f = Field::kBlade;
+      } else if (w == Word("\"shard\":")) {
+        f = Field::kShard;
+      } else if ((w & 0xFFFFFFFFFFFFULL) == Word("\"seq\":")) {
+        f = Field::kSeq;
+      } else if ((w & 0xFFFFFFFFFFULL) == Word("\"ts\":")) {
+        f = Field::kTs;
       }
-      ++sp;
+      if (f != Field::kOther) {
+        sp += 2;  // the key and the colon
+      } else {
+        std::string_view k;
+        if (!ScanString(k) || Tok() != ':') {
+          return false;
+        }
+        ++sp;
+        f = IsKey(k, "blade")       ? Field::kBlade
+            : IsKey(k, "seq")       ? Field::kSeq
+            : IsKey(k, "ts")        ? Field::kTs
+            : IsKey(k, "shard")     ? Field::kShard
+            : IsKey(k, "topic")     ? Field::kTopic
+            : IsKey(k, "partition") ? Field::kPartition
+            : IsKey(k, "offset")    ? Field::kOffset
+                                    : Field::kOther;
+      }
       std::int64_t v;
-      if (IsKey(k, "blade")) {
+      if (f == Field::kBlade) {
         if (!take(have_blade) || !ScanString(shard.blade) || shard.blade.empty() ||
             shard.blade.size() > limits.max_blade_bytes) {
           return false;
         }
-      } else if (IsKey(k, "seq")) {
+      } else if (f == Field::kSeq) {
         if (!take(have_seq) || !ScanNonNegative(v)) {
           return false;
         }
         shard.seq = static_cast<std::uint64_t>(v);
-      } else if (IsKey(k, "ts")) {
+      } else if (f == Field::kTs) {
         if (!take(have_ts) || !ScanNonNegative(v)) {
           return false;
         }
         shard.ts = v;
-      } else if (IsKey(k, "shard")) {
+      } else if (f == Field::kShard) {
         body_begin = sidx[sp];
         if (!take(have_body) || !ScanBody<kBuild>(top)) {
           return false;
         }
         body_end = sidx[sp - 1] + 1;  // past the body's closing brace, the last token read
-      } else if (IsKey(k, "topic")) {
+      } else if (f == Field::kTopic) {
         if (!take(seen_topic) || !ScanString(shard.topic)) {
           return false;
         }
-      } else if (IsKey(k, "partition")) {
+      } else if (f == Field::kPartition) {
         if (!take(seen_partition) || !ScanNonNegative(shard.partition)) {
           return false;
         }
-      } else if (IsKey(k, "offset")) {
+      } else if (f == Field::kOffset) {
         if (!take(seen_offset) || !ScanNonNegative(shard.offset)) {
           return false;
         }

@@ -1008,6 +1008,23 @@ TEST(ShardDecoderWalksTest, WalksAgreeOnEdgeCases) {
            R"({"blade":"b","seq":1,"ts":2,"shard":{}})",
            R"({})",
            R"({"blade":"b","seq":1,"ts":2,"shard":{},"topic":"t","partition":1,"offset":2})",
+           // The usual keys are told apart by their bytes up to the colon; variants of them.
+           R"({"blade" :"b","seq" :1,"ts" :2,"shard" :{}})",
+           R"({"blade":"b","seq":1,"ts":2,"shard":{},"seq":1})",
+           R"({"blade":"b","seq":1,"ts":2,"shard":{},"ts":2})",
+           R"({"blade":"b","seq":1,"ts":2,"shard":{},"blade":"b"})",
+           R"({"blade":"b","seq":1,"ts":2,"shard":{},"shard":{}})",
+           R"({"shard":{"a":1},"ts":2,"seq":1,"blade":"b"})",
+           R"({"bladex":"b","blade":"b","seq":1,"ts":2,"shard":{}})",
+           R"({"blad":"b","blade":"b","seq":1,"ts":2,"shard":{}})",
+           R"({"blade":"b","seqx":1,"seq":1,"tsx":2,"ts":2,"shard":{},"shardx":{}})",
+           R"({"bl\u0061de":"b","seq":1,"ts":2,"shard":{}})",
+           R"({"blade":"b","s\u0065q":1,"ts":2,"shard":{}})",
+           R"({"blade":"b","seq":1,"ts":2,"shard":{"blade":"x","seq":1,"ts":2,"shard":{}}})",
+           R"({"blade":"b","seq":1,"ts":2,"shard":)",
+           R"({"blade":"b","seq":1,"ts":2,"shard")",
+           R"({"blade":)",
+           R"({"ts":)",
        }) {
     lines.push_back(line);
   }
