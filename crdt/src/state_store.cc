@@ -527,9 +527,28 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
       {std::string(internal::kExpiryCf), cf_options},
   };
   rocksdb::DB* raw = nullptr;
-  LATTICE_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, dir, cfs, &im.handles, &raw),
-                                    "opening '" + dir + "'"));
-  im.db.reset(raw);
+  std::vector<std::string> existing;
+  if (!rocksdb::DB::ListColumnFamilies(db_options, dir, &existing).ok()) {
+    // A new database: open it with the default family, then create the others in one call.
+    // DB::Open creates missing families one by one, and each writes and syncs a new OPTIONS
+    // file and the directory (7 in all: ~40 M instructions and ~40 fsyncs; now 2).
+    LATTICE_RETURN_IF_ERROR(
+        FromRocks(rocksdb::DB::Open(db_options, dir, {cfs[0]}, &im.handles, &raw),
+                  "opening '" + dir + "'"));
+    im.db.reset(raw);
+    std::vector<std::string> names;
+    for (std::size_t i = 1; i < cfs.size(); ++i) {
+      names.push_back(cfs[i].name);
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> created;
+    const rocksdb::Status s = im.db->CreateColumnFamilies(cf_options, names, &created);
+    im.handles.insert(im.handles.end(), created.begin(), created.end());
+    LATTICE_RETURN_IF_ERROR(FromRocks(s, "creating the column families of '" + dir + "'"));
+  } else {
+    LATTICE_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, dir, cfs, &im.handles, &raw),
+                                      "opening '" + dir + "'"));
+    im.db.reset(raw);
+  }
   im.state_cf = im.handles[1];
   im.counters_cf = im.handles[2];
   im.meta_cf = im.handles[3];
