@@ -326,11 +326,7 @@ void Engine::ApplyEntries(const core::Shard& shard, const Stamp& s) {
       }
     }
     const core::BodyEntry& e = entries[i];
-    if (e.depth >= frames_.size()) [[unlikely]] {
-      frames_.resize(std::size_t{e.depth} + 1);
-      frames = frames_.data();
-    }
-    const Frame& f = frames[e.depth - 1];
+    const Frame& f = frames[e.depth - 1];  // written by the entry's parent (checked there)
     Node* parent = f.node;
     const Stamp kill = MaxStamp(f.kill, parent->reset);
     if (s < kill) {
@@ -352,6 +348,10 @@ void Engine::ApplyEntries(const core::Shard& shard, const Stamp& s) {
     switch (e.kind) {
       case OpKind::kObject:
         child = EnsureObject(parent, child, e.key, s);
+        if (e.depth >= frames_.size()) [[unlikely]] {
+          frames_.resize(std::size_t{e.depth} + 1);
+          frames = frames_.data();
+        }
         frames[e.depth] = {child, kill};
         break;
       case OpKind::kSet:

@@ -389,7 +389,7 @@ struct Register {
 // is; so no key collapses the hash.)
 struct NameHash {
   using is_transparent = void;
-  std::size_t operator()(std::string_view s) const {
+  [[gnu::always_inline]] std::size_t operator()(std::string_view s) const {
     const char* p = s.data();
     const std::size_t n = s.size();
     std::uint64_t a, b;
@@ -420,7 +420,7 @@ struct NameHash {
 };
 struct NameEq {
   using is_transparent = void;
-  bool operator()(std::string_view a, std::string_view b) const {
+  [[gnu::always_inline]] bool operator()(std::string_view a, std::string_view b) const {
     return a.size() == b.size() && SameBytes(a.data(), b.data(), a.size());
   }
 };
@@ -616,7 +616,7 @@ class Engine {
 
   Blade* InternBlade(std::string_view name);
   static constexpr int kBladeCacheBits = 8;
-  static std::size_t BladeCacheSlot(std::string_view name);
+  [[gnu::always_inline]] static inline std::size_t BladeCacheSlot(std::string_view name);
   void SetOrigin(const ShardSource* source);
   enum class SeqCheck { kNew, kDuplicate, kConflict };
   SeqCheck CheckSeq(const Blade& blade, std::uint64_t seq, std::uint64_t hash) const;
@@ -654,9 +654,10 @@ class Engine {
   void ProcessSlots(std::int64_t horizon);
   void ProcessBlades(std::int64_t horizon);
   void AdvanceHorizon(std::int64_t horizon);
-  Node* EnsureObject(Node* parent, Node* child, std::string_view key, const Stamp& s);
-  Node* SetScalar(Node* parent, Node* child, std::string_view key, const Stamp& s,
-                  std::string_view value);
+  [[gnu::always_inline]] inline Node* EnsureObject(Node* parent, Node* child, std::string_view key,
+                                                   const Stamp& s);
+  [[gnu::always_inline]] inline Node* SetScalar(Node* parent, Node* child, std::string_view key,
+                                                const Stamp& s, std::string_view value);
   Node* Erase(Node* parent, Node* child, std::string_view key, const Stamp& s);
   Node* RegisterOp(Node* parent, Node* child, std::string_view key, const Stamp& s, Kind kind,
                    const core::Number& n);
