@@ -839,11 +839,25 @@ void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
   // counter_slot_ttl a new slot must be scheduled as it appears, so that takes the full path.
   if (kind == Kind::kCounter && n.is_int && reg.all_int && in_order_ &&
       options_.counter_slot_ttl_ms == 0) {
+    if (reg.pending.empty()) {
+      reg.pending_ts0 = s.ts;
+      reg.pending_seq0 = s.seq;
+    }
     std::int64_t total;
+    std::int64_t dts;
+    const std::uint64_t dseq = s.seq - reg.pending_seq0;  // wrapping; fits if in int32 range
     if (reg.total.is_int && !__builtin_add_overflow(reg.total.i, n.i, &total) &&
-        n.i >= std::numeric_limits<std::int32_t>::min() &&
-        n.i <= std::numeric_limits<std::int32_t>::max()) {
-      reg.pending.push_back({s.ts, s.seq, s.blade->id, static_cast<std::int32_t>(n.i)});
+        n.i >= std::numeric_limits<std::int16_t>::min() &&
+        n.i <= std::numeric_limits<std::int16_t>::max() &&
+        !__builtin_sub_overflow(s.ts, reg.pending_ts0, &dts) &&
+        dts >= std::numeric_limits<std::int32_t>::min() &&
+        dts <= std::numeric_limits<std::int32_t>::max() &&
+        dseq + (std::uint64_t{1} << 31) < (std::uint64_t{1} << 32) &&
+        s.blade->id <= std::numeric_limits<std::uint16_t>::max()) {
+      reg.pending.push_back({static_cast<std::int32_t>(dts),
+                             static_cast<std::int32_t>(static_cast<std::int64_t>(dseq)),
+                             static_cast<std::uint16_t>(s.blade->id),
+                             static_cast<std::int16_t>(n.i)});
       reg.total = Number::Int(total);
       const std::uint64_t mag = n.i < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(n.i)
                                         : static_cast<std::uint64_t>(n.i);
@@ -927,7 +941,7 @@ void Engine::Materialize(Node* node) {
   // What AddToRun's full path does per increment, in the same order; the total already has them.
   for (std::size_t i = 0; i < reg.pending.size(); ++i) {
     const PendingInc& p = reg.pending[i];
-    const Stamp stamp = PendingStamp(p);
+    const Stamp stamp = PendingStamp(reg, p);
     Slot& slot = SlotFor(reg, stamp.blade);
     slot.history.push_back({stamp, Number::Int(p.amount)});
     ++slot.unpersisted;
@@ -1232,7 +1246,7 @@ void Engine::FoldPending(Node* node, std::int64_t horizon) {
   Register& reg = *node->reg;
   auto& q = reg.pending;
   std::size_t k = 0;
-  while (k < q.size() && q[k].ts < horizon) {
+  while (k < q.size() && PendingTs(reg, q[k]) < horizon) {
     ++k;
   }
   if (k == 0) {
@@ -1249,15 +1263,17 @@ void Engine::FoldPending(Node* node, std::int64_t horizon) {
   for (std::size_t i = 0; i < k; ++i) {
     const PendingInc& p = q[i];
     FoldSum& f = fold_sums_[p.blade];
+    const std::int64_t ts = PendingTs(reg, p);
+    const std::uint64_t seq = PendingSeq(reg, p);
     if (!f.used) {
       f = FoldSum{};
       f.used = true;
-      f.ts = p.ts;
-      f.seq = p.seq;
+      f.ts = ts;
+      f.seq = seq;
       fold_touched_.push_back(p.blade);
-    } else if (f.ts < p.ts || (f.ts == p.ts && f.seq < p.seq)) {
-      f.ts = p.ts;  // one blade: stamps order by (ts, seq)
-      f.seq = p.seq;
+    } else if (f.ts < ts || (f.ts == ts && f.seq < seq)) {
+      f.ts = ts;  // one blade: stamps order by (ts, seq)
+      f.seq = seq;
     }
     // Wrapping; exact when used (abs < 2^63 below).
     f.sum += static_cast<std::uint64_t>(static_cast<std::int64_t>(p.amount));
@@ -1302,7 +1318,7 @@ void Engine::FoldPending(Node* node, std::int64_t horizon) {
     }
   } else {
     for (std::size_t i = 0; i < k; ++i) {
-      const Stamp stamp = PendingStamp(q[i]);
+      const Stamp stamp = PendingStamp(reg, q[i]);
       Slot& slot = SlotFor(reg, stamp.blade);
       const Number amount = Number::Int(q[i].amount);
       slot.base = AddNumbers(slot.has_base ? slot.base : Number::Int(0), amount);

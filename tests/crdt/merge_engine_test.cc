@@ -261,6 +261,34 @@ TEST(MergeEngineTest, IncrementsBeyond32BitsMixWithQueuedOnesExactly) {
       "\n");
 }
 
+TEST(MergeEngineTest, QueuedIncrementsFarApartInTsAndSeqStayExact) {
+  // A queued increment keeps its ts and seq as 32-bit offsets from the first one of its queue and
+  // its amount in 16 bits. Here a seq is below the base (a negative offset), a seq and a ts are
+  // 2^31 and more away from it, and two amounts are out of 16 bits: those take the slot path
+  // between queued ones, and the late reset at ts 3e9 must keep exactly the newer increments.
+  ExpectMergeInAnyOrder(
+      {
+          Env("a", 1000, 10, R"({"n":{"$inc":1}})"),
+          Env("b", 1, 11, R"({"n":{"$inc":2}})"),
+          Env("b", 4294967296, 20, R"({"n":{"$inc":4}})"),
+          Env("a", 1001, 2147483658, R"({"n":{"$inc":32767}})"),
+          Env("b", 4294967297, 4000000000, R"({"n":{"$inc":-32769}})"),
+          Env("a", 1002, 4000000001, R"({"n":{"$inc":-32768}})"),
+          Env("a", 1003, 4000000002, R"({"n":{"$inc":32768}})"),
+          Env("c", 1, 3000000000, R"({"n":null})"),
+      },
+      R"({"n":-32769})"
+      "\n");
+  // A seq 2^32 above the queue's base, then a late erase by the same blade at the same ts with
+  // the seq just below it: the erase is older than the increment and keeps it.
+  Feeder f;
+  EXPECT_EQ(f.Offer(Env("a", 1000, 10, R"({"n":{"$inc":1}})")), Outcome::kApplied);
+  EXPECT_EQ(f.Offer(Env("b", 4294967296, 20, R"({"n":{"$inc":4}})")), Outcome::kApplied);
+  EXPECT_EQ(f.Offer(Env("b", 4294967295, 20, R"({"n":null})")), Outcome::kApplied);
+  EXPECT_EQ(f.Dump(), R"({"n":4})"
+                      "\n");
+}
+
 TEST(MergeEngineTest, FloatIncrementsSumSlotsInBladeOrder) {
   // ((0 + 0.1) + 0.2) + 0.3 = 0.6000000000000001, whereas 0.3 + 0.2 + 0.1 = 0.6.
   ExpectMergeInAnyOrder(
