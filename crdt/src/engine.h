@@ -664,8 +664,8 @@ class Engine {
   [[gnu::always_inline]] inline Node* SetScalar(Node* parent, Node* child, std::string_view key,
                                                 const Stamp& s, std::string_view value);
   Node* Erase(Node* parent, Node* child, std::string_view key, const Stamp& s);
-  Node* RegisterOp(Node* parent, Node* child, std::string_view key, const Stamp& s, Kind kind,
-                   const core::Number& n);
+  [[gnu::always_inline]] inline Node* RegisterOp(Node* parent, Node* child, std::string_view key,
+                                                 const Stamp& s, Kind kind, const core::Number& n);
   std::optional<std::string> VisibleJson(const Node* node) const;
   std::string PathText(const Node* node) const;
   void Emit(const Node* node, std::optional<std::string> old_json,
