@@ -224,6 +224,9 @@ struct Aggregator::Impl {
   // The consumer's handle of the shards topic, made before any assignment so that the
   // partitions' leader is known when they are assigned (see Run()).
   rd_kafka_topic_t* shards_topic = nullptr;
+  // The producer's handles of the topics it writes to (dead letters, change events), made at
+  // start so that their partitions are known before the first message (see Run()).
+  std::vector<rd_kafka_topic_t*> producer_topics;
   // Indexed by partition number; entries stay when unassigned (assigned = false).
   std::vector<std::unique_ptr<PartitionState>> partitions;
   std::vector<std::int64_t> end_at_start;  // exit_at_end: high watermarks captured at start
@@ -310,6 +313,9 @@ struct Aggregator::Impl {
     }
     if (shards_topic != nullptr) {
       rd_kafka_topic_destroy(shards_topic);
+    }
+    for (rd_kafka_topic_t* t : producer_topics) {
+      rd_kafka_topic_destroy(t);
     }
   }
   Impl(const Impl&) = delete;
@@ -1385,6 +1391,23 @@ struct Aggregator::Impl {
         shards_topic != nullptr && rd_kafka_metadata(consumer.get(), 0, shards_topic, &md, 5000) ==
                                        RD_KAFKA_RESP_ERR_NO_ERROR) {
       rd_kafka_metadata_destroy(md);
+    }
+    // The same for the producer: a topic it has not looked up when the first message for it is
+    // produced waits for librdkafka's 1 s metadata timer, so the first change events (and dead
+    // letters) of a run went out about a second late, and a short run waited for them at exit.
+    for (const std::string* name : {&options.changes_topic, &options.dead_topic}) {
+      if (name->empty()) {
+        continue;
+      }
+      rd_kafka_topic_t* t = rd_kafka_topic_new(producer.get(), name->c_str(), nullptr);
+      if (t == nullptr) {
+        continue;
+      }
+      producer_topics.push_back(t);
+      if (const rd_kafka_metadata_t* md = nullptr;
+          rd_kafka_metadata(producer.get(), 0, t, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_metadata_destroy(md);
+      }
     }
     if (options.standalone) {
       // Manual assignment, no group: nothing to wait for, and no rebalance ever.
