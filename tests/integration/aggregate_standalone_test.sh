@@ -66,6 +66,19 @@ check_dump "the state after the restart" --state st
 [ "$(jq -r .messages run3.json)" == 30000 ] && ok "a new state directory reads the whole topic" \
   || fail "a new state read $(jq -r .messages run3.json) of 30000"
 
+# A catch-up commits full batches: the broker already holds the topic, so the batch limit starts
+# at --max-batch and an emptied consumer queue (the fetcher a round trip behind) does not end a
+# batch; only the limit does (the time budget is lifted here). 30000 / 8192: at most 4 commits (a
+# batch takes whole chunks of up to 2048 messages, so 3 can do); it was 1024, 2048, 4096, then
+# 8192s, and a commit at every emptied queue: 6 or more.
+"$lattice" aggregate -b "$bootstrap" --assign all --state st-catchup --exit-at-end --json \
+  --log-interval 0 --min-batch 1024 --max-batch 8192 --max-batch-time 10m >run5.json 2>run5.err ||
+  die "catch-up aggregate failed: $(tail -5 run5.err)"
+[ "$(jq -r .messages run5.json)" == 30000 ] && [ "$(jq -r .batches run5.json)" -le 4 ] &&
+  ok "a catch-up of 30000 shards with --max-batch 8192: $(jq -r .batches run5.json) full batches" ||
+  fail "catch-up: $(cat run5.json)"
+check_dump "the state of the catch-up" --state st-catchup
+
 # A prefetch limit far below the topic: librdkafka stops fetching whenever its queue holds
 # queued.min.messages and, in 2.0.2, does not resume by itself until its broker thread's next
 # wake-up (up to 1 s); the aggregator wakes it once the queue has drained to half.
