@@ -4,7 +4,8 @@
 #   bench/replay.sh [BUILD_DIR]      (default: build; needs a Release build with LATTICE_BENCH=ON)
 #
 # It writes one recording with `lattice gen --shards 2000000 --blades 64 --seed 7` (SHARDS=N in
-# the environment changes the count) and measures, one after the other:
+# the environment changes the count) and measures, in ROUNDS rounds (default 3), one after the
+# other:
 #   (a)  baseline: simdjson's DOM parser on every line, reading every key and value
 #        (BM_SimdjsonParseTouchAll in bench/core/shard_decoder_bench.cc);
 #   (a') ShardDecoder::DecodeEnvelope alone (BM_ShardDecoderDecodeEnvelope, same program);
@@ -18,12 +19,14 @@
 # the recording, so they read exactly the lines (c) replays. They hold the file in memory and do
 # not time loading it; (c) reads it from the page cache (the file was just written). Each figure
 # is one pass over the file (Google Benchmark stops after the first iteration longer than the
-# minimum time), so expect a few percent of noise.
+# minimum time) per round; (r) runs once, after the rounds. Each figure is the median of its
+# rounds, and b/a the median of the rounds' ratios (each from adjacent measurements): this host's
+# speed drifts by 20-40% within a minute, so one pass of each can land on different speeds.
 #
 # Throughput is shards per second of wall-clock time. On a busy machine wall clock overstates the
 # cost of one-thread figures, so the CPU-time figures of (a), (a') and (b) are printed too, and
 # (c)'s CPU time by thread (merge, decode, store writer); the load average is printed at the
-# start. Runtime: about 1-2 minutes on 2 cores.
+# start. Runtime: about 1-2 minutes on 2 cores (ROUNDS=3).
 #
 # Targets: (b) >= 2,000,000 shards/s and >= 40% of (a); (c) >= 1,000,000 shards/s.
 # Exit status: 0 when every figure was measured (a missed target is reported, not an error).
@@ -33,6 +36,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
 shards=${SHARDS:-2000000}
+rounds=${ROUNDS:-3}
 
 lattice="$build/cli/lattice"
 for bin in "$lattice" "$build/bench/shard_decoder_bench" "$build/bench/merge_engine_bench" \
@@ -76,6 +80,12 @@ run_bench() {  # program filter min_time
       end' "$out"
 }
 
+# Each figure is measured ROUNDS times, (a), (a'), (b), (c) in turn, and reported as the median:
+# this host's speed drifts by 20-40% within a minute, and a ratio from adjacent measurements of
+# one round is steadier than one pass of each.
+A=() AC=() D=() DC=() B=() BC=() BA=() C=() CI=() CR=() CU=() CS=() CT=()
+for round in $(seq 1 "$rounds"); do
+echo "== round $round of $rounds"
 echo "-- (a)  simdjson DOM parse, every field read (baseline)"
 read -r a_wall a_cpu < <(run_bench shard_decoder_bench BM_SimdjsonParseTouchAll 0.5)
 echo "-- (a') ShardDecoder::DecodeEnvelope"
@@ -136,17 +146,35 @@ fi
 c_wall=$(python3 -c "print($c_lines / $c_real)")
 state_mb=$(du -sm "$state" | cut -f1)
 rm -rf "$state"
+python3 -c "import sys; print('   round: a %.2f  a\' %.2f  b %.2f  c %.2f M shards/s' % tuple(
+    float(x) / 1e6 for x in sys.argv[1:]))" "$a_wall" "$d_wall" "$b_wall" "$c_wall"
+A+=("$a_wall") AC+=("$a_cpu") D+=("$d_wall") DC+=("$d_cpu") B+=("$b_wall") BC+=("$b_cpu")
+BA+=("$(python3 -c "print($b_wall / $a_wall)")") C+=("$c_wall") CI+=("$c_inner") CR+=("$c_real")
+CU+=("$c_user") CS+=("$c_sys") CT+=("$c_threads")
+done
 
 echo "-- (r)  raw RocksDB write of every leaf (for scale)"
 read -r r_wall _ < <(run_bench rocksdb_put_bench BM_RocksDbPutEveryLeaf 0.1)
 leaves=$(jq -r '.benchmarks[0].leaves' "$tmp/BM_RocksDbPutEveryLeaf.json")
 
-python3 - "$shards" "$a_wall" "$a_cpu" "$d_wall" "$d_cpu" "$b_wall" "$b_cpu" "$c_wall" "$c_inner" \
-  "$c_real" "$c_user" "$c_sys" "$r_wall" "$leaves" "$state_mb" "$c_threads" <<'EOF'
+join() { local IFS=,; echo "$*"; }
+python3 - "$shards" "$(join "${A[@]}")" "$(join "${AC[@]}")" "$(join "${D[@]}")" \
+  "$(join "${DC[@]}")" "$(join "${B[@]}")" "$(join "${BC[@]}")" "$(join "${C[@]}")" \
+  "$(join "${CI[@]}")" "$(join "${CR[@]}")" "$(join "${CU[@]}")" "$(join "${CS[@]}")" "$r_wall" \
+  "$leaves" "$state_mb" "$(join "${BA[@]}")" "${CT[@]}" <<'EOF'
+import statistics
 import sys
-(shards, a, a_cpu, d, d_cpu, b, b_cpu, c, c_inner, c_real, c_user, c_sys, r, leaves,
- state_mb) = map(float, sys.argv[1:16])
-threads = sys.argv[16]
+series = [list(map(float, x.split(","))) for x in sys.argv[2:13]]
+rounds = len(series[0])
+b_over_a = list(map(float, sys.argv[16].split(",")))
+thread_lines = sys.argv[17:]
+# The round whose (c) is the median: its wall, CPU and threads are printed together.
+c_mid = sorted(range(rounds), key=lambda i: series[6][i])[(rounds - 1) // 2]
+(a, a_cpu, d, d_cpu, b, b_cpu, c, c_inner) = (statistics.median(x) for x in series[:8])
+c_real, c_user, c_sys = (x[c_mid] for x in series[8:11])
+threads = thread_lines[c_mid]
+shards, r, leaves, state_mb = map(float, (sys.argv[1], sys.argv[13], sys.argv[14], sys.argv[15]))
+ba = statistics.median(b_over_a)
 
 def rate(x):
     return f"{x / 1e6:6.2f} M shards/s"
@@ -155,7 +183,11 @@ def check(ok):
     return "met" if ok else "MISSED"
 
 print()
-print(f"results for {int(shards):,} shards (wall clock; CPU time in brackets)")
+print(f"results for {int(shards):,} shards, median of {rounds} round(s) (wall clock; CPU time "
+      "in brackets)")
+for name, i in (("a", 0), ("a'", 2), ("b", 4), ("c", 6)):
+    print(f"  ({name}) by round: " + "  ".join(f"{x / 1e6:.2f}" for x in series[i]) + " M shards/s")
+print(f"  b/a by round: " + "  ".join(f"{x:.1%}" for x in b_over_a))
 print(f"  (a)  simdjson parse, every field    {rate(a)}  [{rate(a_cpu)}]")
 print(f"  (a') ShardDecoder decode            {rate(d)}  [{rate(d_cpu)}]")
 print(f"  (b)  parse + merge, 1 thread        {rate(b)}  [{rate(b_cpu)}]")
@@ -167,11 +199,12 @@ print(f"  (r)  raw RocksDB put of every leaf  {rate(r)}  ({int(leaves):,} leaf w
       f"{leaves / shards * r / 1e6:.2f} M writes/s)")
 print()
 print("ratios")
-print(f"  a'/a = {d / a:5.1%}   b/a = {b / a:5.1%} (CPU {b_cpu / a_cpu:5.1%})   "
+print(f"  a'/a = {d / a:5.1%}   b/a = {ba:5.1%} (median of the rounds' ratios; CPU "
+      f"{b_cpu / a_cpu:5.1%})   "
       f"c/b = {c / b:5.1%}   c/r = {c / r:5.1%}")
 print()
 print("targets")
 print(f"  (b) >= 2,000,000 shards/s   {b:>12,.0f}   {check(b >= 2e6)}")
-print(f"  (b) >= 40% of (a)           {b / a:>12.1%}   {check(b >= 0.4 * a)}")
+print(f"  (b) >= 40% of (a)           {ba:>12.1%}   {check(ba >= 0.4)}")
 print(f"  (c) >= 1,000,000 shards/s   {c:>12,.0f}   {check(c >= 1e6)}")
 EOF
