@@ -6,6 +6,8 @@
 #include <limits>
 #include <string_view>
 
+#include <simdjson.h>
+
 namespace lattice::core {
 
 void AppendJsonString(std::string& out, std::string_view s) {
@@ -110,6 +112,19 @@ int CompareNumbers(const Number& a, const Number& b) {
     }
   }
   return a_int ? r : -r;
+}
+
+void AppendWithoutWhitespace(std::string& out, std::string_view json) {
+  const std::size_t start = out.size();
+  out.resize(start + json.size());  // the minified text is never longer
+  std::size_t written = 0;
+  if (simdjson::minify(json.data(), json.size(), out.data() + start, written) !=
+      simdjson::SUCCESS) {
+    out.resize(start);  // not JSON text (an unterminated string): keep it as it is
+    out.append(json);
+    return;
+  }
+  out.resize(start + written);
 }
 
 }  // namespace lattice::core

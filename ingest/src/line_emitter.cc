@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "envelope_scan.h"
+#include "lattice/core/json_text.h"
 #include "lattice/core/shard.h"
 
 namespace lattice::ingest {
@@ -22,25 +23,6 @@ template <typename Int>
 bool ParseNumber(std::string_view s, Int& out) {
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
   return ec == std::errc() && p == s.data() + s.size();
-}
-
-// Appends `json` (valid JSON) to `out` without the whitespace between its tokens.
-void AppendWithoutWhitespace(std::string_view json, std::string& out) {
-  bool in_string = false;
-  for (std::size_t i = 0; i < json.size(); ++i) {
-    const char c = json[i];
-    if (in_string) {
-      out.push_back(c);
-      if (c == '\\' && i + 1 < json.size()) {
-        out.push_back(json[++i]);
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-      out.push_back(c);
-      in_string = c == '"';
-    }
-  }
 }
 
 // An envelope as LineEmitter defines it (line_emitter.h): "blade" and "shard" keys at the top.
@@ -98,7 +80,7 @@ void LineEmitter::AddValidEnvelope(std::string_view blade, std::uint64_t seq, st
   // escapes the decoder measured unescaped).
   const std::size_t start = out.bytes_.size();
   out.bytes_.append(blade);
-  AppendWithoutWhitespace(body, out.bytes_);
+  core::AppendWithoutWhitespace(out.bytes_, body);
   const std::size_t size = out.bytes_.size() - start - blade.size();
   if (size > limit) {
     out.bytes_.resize(start);

@@ -40,4 +40,8 @@ void AppendJsonNumber(std::string& out, const Number& n);
 /// Returns <0, 0 or >0.
 int CompareNumbers(const Number& a, const Number& b);
 
+/// Appends `json` (valid JSON text) to `out` without the whitespace between its tokens; strings
+/// and numbers are kept byte for byte (simdjson's text minifier; nothing is re-serialized).
+void AppendWithoutWhitespace(std::string& out, std::string_view json);
+
 }  // namespace lattice::core
