@@ -242,7 +242,8 @@ TEST(JsonTextTest, CompareNumbersIsAntisymmetricOnAGrid) {
 
 TEST(JsonTextTest, AppendWithoutWhitespaceDropsOnlyWhitespaceBetweenTokens) {
   std::string out = "k";
-  lattice::core::AppendWithoutWhitespace(out, " {\n\t\"a b\" : [ 1 , 2.50 ] ,\r\"c\\\" d\": \"\\u0041 \" } ");
+  lattice::core::AppendWithoutWhitespace(
+      out, " {\n\t\"a b\" : [ 1 , 2.50 ] ,\r\"c\\\" d\": \"\\u0041 \" } ");
   // Strings (with their spaces and escapes) and numbers are kept byte for byte.
   EXPECT_EQ(out, R"(k{"a b":[1,2.50],"c\" d":"\u0041 "})");
 }
