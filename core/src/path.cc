@@ -17,9 +17,21 @@ Result<Path> Path::Parse(std::string_view dotted) {
                                        "' ends with a dangling backslash");
       }
       const char next = dotted[++i];
+      if (next == 'e') {
+        // `\e` is the empty key, written as a whole segment (needed for the one-segment path
+        // [""], whose plain spelling "" is the root).
+        const bool starts = i == 1 || dotted[i - 2] == '.';
+        const bool ends = i + 1 == dotted.size() || dotted[i + 1] == '.';
+        if (!starts || !ends || !current.empty()) {
+          return Status::InvalidArgument("path '" + std::string(dotted) +
+                                         "': '\\e' (the empty key) must be a whole segment");
+        }
+        continue;
+      }
       if (next != '.' && next != '\\') {
-        return Status::InvalidArgument("path '" + std::string(dotted) +
-                                       "': only '\\.' and '\\\\' are valid escapes");
+        return Status::InvalidArgument(
+            "path '" + std::string(dotted) +
+            "': only '\\.', '\\\\' and '\\e' (the empty key) are valid escapes");
       }
       current.push_back(next);
     } else if (c == '.') {
@@ -34,6 +46,9 @@ Result<Path> Path::Parse(std::string_view dotted) {
 }
 
 std::string Path::ToString() const {
+  if (segments_.size() == 1 && segments_[0].empty()) {
+    return "\\e";  // "" would be the root
+  }
   std::string out;
   for (std::size_t i = 0; i < segments_.size(); ++i) {
     if (i > 0) {

@@ -123,9 +123,6 @@ TEST(PathTest, ToStringRoundTripsThroughParse) {
   RandomPaths gen(TestSeed());
   for (int i = 0; i < 5000; ++i) {
     Segments s = gen.List();
-    if (s == Segments{""}) {
-      continue;  // see DISABLED_SingleEmptySegmentRoundTrips
-    }
     const Path p(s);
     auto back = Path::Parse(p.ToString());
     ASSERT_TRUE(back.ok()) << back.status().ToString();
@@ -133,15 +130,28 @@ TEST(PathTest, ToStringRoundTripsThroughParse) {
   }
 }
 
-// BUG (core path syntax): path.h says keys may be empty and Parse(ToString()) round-trips, but
-// the one-segment path [""] prints as "" which parses back as the root (zero segments). The
-// dotted syntax cannot tell them apart; it needs a spelling for [""] (or the contract must
-// exclude it). Repro: Path({""}).ToString() == "" and Path::Parse("")->size() == 0.
-TEST(PathTest, DISABLED_SingleEmptySegmentRoundTrips) {
+// The one-segment path [""] cannot print as "" (the root): it is spelled `\e`, which is also
+// accepted as any whole empty segment, and nowhere else.
+TEST(PathTest, SingleEmptySegmentRoundTrips) {
   const Path p(Segments{""});
+  EXPECT_EQ(p.ToString(), "\\e");
   auto back = Path::Parse(p.ToString());
-  ASSERT_TRUE(back.ok());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->segments(), Segments{""});
+  EXPECT_EQ(Path::Parse("")->size(), 0u);
+}
+
+TEST(PathTest, EmptyKeyEscapeIsAWholeSegment) {
+  EXPECT_EQ(Path::Parse("a.\\e.b")->segments(), (Segments{"a", "", "b"}));
+  EXPECT_EQ(Path::Parse("\\e.b")->segments(), (Segments{"", "b"}));
+  EXPECT_EQ(Path::Parse("a.\\e")->segments(), (Segments{"a", ""}));
+  EXPECT_EQ(Path::Parse("a\\\\e")->segments(), Segments{"a\\e"});  // an escaped backslash, then e
+  for (std::string_view bad : {"a\\e", "\\ea", "\\e\\e", "a.\\eb", "\\.\\e", "x\\e.y"}) {
+    auto p = Path::Parse(bad);
+    ASSERT_FALSE(p.ok()) << bad;
+    EXPECT_NE(p.status().message().find("whole segment"), std::string::npos)
+        << p.status().message();
+  }
 }
 
 TEST(PathTest, EncodeExamples) {

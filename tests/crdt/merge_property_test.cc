@@ -363,8 +363,8 @@ class ChangeFold {
   // Applies one event; returns what is wrong with it, or empty.
   std::string Apply(const Change& c) {
     ++events_;
-    // A change is never at the root, so the empty dotted path is the top-level key "".
-    auto path = c.path.empty() ? Result<core::Path>(core::Path({""})) : core::Path::Parse(c.path);
+    // A change is never at the root; the top-level key "" is spelled `\e`.
+    auto path = core::Path::Parse(c.path);
     if (!path.ok() || path->empty()) {
       return "change event with a bad path '" + c.path + "'";
     }

@@ -121,12 +121,14 @@ echo "# diff applied to dump(from) gives dump(to), at random cut points"
 # apply.py OLD_DUMP DIFF_JSON NEW_DUMP: applies the changes as docs/cli.md specifies and compares.
 cat >paths.py <<'PY'
 def split(path):
-    """A dotted path with \\. and \\\\ escapes (docs/cli.md, Paths) as a list of keys."""
+    """A dotted path with \\. and \\\\ escapes and \\e (an empty key; docs/cli.md, Paths) as a
+    list of keys."""
     keys, cur, i = [], "", 0
     while i < len(path):
         c = path[i]
         if c == "\\":
-            cur += path[i + 1]
+            if path[i + 1] != "e":
+                cur += path[i + 1]
             i += 2
             continue
         if c == ".":

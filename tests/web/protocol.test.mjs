@@ -74,6 +74,16 @@ test('paths: escapes round-trip, prefixes match segment-wise', () => {
   assert.deepEqual(splitPath(''), []);
   assert.deepEqual(splitPath('a..b'), ['a', '', 'b']);
   assert.throws(() => splitPath('a\\'), ProtocolError);
+  // The one-segment path [""] is `\e` ("" is the root); `\e` is only valid as a whole segment.
+  assert.equal(joinPath(['']), '\\e');
+  assert.deepEqual(splitPath('\\e'), ['']);
+  assert.deepEqual(splitPath('a.\\e.b'), ['a', '', 'b']);
+  for (const bad of ['a\\e', '\\ea', '\\e\\e', 'a.\\eb', '\\.\\e']) {
+    assert.throws(() => splitPath(bad), ProtocolError, bad);
+  }
+  for (const segs of [[''], ['', ''], ['a', ''], ['', 'b'], ['e'], ['\\e']]) {
+    assert.deepEqual(splitPath(joinPath(segs)), segs);
+  }
   for (const p of ['scrape.example\\.com.item_collected', 'a\\\\b.c', 'x', 'nodes.w1.status']) {
     assert.equal(joinPath(splitPath(p)), p);
   }

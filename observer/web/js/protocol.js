@@ -26,7 +26,8 @@ const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
 const isInt = (v) => Number.isInteger(v);
 
 // ---------------------------------------------------------------------------------------------
-// Paths: dotted, with `\.` and `\\` escapes (core::Path::ToString / Parse).
+// Paths: dotted, with `\.` and `\\` escapes and `\e` for an empty key that is the whole path
+// (core::Path::ToString / Parse).
 
 /** Splits a dotted path into its segments; throws ProtocolError on a bad escape. "" is the root. */
 export function splitPath(dotted) {
@@ -41,8 +42,21 @@ export function splitPath(dotted) {
       if (next === undefined) {
         throw new ProtocolError('bad_payload', `path '${dotted}' ends with a dangling backslash`);
       }
+      if (next === 'e') {
+        // `\e` is the empty key as a whole segment (the one-segment path [""]; "" is the root).
+        const starts = i === 0 || dotted[i - 1] === '.';
+        const ends = i + 2 === dotted.length || dotted[i + 2] === '.';
+        if (!starts || !ends || current !== '') {
+          throw new ProtocolError('bad_payload', `path '${dotted}': '\\e' (the empty key) must be a whole segment`);
+        }
+        i++;
+        continue;
+      }
       if (next !== '.' && next !== '\\') {
-        throw new ProtocolError('bad_payload', `path '${dotted}': only '\\.' and '\\\\' are valid escapes`);
+        throw new ProtocolError(
+          'bad_payload',
+          `path '${dotted}': only '\\.', '\\\\' and '\\e' (the empty key) are valid escapes`,
+        );
       }
       current += next;
       i++;
@@ -59,6 +73,7 @@ export function splitPath(dotted) {
 
 /** The dotted form of segments (inverse of splitPath). */
 export function joinPath(segments) {
+  if (segments.length === 1 && segments[0] === '') return '\\e'; // "" would be the root
   return segments.map((s) => s.replace(/[\\.]/g, (m) => '\\' + m)).join('.');
 }
 

@@ -2,7 +2,9 @@
 //
 // A path is a sequence of object keys (any UTF-8 strings, including empty ones and ones with dots).
 // Users write paths dotted: `intents.42.host`; a literal dot or backslash inside a key is escaped
-// with a backslash (`hosts.example\.com.up`). The empty string is the root.
+// with a backslash (`hosts.example\.com.up`). The empty string is the root; an empty key is an
+// empty segment (`a..b`), or `\e` as a whole segment — the only spelling of the one-segment path
+// [""], which ToString() writes as `\e`.
 //
 // The key encoding makes a subtree one contiguous key range and keeps byte order of keys: each
 // segment is written with 0x00 escaped as 0x00 0xFF and terminated by 0x00 0x01. So the encoding of
@@ -24,8 +26,8 @@ class Path {
   Path() = default;
   explicit Path(std::vector<std::string> segments) : segments_(std::move(segments)) {}
 
-  /// Parses a dotted path with backslash escapes. Errors: InvalidArgument on a dangling backslash
-  /// or an escape of anything but `.` and `\`.
+  /// Parses a dotted path with backslash escapes. Errors: InvalidArgument on a dangling backslash,
+  /// an escape of anything but `.`, `\` and `e`, or a `\e` that is not a whole segment.
   static Result<Path> Parse(std::string_view dotted);
 
   /// The dotted form, escaping `.` and `\` inside keys. Parse(ToString()) round-trips.
