@@ -145,6 +145,8 @@ constexpr std::size_t kChunksInFlight = 8;
 // Fewer undecoded messages than this are decoded by the fetch thread alone (a live topic's few
 // messages: a hand-off to the helper would only add latency).
 constexpr std::size_t kSplitMessages = 256;
+// Messages the fetch thread takes from the consumer's queue per call, at most.
+constexpr std::size_t kPollBatch = 256;
 
 /// What one decoding thread has of its own.
 struct DecodeLane {
@@ -705,13 +707,28 @@ struct Aggregator::Impl {
 
   /// The fetch thread: polls the consumer (serving rebalances), decodes, hands over chunks.
   void FetchLoop() {
+    std::array<rd_kafka_message_t*, kPollBatch> polled{};
     while (!fetch_stop.load(std::memory_order_relaxed)) {
       if (filling == nullptr && !AcquireChunk()) {
         break;
       }
-      const int timeout_ms = filling->size == 0 ? 100 : 0;
-      rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer.get(), timeout_ms);
-      if (m == nullptr) {
+      // An empty chunk waits for its first message in rd_kafka_consumer_poll (which returns as
+      // soon as one is there); the rest is taken without waiting, up to kPollBatch per call
+      // (rd_kafka_consume_batch_queue on the consumer's queue serves rebalances, errors and
+      // partition ends like rd_kafka_consumer_poll, but without its per-message clock reads,
+      // partition lock and poll bookkeeping).
+      std::size_t n = 0;
+      if (filling->size == 0 || !consumer_queue) {
+        const int timeout_ms = filling->size == 0 ? 100 : 0;
+        polled[0] = rd_kafka_consumer_poll(consumer.get(), timeout_ms);
+        n = polled[0] != nullptr ? 1 : 0;
+      } else {
+        const std::size_t room = std::min(kPollBatch, kChunkMessages - filling->size);
+        const ssize_t got =
+            rd_kafka_consume_batch_queue(consumer_queue.get(), 0, polled.data(), room);
+        n = got > 0 ? static_cast<std::size_t>(got) : 0;
+      }
+      if (n == 0) {
         if (!fetch_failure.ok()) {
           // The merge thread must learn of it (it may come from a callback after a barrier
           // took the chunk).
@@ -727,17 +744,28 @@ struct Aggregator::Impl {
         }
         continue;
       }
-      if (filling == nullptr && !AcquireChunk()) {  // a rebalance handed the chunk over
-        rd_kafka_message_destroy(m);
-        break;
+      std::size_t taken = 0;
+      bool stop = false;
+      while (taken < n) {
+        if (filling == nullptr && !AcquireChunk()) {  // a rebalance handed the chunk over
+          stop = true;
+          break;
+        }
+        Fetch(polled[taken++]);
+        if (!fetch_failure.ok()) {
+          HandOver(/*drained=*/false);
+          stop = true;
+          break;
+        }
+        if (filling->size >= kChunkMessages) {
+          HandOver(/*drained=*/false);
+        }
       }
-      Fetch(m);
-      if (!fetch_failure.ok()) {
-        HandOver(/*drained=*/false);
-        break;
+      for (; taken < n; ++taken) {
+        rd_kafka_message_destroy(polled[taken]);
       }
-      if (filling->size >= kChunkMessages) {
-        HandOver(/*drained=*/false);
+      if (stop) {
+        break;
       }
     }
     if (filling != nullptr) {
