@@ -35,7 +35,7 @@ rocksdb::Options DbOptions() {
   o.create_if_missing = true;
   o.IncreaseParallelism(2);
   o.max_background_jobs = 2;
-  o.write_buffer_size = 64 << 20;
+  o.write_buffer_size = 128 << 20;  // the store without a memory budget
   o.max_write_buffer_number = 3;
   o.compression = rocksdb::kLZ4Compression;
   o.bottommost_compression = rocksdb::kZSTD;
