@@ -22,27 +22,34 @@ std::string_view Arena::Copy(std::string_view s) {
   if (s.empty()) {
     return {};
   }
-  while (block_ < blocks_.size() && used_ + s.size() > sizes_[block_]) {
-    ++block_;
-    used_ = 0;
+  char* p = Allocate(s.size());
+  std::memcpy(p, s.data(), s.size());
+  return {p, s.size()};
+}
+
+char* Arena::AllocateInNextBlock(std::size_t n) {
+  // The current block is too full: the next one that fits (blocks are kept across Reset()).
+  std::size_t next = next_ == nullptr ? 0 : block_ + 1;
+  while (next < blocks_.size() && sizes_[next] < n) {
+    ++next;
   }
-  if (block_ == blocks_.size()) {
-    const std::size_t size = std::max(kBlockSize, s.size());
+  if (next == blocks_.size()) {
+    const std::size_t size = std::max(kBlockSize, n);
     // Not zeroed: a fresh page costs only when first written (the aggregator keeps 8 arenas of
     // which each fills only a few hundred KiB of its 1 MiB block).
     blocks_.push_back(std::make_unique_for_overwrite<char[]>(size));
     sizes_.push_back(size);
-    used_ = 0;
   }
-  char* p = blocks_[block_].get() + used_;
-  std::memcpy(p, s.data(), s.size());
-  used_ += s.size();
-  return {p, s.size()};
+  block_ = next;
+  next_ = blocks_[block_].get() + n;
+  room_ = sizes_[block_] - n;
+  return blocks_[block_].get();
 }
 
 void Arena::Reset() {
   block_ = 0;
-  used_ = 0;
+  next_ = nullptr;
+  room_ = 0;
 }
 
 Status DecodeStage::Source::Advance() {

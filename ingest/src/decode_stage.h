@@ -21,14 +21,27 @@ namespace lattice::ingest::internal {
 /// Bump allocator whose blocks never move, so views into it stay valid until Reset().
 class Arena {
  public:
+  /// Room for `n` > 0 bytes, for the caller to fill; valid until Reset().
+  char* Allocate(std::size_t n) {
+    if (n <= room_) [[likely]] {
+      char* p = next_;
+      next_ += n;
+      room_ -= n;
+      return p;
+    }
+    return AllocateInNextBlock(n);
+  }
   std::string_view Copy(std::string_view s);
   void Reset();
 
  private:
+  char* AllocateInNextBlock(std::size_t n);
+
   std::vector<std::unique_ptr<char[]>> blocks_;
   std::vector<std::size_t> sizes_;
-  std::size_t block_ = 0;
-  std::size_t used_ = 0;
+  std::size_t block_ = 0;  // the block `next_` points into (blocks_.size(): none yet)
+  char* next_ = nullptr;
+  std::size_t room_ = 0;  // bytes left in that block
 };
 
 /// One line as the merge thread sees it: where it came from and what it decoded to.
