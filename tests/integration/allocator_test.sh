@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The allocator chosen with LATTICE_ALLOCATOR (docs/configuration.md "Allocator") really replaces
+# glibc's malloc for the whole process: the dynamic linker's bindings (LD_DEBUG=bindings, every
+# symbol bound at start with LD_BIND_NOW) must send malloc and free of the executable (and the
+# statically linked RocksDB in it), of libstdc++ (operator new) and of librdkafka (its per-message
+# allocations) to the allocator's library. With LATTICE_ALLOCATOR=system, to glibc's libc.so.6.
+#
+#   bash allocator_test.sh LATTICE_BINARY LIBRARY_NAME     (mimalloc, jemalloc, tcmalloc_minimal, c)
+#
+# Every check prints "ok" or "FAIL" with what was expected; the script exits 1 if any failed.
+set -uo pipefail
+
+lattice=${1:?usage: allocator_test.sh LATTICE_BINARY LIBRARY_NAME}
+name=${2:?usage: allocator_test.sh LATTICE_BINARY LIBRARY_NAME}
+[ -x "$lattice" ] || { echo "FAIL - $lattice is not an executable"; exit 1; }
+bindings=$(LD_BIND_NOW=1 LD_DEBUG=bindings "$lattice" --help 2>&1 >/dev/null)
+
+failures=0
+# check LABEL FILE_PATTERN SYMBOL: the last binding of SYMBOL from a file matching FILE_PATTERN.
+check() {
+  local to
+  to=$(grep -E "binding file [^ ]*$2 .*normal symbol \`$3'" <<<"$bindings" | tail -n 1 |
+    sed -E 's/.* to ([^ ]*) .*/\1/')
+  if [[ "$(basename "$to")" == lib"$name".so* ]]; then
+    echo "ok   - $1: $3 -> $to"
+  else
+    echo "FAIL - $1: $3 bound to '${to:-nothing}', expected lib$name.so"
+    failures=$((failures + 1))
+  fi
+}
+exe="/$(basename "$lattice")"
+check lattice "$exe" malloc
+check lattice "$exe" free
+check librdkafka '/librdkafka[.]so[.0-9]*' malloc
+check librdkafka '/librdkafka[.]so[.0-9]*' free
+check libstdc++ '/libstdc[+][+][.]so[.0-9]*' malloc
+check libstdc++ '/libstdc[+][+][.]so[.0-9]*' free
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all checks passed"
