@@ -806,15 +806,26 @@ struct ShardDecoder::Impl {
   // line's length, where scan_buf holds a NUL, and NUL starts no token of a valid line).
   char Tok() const { return sbuf[sidx[sp]]; }
 
-  // Runs stage 1 on a copy of `text`. False if stage 1 fails (the DOM parse then says why).
-  bool ScanStage1(std::string_view text) {
-    const std::size_t need = text.size() + simdjson::SIMDJSON_PADDING;
-    if (need > scan_cap) {
-      scan_cap = std::max(need, scan_cap * 2);
-      scan_buf = std::make_unique<char[]>(scan_cap);
+  // Runs stage 1 on a copy of `text`, or on `text` where it is if `in_place` (ValidateEnvelope:
+  // nothing it returns points into scan_buf) and `padded` and the byte after it is white space
+  // or NUL, as after LineReader's lines (their newline, a '\r' or the zeroed padding): that byte
+  // then stops the walk where scan_buf's NUL would (no token starts or continues there, and no
+  // 8-byte key pattern holds it), and the padding covers the bytes read past the line. False if
+  // stage 1 fails (the DOM parse then says why).
+  bool ScanStage1(std::string_view text, bool in_place = false, bool padded = false) {
+    if (in_place && padded && !text.empty() &&
+        (text.data()[text.size()] == '\0' || IsSpace(text.data()[text.size()]))) {
+      sbuf = text.data();
+    } else {
+      const std::size_t need = text.size() + simdjson::SIMDJSON_PADDING;
+      if (need > scan_cap) {
+        scan_cap = std::max(need, scan_cap * 2);
+        scan_buf = std::make_unique<char[]>(scan_cap);
+      }
+      std::memcpy(scan_buf.get(), text.data(), text.size());
+      std::memset(scan_buf.get() + text.size(), 0, simdjson::SIMDJSON_PADDING);
+      sbuf = scan_buf.get();
     }
-    std::memcpy(scan_buf.get(), text.data(), text.size());
-    std::memset(scan_buf.get() + text.size(), 0, simdjson::SIMDJSON_PADDING);
     if (text.empty()) {
       return false;
     }
@@ -824,11 +835,10 @@ struct ShardDecoder::Impl {
       }
     }
     auto& impl = *parser.implementation;
-    const auto* bytes = reinterpret_cast<const std::uint8_t*>(scan_buf.get());
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(sbuf);
     if (impl.stage1(bytes, text.size(), simdjson::stage1_mode::regular) != simdjson::SUCCESS) {
       return false;
     }
-    sbuf = scan_buf.get();
     scan_len = text.size();
     sidx = impl.structural_indexes.get();
     scan_n = impl.n_structural_indexes;
@@ -1274,9 +1284,11 @@ struct ShardDecoder::Impl {
   // DecodeEnvelope by the token walk. False hands the line on (the shard is then half built).
   // Without kBuild (ValidateEnvelope) the body is only checked, and its bytes are found: they
   // lie at [body_begin, body_end) in the line (scan_buf holds the line at the same offsets).
+  // `in_place` and `padded` as for ScanStage1 (never in place when building: the shard's views
+  // must stay valid after the caller's line is gone).
   template <bool kBuild>
-  bool ScanEnvelope(std::string_view line) {
-    if (!ScanStage1(line) || Tok() != '{') {
+  bool ScanEnvelope(std::string_view line, bool in_place = false, bool padded = false) {
+    if (!ScanStage1(line, !kBuild && in_place, padded) || Tok() != '{') {
       return false;
     }
     ++sp;
@@ -1746,7 +1758,7 @@ Result<CheckedEnvelope> ShardDecoder::ValidateEnvelope(std::string_view line, bo
   d.last_walk = Walk::kCareful;
   if (line.size() <= limits_.max_body_bytes && d.scan_ok && d.first_walk == Walk::kToken) {
     d.last_walk = Walk::kToken;
-    if (d.ScanEnvelope<false>(line)) {
+    if (d.ScanEnvelope<false>(line, /*in_place=*/true, padded)) {
       // The token walk reads no escaped string, so the blade's bytes in the line are the blade;
       // scan_buf holds the line at the same offsets.
       CheckedEnvelope e;
@@ -1755,6 +1767,7 @@ Result<CheckedEnvelope> ShardDecoder::ValidateEnvelope(std::string_view line, bo
       e.seq = d.shard.seq;
       e.ts = d.shard.ts;
       e.body = line.substr(d.body_begin, d.body_end - d.body_begin);
+      e.no_backslash = d.no_backslash;  // ScanStage1 looked
       return e;
     }
     d.Reset();

@@ -104,8 +104,9 @@ void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded
     // (ScanEnvelope); a line the decoder accepts with no backslash in it has them.
     if (!last_was_bare_) {
       auto checked = impl_->decoder.ValidateEnvelope(line, padded);
-      if (checked.ok() && (std::memchr(line.data(), '\\', line.size()) == nullptr ||
-                           IsEnvelope(internal::ScanEnvelope(line)))) {
+      if (checked.ok() &&
+          (checked->no_backslash || std::memchr(line.data(), '\\', line.size()) == nullptr ||
+           IsEnvelope(internal::ScanEnvelope(line)))) {
         return AddValidEnvelope(checked->blade, checked->seq, checked->ts, checked->body, number,
                                 out);
       }

@@ -846,6 +846,66 @@ TEST_P(ShardDecoderTest, ValidateEnvelopeAgreesWithDecodeEnvelope) {
   }
 }
 
+// A padded line followed by white space or NUL is checked where it is (no copy): whatever
+// follows, ValidateEnvelope gives the verdict and fields it gives unpadded. The lines end early
+// on purpose: what follows them would complete them.
+TEST_P(ShardDecoderTest, ValidateEnvelopeInPlaceIgnoresWhatFollowsTheLine) {
+  const std::vector<std::string> lines = {
+      Envelope(R"({"a":{"b":1,"c":{"$inc":-2}},"d":[1,"x",true,null],"e":null})"),
+      R"({"blade":"b","seq":1,"ts":2,"shard":{})",
+      R"({"blade":"b","seq":1,"ts":2,"shard":{"a":[1,2)",
+      R"({"blade":"b","seq":1,"ts":2,"shard":{"a":tru)",
+      R"({"blade":"b","seq":1,"ts":2,"shard":{"a":1},"x":)",
+      R"({"blade":"b","seq":1,"ts":2,"shard":{"a":{"$inc":1)",
+      R"({"blade":"b","seq":1,"ts":2,"shard":{"a":1},"bl)",
+      R"({"blade":"b","seq":1,"ts":2,"shard":{"a":1}} )",
+      R"({"blade":"b\u0031","seq":1,"ts":2,"shard":{"a":"\n"}})",
+      R"({"blade":"b","seq":1,"ts":2,"shard":{"a":"x\\"}})",
+      R"({"blade":"b","seq":1,"ts":)",
+      R"({"blade":"b","seq":1,"ts":2,"shard":{"a":"x"})",
+  };
+  // Each completes some of the lines above if read on.
+  const std::vector<std::string> rests = {"}",  "]}}",          "e}}",  "5}",
+                                          "}}", "ade\":\"c\"}", "\"}}", "2,\"shard\":{}}"};
+  auto text = [](const Result<CheckedEnvelope>& v) {
+    return v.ok() ? std::string(v->blade) + " " + std::to_string(v->seq) + " " +
+                        std::to_string(v->ts) + " " + std::string(v->body)
+                  : v.status().ToString();
+  };
+  std::vector<std::string> expect;  // all first: the decoder's copy then holds another line
+  for (const std::string& l : lines) {
+    expect.push_back(text(decoder_.ValidateEnvelope(l)));
+  }
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const std::string& l = lines[i];
+    const std::string& expected = expect[i];
+    SCOPED_TRACE(l);
+    for (const std::string_view after :
+         {std::string_view("\n"), std::string_view("\0", 1), std::string_view("\r\n"),
+          std::string_view(" "), std::string_view("\t"), std::string_view()}) {
+      for (const std::string& rest : rests) {
+        std::string padded = l;
+        padded.append(after);
+        padded.append(rest);
+        padded.append(ShardDecoder::kPadding, '}');
+        const std::string_view line(padded.data(), l.size());
+        auto v = decoder_.ValidateEnvelope(line, /*padded=*/true);
+        EXPECT_EQ(text(v), expected) << "followed by '" << after << rest << "'";
+        if (v.ok()) {
+          EXPECT_GE(v->body.data(), line.data());
+          EXPECT_LE(v->body.data() + v->body.size(), line.data() + line.size());
+          // Known only from the token walk, and then exactly "no backslash in the line".
+          const bool plain = l.find('\\') == std::string::npos;
+          EXPECT_TRUE(!v->no_backslash || plain);
+          if (GetParam() == ShardDecoder::Walk::kToken && plain) {
+            EXPECT_TRUE(v->no_backslash);
+          }
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Walks, ShardDecoderTest,
                          ::testing::Values(ShardDecoder::Walk::kToken, ShardDecoder::Walk::kTape,
                                            ShardDecoder::Walk::kCareful),

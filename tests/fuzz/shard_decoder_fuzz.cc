@@ -175,10 +175,45 @@ void CheckValidateAgrees(ShardDecoder::Walk walk, std::string_view input) {
   }
   FUZZ_CHECK(v->body.data() >= input.data() &&
              v->body.data() + v->body.size() <= input.data() + input.size());
+  FUZZ_CHECK(!v->no_backslash || std::memchr(input.data(), '\\', input.size()) == nullptr);
   // Generous limits: a line over the body limit is checked by its body's minified size, while
   // DecodeBody measures the bytes as they are.
   FUZZ_CHECK(Summary(Rereader().DecodeBody(v->body, v->blade, v->seq, v->ts),
                      /*provenance=*/false) == whole);
+}
+
+// ValidateEnvelope of a padded line (stage 1 then runs on the line where it is when the byte after
+// it is white space or NUL): whatever the padding holds, the same verdict, reason and fields as
+// unpadded. The padding is a newline or a zero byte and then the input again (as a LineReader's
+// next line), or the input itself (not white space: the decoder copies).
+void CheckPaddedValidateAgrees(std::string_view input) {
+  ShardDecoder& d = WalkDecoder(ShardDecoder::Walk::kToken);
+  std::string expected;
+  {
+    auto v = d.ValidateEnvelope(input);
+    expected = v.ok() ? std::string(v->blade) + " " + std::to_string(v->seq) + " " +
+                            std::to_string(v->ts) + " " + std::string(v->body)
+                      : "error: " + v.status().ToString();
+  }
+  for (const std::string_view after :
+       {std::string_view("\n"), std::string_view("\0", 1), std::string_view("\r"),
+        std::string_view(" "), std::string_view()}) {
+    std::string padded(input);
+    padded.append(after);
+    padded.append(input);
+    padded.append(ShardDecoder::kPadding, '}');
+    const std::string_view line(padded.data(), input.size());
+    auto v = d.ValidateEnvelope(line, /*padded=*/true);
+    const std::string got = v.ok() ? std::string(v->blade) + " " + std::to_string(v->seq) + " " +
+                                         std::to_string(v->ts) + " " + std::string(v->body)
+                                   : "error: " + v.status().ToString();
+    FUZZ_CHECK(got == expected);
+    if (v.ok()) {
+      FUZZ_CHECK(v->body.data() >= line.data() &&
+                 v->body.data() + v->body.size() <= line.data() + line.size());
+      FUZZ_CHECK(!v->no_backslash || std::memchr(line.data(), '\\', line.size()) == nullptr);
+    }
+  }
 }
 
 void CheckWalksAgree(std::string_view input) {
@@ -188,6 +223,7 @@ void CheckWalksAgree(std::string_view input) {
   FUZZ_CHECK(token == Summary(WalkDecoder(Walk::kCareful).DecodeEnvelope(input)));
   CheckValidateAgrees(Walk::kToken, input);
   CheckValidateAgrees(Walk::kCareful, input);
+  CheckPaddedValidateAgrees(input);
   const std::string body = Summary(WalkDecoder(Walk::kToken).DecodeBody(input, "b", 3, 4));
   FUZZ_CHECK(body == Summary(WalkDecoder(Walk::kTape).DecodeBody(input, "b", 3, 4)));
   FUZZ_CHECK(body == Summary(WalkDecoder(Walk::kCareful).DecodeBody(input, "b", 3, 4)));
