@@ -18,15 +18,20 @@ namespace {
 using internal::KafkaErrorText;
 
 // Producer defaults: Lattice's choices, before the environment and -X. Batching as librdkafka
-// 2.0's defaults (linger.ms=5, batch.num.messages=10000), no compression. The local queue keeps
-// librdkafka's default of 100,000 messages: a deeper one made `lattice emit` slower (more memory
-// touched for the first time, fewer reused allocations; measured with bench/kafka.sh).
+// 2.0's defaults (linger.ms=5, batch.num.messages=10000), no compression. The local queue holds
+// 20,000 messages instead of librdkafka's 100,000: every queued message (~500 bytes with its
+// header list) is touched again by the broker thread and by its delivery report, and 100,000 of
+// them (~50 MB) are far past the caches, 20,000 much less so (`lattice emit` of 2,000,000 lines on
+// the busy 2-core dev machine: ~25% less CPU, docs/benchmarks.md "Session 7 emit"). 20,000 covers
+// ~10 ms at 2 M messages/s, twice linger.ms plus a local round trip; a cluster far away may want
+// more (-X queue.buffering.max.messages=100000).
 const internal::KafkaProperties& ProducerDefaults() {
   static const internal::KafkaProperties kDefaults = {
       {"enable.idempotence", "true"},
       {"linger.ms", "5"},
       {"batch.num.messages", "10000"},
       {"compression.type", "none"},
+      {"queue.buffering.max.messages", "20000"},
   };
   return kDefaults;
 }

@@ -297,6 +297,30 @@ TEST_F(EmitterTest, ReusedHeaderListsCarryOnlyTheirOwnSeq) {
   }
 }
 
+// The local queue is bounded (queue.buffering.max.messages, 20,000 by default): a Send into a
+// full queue waits for deliveries instead of failing, and nothing is lost or reordered.
+TEST_F(EmitterTest, SendIntoAFullLocalQueueWaitsForDeliveries) {
+  EmitterOptions o = Options("q");
+  o.kafka.properties = {{"queue.buffering.max.messages", "100"}};
+  auto e = Emitter::Open(o);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  constexpr int kMessages = 2000;
+  for (int i = 0; i < kMessages; ++i) {
+    ASSERT_TRUE((*e)->Send("q", static_cast<std::uint64_t>(i), 1000 + i,
+                           "{\"i\":" + std::to_string(i) + "}")
+                    .ok())
+        << i;
+  }
+  ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
+  EXPECT_EQ((*e)->stats().delivered, static_cast<std::uint64_t>(kMessages));
+  auto msgs = ConsumeAll(broker_->bootstraps(), "lattice.shards", 4);
+  ASSERT_EQ(msgs.size(), static_cast<std::size_t>(kMessages));
+  for (std::size_t i = 0; i < msgs.size(); ++i) {  // one key: one partition, in order
+    EXPECT_EQ(msgs[i].seq, std::to_string(i));
+    EXPECT_EQ(msgs[i].value, "{\"i\":" + std::to_string(i) + "}");
+  }
+}
+
 TEST_F(EmitterTest, FlushTimesOutWhileTheBrokerIsDown) {
   auto e = Emitter::Open(Options("k"));
   ASSERT_TRUE(e.ok());
