@@ -81,35 +81,19 @@ struct Emitter::Impl {
   EmitterStats stats;
   std::uint32_t since_poll = 0;
   bool closed = false;
-  // Header lists of delivered messages, taken back from them (OnDelivery) and reused by Produce:
-  // a new list costs librdkafka three allocations (list, its array, the header) and destroying
-  // it three frees, which delivery reports do in bulk (past glibc's per-thread cache). A reused
-  // list costs one free and one allocation of the same size, back to back. Not kept while
-  // flushing (nothing is produced then) nor beyond kMaxSpareHeaders.
-  static constexpr std::size_t kMaxSpareHeaders = 65536;
-  std::vector<rd_kafka_headers_t*> spare_headers;
-  bool keep_headers = true;
-
   ~Impl() {
     if (rkt != nullptr) {
       rd_kafka_topic_destroy(rkt);
     }
-    for (rd_kafka_headers_t* h : spare_headers) {
-      rd_kafka_headers_destroy(h);
-    }
   }
 
-  // A header list holding only `lattice-seq` = `seq_text`.
-  rd_kafka_headers_t* SeqHeaders(const char* seq_text, ssize_t seq_len) {
-    rd_kafka_headers_t* headers;
-    if (!spare_headers.empty()) {
-      headers = spare_headers.back();
-      spare_headers.pop_back();
-      rd_kafka_header_remove(headers, kSeqHeader.data());  // its only header
-    } else {
-      // Sized for one (producev's RD_KAFKA_V_HEADER allocates room for 8).
-      headers = rd_kafka_headers_new(1);
-    }
+  // A new header list holding only `lattice-seq` = `seq_text`, sized for one (producev's
+  // RD_KAFKA_V_HEADER allocates room for 8). Session 6 reused delivered messages' lists
+  // (rd_kafka_message_detach_headers) to spare glibc malloc three allocations per message; with
+  // jemalloc linked in, fresh lists come from its thread cache in allocation order and cost less
+  // CPU than reused ones, whose first touch is a cache miss (docs/benchmarks.md "Session 7 emit").
+  static rd_kafka_headers_t* SeqHeaders(const char* seq_text, ssize_t seq_len) {
+    rd_kafka_headers_t* headers = rd_kafka_headers_new(1);
     rd_kafka_header_add(headers, kSeqHeader.data(), static_cast<ssize_t>(kSeqHeader.size()),
                         seq_text, seq_len);
     return headers;
@@ -117,16 +101,6 @@ struct Emitter::Impl {
 
   static void OnDelivery(rd_kafka_t* /*rk*/, const rd_kafka_message_t* m, void* opaque) {
     auto* self = static_cast<Impl*>(opaque);
-    // The message is destroyed right after this callback; its header list is kept for reuse.
-    // (librdkafka passes the message as const, but it is the producer's own message object,
-    // which rd_kafka_message_detach_headers is made for.)
-    rd_kafka_headers_t* headers = nullptr;
-    if (self->keep_headers && self->spare_headers.size() < kMaxSpareHeaders &&
-        rd_kafka_message_detach_headers(const_cast<rd_kafka_message_t*>(m), &headers) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR &&
-        headers != nullptr) {
-      self->spare_headers.push_back(headers);
-    }
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       ++self->stats.delivered;
       return;
@@ -181,7 +155,7 @@ struct Emitter::Impl {
         rd_kafka_poll(rk.get(), 10);  // serve delivery reports while the queue drains
         continue;
       }
-      spare_headers.push_back(headers);  // still ours
+      rd_kafka_headers_destroy(headers);  // still ours
       if (err == RD_KAFKA_RESP_ERR__FATAL) {
         return FatalStatus();
       }
@@ -326,10 +300,8 @@ Status Emitter::Flush(std::chrono::milliseconds timeout) {
   if (d.closed) {
     return Status::InvalidArgument("the emitter is closed");
   }
-  d.keep_headers = false;  // their lists are not needed while flushing
   rd_kafka_flush(d.rk.get(), static_cast<int>(timeout.count()));
   rd_kafka_poll(d.rk.get(), 0);
-  d.keep_headers = true;
   if (rd_kafka_fatal_error(d.rk.get(), nullptr, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return d.FatalStatus();
   }

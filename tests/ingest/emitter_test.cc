@@ -265,10 +265,8 @@ TEST_F(EmitterTest, RetriableErrorsAndBrokerDownUpLoseNothingAndDuplicateNothing
   }
 }
 
-// The emitter takes the header lists of delivered messages back and reuses them (emitter.cc):
-// every message must still carry exactly one lattice-seq header, its own, whatever the length
-// of the seq the list held before.
-TEST_F(EmitterTest, ReusedHeaderListsCarryOnlyTheirOwnSeq) {
+// Every message carries exactly one lattice-seq header, its own, for seqs of every length.
+TEST_F(EmitterTest, EveryMessageCarriesOneHeaderWithItsOwnSeq) {
   auto e = Emitter::Open(Options("r"));
   ASSERT_TRUE(e.ok());
   const std::vector<std::uint64_t> seqs = {7, 12345678901234,        42, 9,   100000,
@@ -277,7 +275,7 @@ TEST_F(EmitterTest, ReusedHeaderListsCarryOnlyTheirOwnSeq) {
     ASSERT_TRUE((*e)->Send("r", seqs[i], 1000 + static_cast<std::int64_t>(i),
                            "{\"i\":" + std::to_string(i) + "}")
                     .ok());
-    // Wait for the delivery report, so the next Send gets this message's list back.
+    // Wait for the delivery report before the next Send.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while ((*e)->stats().delivered < i + 1 && std::chrono::steady_clock::now() < deadline) {
       (*e)->Poll();
