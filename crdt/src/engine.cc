@@ -530,6 +530,30 @@ Status Engine::CheckOverflow(const core::Shard& shard, const Stamp& s) {
   return Status::Ok();
 }
 
+void Engine::Prefetch(const core::Shard& shard) const {
+  const std::vector<core::BodyEntry>& e = shard.entries;
+  if (e.size() < 2 || e[1].depth != 2) {
+    return;
+  }
+  // The top level has few keys, in cache: find the first one without faulting anything in.
+  const Node* top = nullptr;
+  if (root_->has_index) {
+    auto it = root_->index->find(e[0].key);
+    top = it == root_->index->end() ? nullptr : it->second;
+  } else {
+    for (const Node* c = root_->first_child; c != nullptr; c = c->next) {
+      if (c->key.size() == e[0].key.size() &&
+          SameBytes(c->key.data(), e[0].key.data(), e[0].key.size())) {
+        top = c;
+        break;
+      }
+    }
+  }
+  if (top != nullptr && top->has_index) {
+    top->index->prefetch(e[1].key);  // the control bytes and slots of the first probe
+  }
+}
+
 Node* Engine::FindChild(const Node* parent, std::string_view key) const {
   if (parent->has_index) {
     auto it = parent->index->find(key);

@@ -538,6 +538,10 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   ApplyResult Apply(const core::Shard& shard, const ShardSource* source = nullptr);
+  /// A hint that `shard` is applied soon: prefetches the child index slots of its first path's
+  /// second key (the lookup that misses: one key among many children, e.g. intents.<id>). Reads
+  /// the root's children and `shard`'s first two entries; changes nothing.
+  void Prefetch(const core::Shard& shard) const;
   void AdvanceWatermark(std::int64_t watermark_ms);
   /// The input is complete: the watermark becomes the largest ts merged and the lateness horizon
   /// moves up to it (TTL evictions due by then happen; older shards are late from now on).

@@ -695,6 +695,8 @@ ApplyResult StateStore::Apply(const core::Shard& shard, const ShardSource* sourc
   return impl_->engine.Apply(shard, source);
 }
 
+void StateStore::Prefetch(const core::Shard& shard) const { impl_->engine.Prefetch(shard); }
+
 std::optional<Provenance> StateStore::Blame(const core::Path& path) const {
   return impl_->engine.Blame(path);
 }

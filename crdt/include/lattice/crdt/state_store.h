@@ -81,6 +81,9 @@ class StateStore {
   /// Merges one shard into memory; nothing is durable until Commit(). `source`, if given, is
   /// kept as the provenance of what the shard decides (Blame()).
   ApplyResult Apply(const core::Shard& shard, const ShardSource* source = nullptr);
+  /// A hint that `shard` is applied soon (a few shards ahead): prefetches what its Apply() will
+  /// look up in the state. Changes nothing.
+  void Prefetch(const core::Shard& shard) const;
 
   /// Sets the watermark (the slowest source's newest ts); see MergeEngine::AdvanceWatermark.
   void AdvanceWatermark(std::int64_t watermark_ms);
