@@ -22,7 +22,7 @@ using internal::KafkaErrorText;
 // 20,000 messages instead of librdkafka's 100,000: every queued message (~500 bytes with its
 // header list) is touched again by the broker thread and by its delivery report, and 100,000 of
 // them (~50 MB) are far past the caches, 20,000 much less so (`lattice emit` of 2,000,000 lines on
-// the busy 2-core dev machine: ~25% less CPU, docs/benchmarks.md "Session 7 emit"). 20,000 covers
+// the busy 2-core dev machine: 15-30% less CPU, docs/benchmarks.md "Session 7 emit"). 20,000 covers
 // ~10 ms at 2 M messages/s, twice linger.ms plus a local round trip; a cluster far away may want
 // more (-X queue.buffering.max.messages=100000).
 const internal::KafkaProperties& ProducerDefaults() {
