@@ -3,8 +3,9 @@
 #
 #   bench/kafka.sh [BUILD_DIR]      (default: build; a Release build of `lattice`)
 #
-# Environment: SHARDS (default 2000000), PARTITIONS (default 128), ROUNDS (default 2: produce
-# figures are the best of ROUNDS alternating runs, since the machine is shared).
+# Environment: SHARDS (default 2000000), PARTITIONS (default 128), ROUNDS (default 3: (c) and
+# (a)/(b) standalone are measured in ROUNDS alternating pairs; the ratios are the median of the
+# per-round ratios, since the host's speed drifts by 20-40% between minutes).
 #
 # It starts `lattice broker` (librdkafka's mock cluster, one broker) with topics of PARTITIONS
 # partitions — the mock keeps only ~5 MiB / 100,000 message sets per partition, so 2,000,000
@@ -31,7 +32,7 @@ build=${1:-build}
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
 shards=${SHARDS:-2000000}
 partitions=${PARTITIONS:-128}
-rounds=${ROUNDS:-2}
+rounds=${ROUNDS:-3}
 lattice="$build/cli/lattice"
 [ -x "$lattice" ] || { echo "kafka.sh: $lattice not found; build it first" >&2; exit 1; }
 for tool in kcat python3; do
@@ -85,7 +86,7 @@ count_topic() {  # topic -> number of messages
 }
 rate() { python3 -c "print(f'{$1 / $2:,.0f}')"; }
 
-best_kcat=""; best_emit=""; cpu_kcat=""; cpu_emit=""
+best_kcat=""; best_emit=""; cpu_kcat=""; cpu_emit=""; ratios_c=()
 for r in $(seq 1 "$rounds"); do
   run_measured sh -c "kcat -P -b '$brokers' -t bench.kcat.$r -K '|' <'$tmp/kcat.txt'"
   read -r w c rc <"$tmp/measure"
@@ -93,6 +94,7 @@ for r in $(seq 1 "$rounds"); do
   n=$(count_topic "bench.kcat.$r")
   [ "$n" = "$shards" ] || { echo "kafka.sh: kcat -P delivered $n of $shards" >&2; exit 1; }
   echo "   (c) round $r: kcat -P       $w s wall, $c s CPU: $(rate "$shards" "$w") shards/s"
+  w_kcat=$w
   if [ -z "$best_kcat" ] || python3 -c "import sys; sys.exit(0 if $w < $best_kcat else 1)"; then
     best_kcat=$w; cpu_kcat=$c
   fi
@@ -102,6 +104,7 @@ for r in $(seq 1 "$rounds"); do
   n=$(count_topic "bench.emit.$r")
   [ "$n" = "$shards" ] || { echo "kafka.sh: lattice emit delivered $n of $shards" >&2; exit 1; }
   echo "   (c) round $r: lattice emit  $w s wall, $c s CPU: $(rate "$shards" "$w") shards/s"
+  ratios_c+=("$(python3 -c "print(f'{$w_kcat / $w * 100:.1f}')")")
   if [ -z "$best_emit" ] || python3 -c "import sys; sys.exit(0 if $w < $best_emit else 1)"; then
     best_emit=$w; cpu_emit=$c
   fi
@@ -111,11 +114,6 @@ done
 "$lattice" emit -b "$brokers" -t lattice.shards -f "$rec" >/dev/null
 n=$(count_topic lattice.shards)
 [ "$n" = "$shards" ] || { echo "kafka.sh: lattice.shards holds $n of $shards" >&2; exit 1; }
-
-run_measured sh -c "kcat -C -b '$brokers' -t lattice.shards -e -o beginning -q >/dev/null"
-read -r w_a c_a rc <"$tmp/measure"
-[ "$rc" = 0 ] || { echo "kafka.sh: kcat -C failed" >&2; exit 1; }
-echo "   (a) kcat -C -e of lattice.shards: $w_a s wall, $c_a s CPU: $(rate "$shards" "$w_a") shards/s"
 
 # ---------------------------------------------------------------------------------------------
 # (b) `lattice aggregate` from start to the whole topic merged and durable: --exit-at-end stops
@@ -137,9 +135,23 @@ measure_aggregate() {
   echo "   (b) lattice aggregate $2: $w_b s wall ($a_b s from assignment), $c_b s CPU:" \
     "$(rate "$shards" "$w_b") shards/s ($(rate "$shards" "$a_b") from assignment)"
 }
-# The merge path alone (consume, merge, commit durable; no change topic), standalone and in a group.
-measure_aggregate standalone "--assign all --changes-topic '' ${AGG_FLAGS:-}"
-w_bs=$w_b; c_bs=$c_b
+# (a) and (b) standalone (the merge path alone: consume, merge, commit durable; no change topic)
+# in ROUNDS alternating pairs; the figures are the medians, the ratio the median of the rounds'.
+walls_a=(); cpus_a=(); walls_bs=(); cpus_bs=(); ratios_b=()
+for r in $(seq 1 "$rounds"); do
+  run_measured sh -c "kcat -C -b '$brokers' -t lattice.shards -e -o beginning -q >/dev/null"
+  read -r w_a c_a rc <"$tmp/measure"
+  [ "$rc" = 0 ] || { echo "kafka.sh: kcat -C failed" >&2; exit 1; }
+  echo "   (a) round $r: kcat -C -e of lattice.shards: $w_a s wall, $c_a s CPU: $(rate "$shards" "$w_a") shards/s"
+  measure_aggregate standalone "--assign all --changes-topic '' ${AGG_FLAGS:-}"
+  walls_a+=("$w_a"); cpus_a+=("$c_a"); walls_bs+=("$w_b"); cpus_bs+=("$c_b")
+  ratios_b+=("$(python3 -c "print(f'{$w_a / $w_b * 100:.1f}')")")
+done
+median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" "$@"; }
+median0() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}')" "$@"; }
+w_a=$(median "${walls_a[@]}"); c_a=$(median "${cpus_a[@]}")
+w_bs=$(median "${walls_bs[@]}"); c_bs=$(median "${cpus_bs[@]}")
+# The group run.
 measure_aggregate group "--changes-topic '' ${AGG_FLAGS:-}"
 w_bg=$w_b; c_bg=$c_b; a_bg=$a_b
 # With change events to lattice.changes (as in production): bounded by how fast the broker takes
@@ -153,10 +165,10 @@ echo "| figure | what | wall s | CPU s | shards/s | ratio |"
 echo "|---|---|---:|---:|---:|---|"
 echo "| (c) baseline | kcat -P -K (bodies keyed by blade) | $best_kcat | $cpu_kcat | $(rate "$shards" "$best_kcat") | |"
 ratio_c=$(python3 -c "print(f'{$best_kcat / $best_emit * 100:.0f}')")
-echo "| (c) | lattice emit (envelopes: key, CreateTime, lattice-seq; validated) | $best_emit | $cpu_emit | $(rate "$shards" "$best_emit") | ${ratio_c}% of kcat -P (target >= 90%) |"
-echo "| (a) baseline | kcat -C -e to /dev/null | $w_a | $c_a | $(rate "$shards" "$w_a") | |"
+echo "| (c) | lattice emit (envelopes: key, CreateTime, lattice-seq; validated) | $best_emit | $cpu_emit | $(rate "$shards" "$best_emit") | best rounds: ${ratio_c}% of kcat -P; median of rounds $(median0 "${ratios_c[@]}")% (${ratios_c[*]}) (target >= 90%) |"
+echo "| (a) baseline | kcat -C -e to /dev/null, median of $rounds | $w_a | $c_a | $(rate "$shards" "$w_a") | |"
 pct() { python3 -c "print(f'{$1 / $2 * 100:.0f}')"; }
-echo "| (b) | lattice aggregate --assign all (standalone), start to merged and durable, no change topic | $w_bs | $c_bs | $(rate "$shards" "$w_bs") | $(pct "$w_a" "$w_bs")% of (a) (target >= 80%) |"
+echo "| (b) | lattice aggregate --assign all (standalone), start to merged and durable, no change topic, median of $rounds | $w_bs | $c_bs | $(rate "$shards" "$w_bs") | median of rounds $(median0 "${ratios_b[@]}")% of (a) (${ratios_b[*]}) (target >= 80%) |"
 echo "| (b) | lattice aggregate in a new consumer group, whole process, no change topic | $w_bg | $c_bg | $(rate "$shards" "$w_bg") | $(pct "$w_a" "$w_bg")% of (a) |"
 echo "| (b) | the same, from the first partition assignment | $a_bg | | $(rate "$shards" "$a_bg") | $(pct "$w_a" "$a_bg")% of (a) |"
 echo "| (b') | lattice aggregate --assign all publishing change events to lattice.changes | $w_bc | $c_bc | $(rate "$shards" "$w_bc") | $(pct "$w_a" "$w_bc")% of (a); $a_bc s from assignment |"
