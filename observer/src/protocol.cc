@@ -377,6 +377,11 @@ bool StreamProtocol::Matches(const std::string& path) const {
         (path.size() == p.size() || path[p.size()] == '.')) {
       return true;
     }
+    // The top-level key "" is `\e`, but the paths under it are written `.x` (core::Path): a
+    // leading dot is always a separator, so those are exactly the paths that start with one.
+    if (p == "\\e" && !path.empty() && path[0] == '.') {
+      return true;
+    }
   }
   return false;
 }

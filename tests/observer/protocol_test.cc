@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "lattice/core/path.h"
+
 namespace lattice::observer {
 namespace {
 
@@ -298,6 +300,26 @@ TEST_F(StreamProtocolTest, SubscriptionFiltersChanges) {
   ASSERT_EQ(ch.size(), 2u);
   EXPECT_EQ(ch[0]["path"], "nodes.w1.status");
   EXPECT_EQ(ch[1]["path"], "a\\.b.c");
+}
+
+TEST_F(StreamProtocolTest, SubscriptionToTheTopLevelEmptyKeyGetsItsSubtree) {
+  StreamProtocol p(feed_, true);
+  p.OnConnect();
+  Send(p, R"({"type":"subscribe","payload":{"prefixes":["\\e"]}})");
+  Send(p, R"({"type":"set_mode","payload":{"mode":"live"}})");
+  // core::Path writes [""] as `\e` and ["", "x"] as `.x`.
+  ASSERT_EQ(core::Path({""}).ToString(), "\\e");
+  ASSERT_EQ(core::Path({"", "x"}).ToString(), ".x");
+  Publish({MakeChange("\\e", std::nullopt, "1", "b", 1, 10, crdt::ChangeCause::kSet),
+           MakeChange(".x", std::nullopt, "1", "b", 2, 10, crdt::ChangeCause::kSet),
+           MakeChange("e", std::nullopt, "1", "b", 3, 10, crdt::ChangeCause::kSet),
+           MakeChange("x..y", std::nullopt, "1", "b", 4, 10, crdt::ChangeCause::kSet)});
+  auto pushed = p.OnTick(*last_);
+  ASSERT_EQ(pushed.size(), 2u);
+  const json ch = json::parse(*pushed[0])["payload"]["changes"];
+  ASSERT_EQ(ch.size(), 2u);
+  EXPECT_EQ(ch[0]["path"], "\\e");
+  EXPECT_EQ(ch[1]["path"], ".x");
 }
 
 TEST_F(StreamProtocolTest, ClientsWithTheSameSubscriptionShareOneEncoding) {
