@@ -39,7 +39,7 @@ class Arena {
 
   std::vector<std::unique_ptr<char[]>> blocks_;
   std::vector<std::size_t> sizes_;
-  std::size_t block_ = 0;  // the block `next_` points into (blocks_.size(): none yet)
+  std::size_t block_ = 0;  // the block `next_` points into (none while `next_` is null)
   char* next_ = nullptr;
   std::size_t room_ = 0;  // bytes left in that block
 };
