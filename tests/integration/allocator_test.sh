@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The allocator chosen with LATTICE_ALLOCATOR (docs/configuration.md "Allocator") really replaces
+# The allocator chosen with LATTICE_ALLOCATOR (docs/architecture.md "The allocator") really replaces
 # glibc's malloc for the whole process: the dynamic linker's bindings (LD_DEBUG=bindings, every
 # symbol bound at start with LD_BIND_NOW) must send malloc and free of the executable (and the
 # statically linked RocksDB in it), of libstdc++ (operator new) and of librdkafka (its per-message
