@@ -1157,23 +1157,10 @@ struct Aggregator::Impl {
   void PrefetchAhead(const FetchedChunk& c, std::size_t i) const {
     constexpr std::size_t kAhead = 4;
     if (i + 3 * kAhead < c.size) {
-      const char* p = reinterpret_cast<const char*>(&c.items[i + 3 * kAhead]);
-      for (std::size_t off = 0; off < sizeof(FetchedMessage); off += 64) {
-        __builtin_prefetch(p + off);
-      }
+      internal::PrefetchObject(c.items[i + 3 * kAhead]);
     }
-    if (i + 2 * kAhead < c.size) {
-      const FetchedMessage& m = c.items[i + 2 * kAhead];
-      if (m.kind == FetchedMessage::Kind::kShard) {
-        const char* p = reinterpret_cast<const char*>(m.shard.entries.data());
-        const std::size_t bytes =
-            std::min<std::size_t>(m.shard.entries.size() * sizeof(core::BodyEntry), 256);
-        for (std::size_t off = 0; off < bytes; off += 64) {
-          __builtin_prefetch(p + off);
-        }
-        __builtin_prefetch(m.shard.blade.data());  // the keys were copied after it
-        __builtin_prefetch(m.shard.blade.data() + 64);
-      }
+    if (i + 2 * kAhead < c.size && c.items[i + 2 * kAhead].kind == FetchedMessage::Kind::kShard) {
+      internal::PrefetchShardData(c.items[i + 2 * kAhead].shard);
     }
     if (i + kAhead < c.size && c.items[i + kAhead].kind == FetchedMessage::Kind::kShard) {
       store.Prefetch(c.items[i + kAhead].shard);

@@ -127,23 +127,10 @@ void PrefetchAhead(const crdt::StateStore& store, const internal::DecodedBatch& 
                    std::size_t i) {
   constexpr std::size_t kAhead = 4;
   if (i + 3 * kAhead < batch.size) {
-    const char* p = reinterpret_cast<const char*>(&batch.lines[i + 3 * kAhead]);
-    for (std::size_t off = 0; off < sizeof(internal::DecodedLine); off += 64) {
-      __builtin_prefetch(p + off);
-    }
+    internal::PrefetchObject(batch.lines[i + 3 * kAhead]);
   }
-  if (i + 2 * kAhead < batch.size) {
-    const internal::DecodedLine& line = batch.lines[i + 2 * kAhead];
-    if (line.ok) {
-      const char* p = reinterpret_cast<const char*>(line.shard.entries.data());
-      const std::size_t size = line.shard.entries.size() * sizeof(core::BodyEntry);
-      const std::size_t bytes = size < 256 ? size : 256;
-      for (std::size_t off = 0; off < bytes; off += 64) {
-        __builtin_prefetch(p + off);
-      }
-      __builtin_prefetch(line.shard.blade.data());  // the keys were copied after it
-      __builtin_prefetch(line.shard.blade.data() + 64);
-    }
+  if (i + 2 * kAhead < batch.size && batch.lines[i + 2 * kAhead].ok) {
+    internal::PrefetchShardData(batch.lines[i + 2 * kAhead].shard);
   }
   if (i + kAhead < batch.size && batch.lines[i + kAhead].ok) {
     store.Prefetch(batch.lines[i + kAhead].shard);
