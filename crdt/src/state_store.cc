@@ -32,8 +32,12 @@ using internal::FromRocks;
 namespace {
 
 /// The change-log record of one commit (the change log's format 1): the format byte, then per
-/// node key 'P' | 'D', varint length, key. Reused across commits (a full-size buffer, like
-/// BatchRep's). Thread safety: none.
+/// node key 'P' | 'D', varint length, key. This writer logs the nodes it puts only ('P'): the
+/// reader reports a change from a node's current record, and a deletion's only reader skipped it
+/// (an erase is a put of a tombstone; the deletes are tombstones collected, nodes under an erased
+/// or evicted subtree, and nodes that died after a commit wrote them). Directories written before
+/// have 'D' entries too, and readers still skip them. Reused across commits (a full-size buffer,
+/// like BatchRep's). Thread safety: none.
 class ChangeLogRecord {
  public:
   void Start() {
@@ -72,12 +76,11 @@ class BatchSink final : public internal::RecordSink {
   BatchSink(internal::BatchRep& rep, const Families& cf) : rep_(rep), cf_(cf) {}
   void PutNode(std::string_view key, std::string_view value) override {
     rep_.Put(cf_.state, key, value);
-    LogKey('P', key);
+    if (log_ != nullptr) {
+      log_->Add('P', key);
+    }
   }
-  void DeleteNode(std::string_view key) override {
-    rep_.Delete(cf_.state, key);
-    LogKey('D', key);
-  }
+  void DeleteNode(std::string_view key) override { rep_.Delete(cf_.state, key); }
   void PutSlot(std::string_view key, std::string_view value) override {
     rep_.Put(cf_.counters, key, value);
   }
@@ -100,7 +103,6 @@ class BatchSink final : public internal::RecordSink {
     for (const internal::BatchTags* cf : {&cf_.state, &cf_.counters, &cf_.history}) {
       rep_.DeleteRange(*cf, key, end);
     }
-    LogKey('D', key);
   }
   void PutExpiry(std::int64_t due, std::string_view key) override {
     rep_.Put(cf_.expiry, internal::ExpiryKey(due, key), std::string_view());
@@ -109,16 +111,10 @@ class BatchSink final : public internal::RecordSink {
     rep_.Delete(cf_.expiry, internal::ExpiryKey(due, key));
   }
 
-  /// Collects the node keys of this commit into `log`, if set.
+  /// Collects the keys of the nodes this commit puts into `log`, if set.
   void set_change_log(ChangeLogRecord* log) { log_ = log; }
 
  private:
-  void LogKey(char op, std::string_view key) {
-    if (log_ != nullptr) {
-      log_->Add(op, key);
-    }
-  }
-
   ChangeLogRecord* log_ = nullptr;
   internal::BatchRep& rep_;
   const Families& cf_;

@@ -350,5 +350,43 @@ TEST_F(ExpiryIndexTest, AnOlderStateFormatIsRefusedWithAClearError) {
   EXPECT_EQ(reader.status().message(), expected);
 }
 
+// The change log (format 1, docs/state-layout.md) names the state nodes a commit puts; deletions
+// (an erased subtree's nodes, an evicted subtree) are not logged: the reader reports an erase from
+// the tombstone put at the erased path, and skips 'D' entries (which older directories hold).
+TEST_F(ExpiryIndexTest, TheChangeLogNamesOnlyTheNodesACommitPuts) {
+  auto store = Open();
+  Apply(*store, Env("b", 1, 0, R"({"intents":{"i1":{"host":"h"}},"jobs":{"1":{"a":1,"b":2}}})"));
+  ASSERT_TRUE(store->Commit().ok());
+  // Erase jobs.1 and let intents.i1 be evicted (due at 10,000).
+  Apply(*store, Env("b", 2, 20'000, R"({"jobs":{"1":null},"x":1})"));
+  store->AdvanceWatermark(20'000);
+  EXPECT_EQ(store->counts().evicted, 1u);
+  CommitAndClose(store);
+
+  RawDb raw(dir_);
+  EXPECT_TRUE(raw.Keys("state", Enc({"jobs", "1", "a"})).empty()) << "deleted by commit 2";
+  EXPECT_TRUE(raw.Keys("state", Enc({"intents", "i1"})).empty()) << "evicted by commit 2";
+  std::vector<std::vector<std::string>> logged;  // per commit, the keys in order
+  std::unique_ptr<rocksdb::Iterator> it(
+      raw.db().NewIterator(rocksdb::ReadOptions(), raw.cf("changes")));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const std::string rec = it->value().ToString();
+    ASSERT_FALSE(rec.empty());
+    ASSERT_EQ(rec[0], '\x01') << "format 1";
+    logged.emplace_back();
+    for (std::size_t i = 1; i < rec.size();) {
+      ASSERT_EQ(rec[i], 'P') << "a deletion in the change log of commit " << logged.size();
+      const std::size_t len = static_cast<unsigned char>(rec[i + 1]);  // one-byte varints here
+      ASSERT_LT(len, 128u);
+      logged.back().push_back(rec.substr(i + 2, len));
+      i += 2 + len;
+    }
+  }
+  ASSERT_TRUE(it->status().ok());
+  ASSERT_EQ(logged.size(), 2u);
+  EXPECT_EQ(logged[1], (std::vector<std::string>{Enc({"jobs"}), Enc({"jobs", "1"}), Enc({"x"})}))
+      << "jobs (its stamps), the tombstone put at jobs.1 and the new x";
+}
+
 }  // namespace
 }  // namespace lattice::crdt
