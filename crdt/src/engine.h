@@ -458,6 +458,7 @@ struct alignas(128) Node {
   bool dead : 1 = false;
   bool has_index : 1 = false;  // `index` is set
   bool has_ttl : 1 = false;    // `ttl` is set
+  bool has_dropped : 1 = false;  // `dropped_slots` is not empty
   Node* parent = nullptr;
   // Cache line 1: what a write at the node reads and updates.
   Stamp last;
@@ -558,7 +559,11 @@ class Engine {
   std::string Dump() const;
   std::optional<std::string> Get(const core::Path& path) const;
   const ApplyCounts& counts() const { return counts_; }
-  std::size_t node_count() const { return live_nodes_; }
+  /// Nodes in memory. Not const: it first finishes the deferred kills (BuryDoomed).
+  std::size_t node_count() {
+    BuryDoomed();
+    return live_nodes_;
+  }
   std::int64_t watermark() const { return watermark_; }
   std::int64_t gc_horizon() const { return gc_horizon_; }
   bool has_changes() const {
@@ -639,6 +644,13 @@ class Engine {
   Node* CreateChild(Node* parent, std::string_view key);
   void Unlink(Node* node);
   void KillSubtree(Node* node);
+  /// Kills what KillChildren() deferred: every node of doomed_'s chains and their subtrees.
+  void BuryDoomed() {
+    if (!doomed_.empty()) {
+      BuryDoomedSlow();
+    }
+  }
+  void BuryDoomedSlow();
   [[gnu::always_inline]] inline void KillChildren(Node* node);
   [[gnu::noinline, gnu::cold]] void KillPagedChildren(Node* node);
   void KillOlder(Node* node, const Stamp& s);
@@ -761,6 +773,14 @@ class Engine {
   std::vector<Node*> dirty_;
   std::vector<Blade*> dirty_blades_;
   std::vector<Node*> graveyard_;
+  // Children detached by KillChildren() and not yet killed: each entry is the head of a sibling
+  // chain that dies whole, with every subtree below it. Unreachable from the root, so nothing but
+  // the lists below can meet them: BuryDoomed() runs before anything walks those (the horizon's
+  // tombstones, TTL and slot queues and registers; a commit's dirty list), before node_count(),
+  // and once kDoomedMax chains are waiting. Killing them together overlaps their cache misses:
+  // killed one by one, each node of a cold subtree (an erased intent's 5) was a dependent miss.
+  std::vector<Node*> doomed_;
+  static constexpr std::size_t kDoomedMax = 4096;
   std::vector<Node*> free_nodes_;
   std::vector<std::unique_ptr<TtlState>> free_ttl_;  // of freed nodes, for reuse
   // Nodes are allocated in slabs of kNodeSlab: one aligned allocation per slab instead of one

@@ -88,8 +88,8 @@ void Engine::EncodeNode(const Node* node, std::string& out) const {
   w.Varint(node->origin.source);
   w.Varint(node->origin.offset);
   w.Varint(node->origin.line);
-  w.Byte(node->ttl ? 1 : 0);
-  if (node->ttl) {
+  w.Byte(node->has_ttl ? 1 : 0);
+  if (node->has_ttl) {
     w.Varint(ZigZag(node->ttl->final_ts));
     w.Varint(node->ttl->pending_size());
     node->ttl->ForEachPending([&](std::int64_t ts) { w.Varint(ZigZag(ts)); });
@@ -198,6 +198,7 @@ void Engine::EncodeBlade(const Blade& blade, std::string& out) const {
 void Engine::CollectChanges(ChangeSet& out) {
   using Op = ChangeSet::Op;
   LATTICE_DCHECK(out.records.empty() && out.dead.empty());
+  BuryDoomed();      // dead nodes are skipped below, and their records deleted
   MaterializeAll();  // pending increments go to their slots' records
   if (pager_ != nullptr) {
     // The pages this commit writes records under may not leave memory before it is written.
@@ -215,6 +216,10 @@ void Engine::CollectChanges(ChangeSet& out) {
   }
   out.root = root_;
   auto delete_dropped = [&](Node* node) {
+    if (!node->has_dropped) {
+      return;  // without reading line 3
+    }
+    node->has_dropped = false;
     for (const DroppedSlot& d : node->dropped_slots) {
       AddRecord(out, Op::kDeleteSlot, node, d.blade);
       for (std::uint64_t no : d.chunks) {
@@ -223,16 +228,19 @@ void Engine::CollectChanges(ChangeSet& out) {
     }
     node->dropped_slots.clear();
   };
-  // Dead and dirty nodes are spread over the heap: touch them a few ahead of use.
+  // Dead and dirty nodes are spread over the heap: touch them a few ahead of use. Only the lines
+  // read without a flag of line 0 saying so: a dead node's lines 0-1 (flags, key, register), a
+  // dirty node's lines 0-2 (and origin, scalar); line 3 (TTL state, dropped slots) is read only
+  // behind `has_ttl` / `has_dropped`.
   constexpr std::size_t kAhead = 6;
-  const auto prefetch = [](const Node* node) {
+  const auto prefetch = [](const Node* node, std::size_t lines) {
     const char* p = reinterpret_cast<const char*>(node);
-    for (std::size_t line = 0; line < sizeof(Node); line += 64) {
+    for (std::size_t line = 0; line < lines * 64; line += 64) {
       __builtin_prefetch(p + line);
     }
   };
   auto delete_expiry = [&](Node* node) {
-    if (node->ttl && node->ttl->indexed != TtlState::kNone) {
+    if (node->has_ttl && node->ttl->indexed != TtlState::kNone) {
       AddRecord(out, Op::kDeleteExpiry, node, nullptr,
                 static_cast<std::uint64_t>(node->ttl->indexed));
       node->ttl->indexed = TtlState::kNone;
@@ -249,7 +257,7 @@ void Engine::CollectChanges(ChangeSet& out) {
   }
   for (std::size_t i = 0; i < graveyard_.size(); ++i) {
     if (i + kAhead < graveyard_.size()) {
-      prefetch(graveyard_[i + kAhead]);
+      prefetch(graveyard_[i + kAhead], 2);
     }
     Node* node = graveyard_[i];
     delete_dropped(node);
@@ -289,7 +297,7 @@ void Engine::CollectChanges(ChangeSet& out) {
   // that path; dead nodes' keys were deleted above).
   for (std::size_t i = 0; i < dirty_.size(); ++i) {
     if (i + kAhead < dirty_.size()) {
-      prefetch(dirty_[i + kAhead]);
+      prefetch(dirty_[i + kAhead], 3);
     }
     Node* node = dirty_[i];
     node->dirty = false;
@@ -301,7 +309,7 @@ void Engine::CollectChanges(ChangeSet& out) {
     EncodeNode(node, out.values);
     TakeValue(out, AddRecord(out, Op::kPutNode, node), start);
     node->persisted = true;
-    if (node->ttl) {
+    if (node->has_ttl) {
       const std::int64_t due = NextTtlKey(*node->ttl);
       if (due != node->ttl->indexed) {
         if (node->ttl->indexed != TtlState::kNone) {

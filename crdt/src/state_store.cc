@@ -831,7 +831,7 @@ StoreStats StateStore::Stats() const {
     }
     std::fclose(f);
   }
-  st.nodes = im.engine.node_count();
+  st.nodes = impl_->engine.node_count();  // finishes deferred kills (the owner thread's)
   st.pages_out = im.engine.pages_out();
   st.pages_in = im.engine.pages_in();
   return st;
