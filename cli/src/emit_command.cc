@@ -114,9 +114,10 @@ class CheckPipe {
   Status read_status_;
 };
 
-// Reads `reader` to its end into `pipe`, checking every line with `lines`.
+// Reads `reader` to its end into `pipe`, checking every line with `lines`; with `group`, each
+// batch is sent grouped by blade (CheckedLines::GroupByBlade).
 void ReadAndCheck(core::LineReader& reader, ingest::LineEmitter& lines, CheckPipe& pipe,
-                  const std::string& path) {
+                  const std::string& path, bool group) {
   pthread_setname_np(pthread_self(), "lattice-check");  // for top -H, perf, /proc/*/task
   auto batch = pipe.Empty();
   Status status;
@@ -136,6 +137,9 @@ void ReadAndCheck(core::LineReader& reader, ingest::LineEmitter& lines, CheckPip
       lines.Check(l.text, l.number, /*padded=*/true, *batch);
     }
     if (batch->size() >= CheckPipe::kBatchLines || batch->bytes() >= CheckPipe::kBatchBytes) {
+      if (group) {
+        batch->GroupByBlade();
+      }
       if (!pipe.Push(std::move(batch))) {
         break;  // the sender stopped; `batch` is gone
       }
@@ -143,6 +147,9 @@ void ReadAndCheck(core::LineReader& reader, ingest::LineEmitter& lines, CheckPip
     }
   }
   if (batch != nullptr && batch->size() > 0) {
+    if (group) {
+      batch->GroupByBlade();
+    }
     (void)pipe.Push(std::move(batch));
   }
   pipe.Finish(std::move(status));
@@ -157,21 +164,24 @@ bool IsRegularFile(const std::string& path) {
 
 // Sends every line of a regular file: read and checked on a helper thread (CheckPipe), sent
 // here. `handle` says whether to go on after a sent line's status; `stop_status` gets a read
-// error.
+// error. With `group` (not --strict) each batch is sent grouped by blade, and a stop signal
+// takes effect between batches, so that what was sent is still the file up to some line
+// (--strict and --in-order send in line order, and stop at the line itself).
 template <typename Handle>
 void SendFromFile(core::LineReader& reader, ingest::LineEmitter& lines, const std::string& path,
-                  Handle& handle, Status& stop_status) {
+                  bool group, Handle& handle, Status& stop_status) {
   CheckPipe pipe;
   std::thread checker(ReadAndCheck, std::ref(reader), std::ref(lines), std::ref(pipe),
-                      std::cref(path));
+                      std::cref(path), group);
   bool go_on = true;
-  while (go_on) {
+  while (go_on && !g_emit_stop.load(std::memory_order_relaxed)) {
     auto batch = pipe.Pop();
     if (batch == nullptr) {
       break;
     }
     for (std::size_t i = 0; i < batch->size(); ++i) {
-      if (g_emit_stop.load(std::memory_order_relaxed) || !handle(lines.SendChecked(*batch, i))) {
+      if ((!group && g_emit_stop.load(std::memory_order_relaxed)) ||
+          !handle(lines.SendChecked(*batch, i))) {
         go_on = false;
         break;
       }
@@ -198,6 +208,7 @@ struct EmitArgs {
   bool bodies_only = false;
   bool no_validate = false;
   bool strict = false;
+  bool in_order = false;
   bool json = false;
   std::string timeout = "60s";
 };
@@ -285,7 +296,8 @@ int RunEmit(const EmitArgs& args) {
         }
       }
     } else {
-      SendFromFile(**reader, lines, path, handle, stop_status);
+      SendFromFile(**reader, lines, path, /*group=*/!args.strict && !args.in_order, handle,
+                   stop_status);
     }
   }
   Status flushed = emitter.Close(std::chrono::milliseconds(*timeout_ms));
@@ -363,7 +375,11 @@ void AddEmitCommand(CLI::App& app) {
   cmd->add_flag("--no-validate", args->no_validate,
                 "Send shards without checking them against the shard rules (e.g. to test the "
                 "dead-letter path)");
-  cmd->add_flag("--strict", args->strict, "Stop at the first invalid line (exit code 1)");
+  cmd->add_flag("--strict", args->strict,
+                "Stop at the first invalid line (exit code 1); implies --in-order");
+  cmd->add_flag("--in-order", args->in_order,
+                "Send a file's lines in line order (by default each batch of up to 1,024 lines "
+                "goes out grouped by blade, each blade's lines in their order)");
   cmd->add_flag("--json", args->json, "Print the summary as one JSON object");
   cmd->add_option("--timeout", args->timeout,
                   "How long to wait at the end for every shard to be delivered")

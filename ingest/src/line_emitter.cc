@@ -28,7 +28,87 @@ bool ParseNumber(std::string_view s, Int& out) {
 // An envelope as LineEmitter defines it (line_emitter.h): "blade" and "shard" keys at the top.
 bool IsEnvelope(const internal::EnvelopeFields& f) { return f.has_blade && f.has_shard; }
 
+// FNV-1a of a blade (a few bytes), to group a batch's lines by blade.
+std::uint32_t BladeHash(std::string_view blade) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char c : blade) {
+    h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+  }
+  return static_cast<std::uint32_t>(h ^ (h >> 32));
+}
+
 }  // namespace
+
+void CheckedLines::GroupByBlade() {
+  const auto n = static_cast<std::uint32_t>(items_.size());
+  order_.resize(n);
+  std::uint32_t begin = 0;
+  while (begin < n) {
+    if (items_[begin].kind != Kind::kEnvelope) {
+      order_[begin] = begin;  // a bare body or a refused line keeps its place
+      ++begin;
+      continue;
+    }
+    std::uint32_t end = begin + 1;
+    while (end < n && items_[end].kind == Kind::kEnvelope) {
+      ++end;
+    }
+    GroupRun(begin, end);
+    begin = end;
+  }
+}
+
+void CheckedLines::GroupRun(std::uint32_t begin, std::uint32_t end) {
+  const std::uint32_t n = end - begin;
+  std::size_t cap = 16;
+  while (cap < 2 * static_cast<std::size_t>(n)) {
+    cap *= 2;
+  }
+  const std::size_t mask = cap - 1;
+  slots_.assign(cap, 0);
+  group_of_.resize(n);
+  group_rep_.clear();
+  group_pos_.clear();
+  for (std::uint32_t k = 0; k < n; ++k) {
+    const std::string_view blade = Blade(items_[begin + k]);
+    const std::uint32_t h = BladeHash(blade);
+    std::uint32_t g = 0;
+    for (std::size_t s = h & mask;; s = (s + 1) & mask) {
+      const std::uint64_t slot = slots_[s];
+      if (slot == 0) {
+        g = static_cast<std::uint32_t>(group_rep_.size());
+        group_rep_.push_back(begin + k);
+        group_pos_.push_back(0);
+        slots_[s] = (std::uint64_t{h} << 32) | (g + 1);
+        break;
+      }
+      if (slot >> 32 == h) {
+        const auto candidate = static_cast<std::uint32_t>(slot) - 1;
+        if (Blade(items_[group_rep_[candidate]]) == blade) {
+          g = candidate;
+          break;
+        }
+      }
+    }
+    group_of_[k] = g;
+    ++group_pos_[g];
+  }
+  if (group_rep_.size() == 1 || group_rep_.size() == n) {
+    for (std::uint32_t k = 0; k < n; ++k) {
+      order_[begin + k] = begin + k;  // already grouped
+    }
+    return;
+  }
+  std::uint32_t place = begin;
+  for (std::uint32_t& pos : group_pos_) {
+    const std::uint32_t size = pos;
+    pos = place;
+    place += size;
+  }
+  for (std::uint32_t k = 0; k < n; ++k) {
+    order_[group_pos_[group_of_[k]]++] = begin + k;
+  }
+}
 
 struct LineEmitter::Impl {
   core::ShardDecoder decoder;
@@ -156,7 +236,7 @@ void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded
 }
 
 Status LineEmitter::SendChecked(const CheckedLines& lines, std::size_t i) {
-  const CheckedLines::Item& item = lines.items_[i];
+  const CheckedLines::Item& item = lines.items_[lines.order_.empty() ? i : lines.order_[i]];
   const std::string_view bytes(lines.bytes_);
   ++report_.lines;
   switch (item.kind) {

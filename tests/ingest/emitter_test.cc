@@ -532,6 +532,105 @@ TEST_F(EmitterTest, LinesCheckedOnOneThreadAreSentInOrderOnAnother) {
   EXPECT_EQ(values["w"].front(), R"({"body":3})");
 }
 
+TEST_F(EmitterTest, GroupedBatchesKeepEachBladesOrderAndOtherLinesInPlace) {
+  // One partition: the topic's order is the order SendChecked sent in.
+  DevBrokerOptions bo;
+  bo.topics = {{"one", 1}};
+  auto broker = DevBroker::Start(bo);
+  ASSERT_TRUE(broker.ok()) << broker.status().ToString();
+  EmitterOptions o = Options("w");
+  o.kafka.brokers = (*broker)->bootstraps();
+  o.topic = "one";
+  auto e = Emitter::Open(o);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  LineEmitter lines(**e, {});
+  auto env = [](const std::string& blade, int seq) {
+    return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) +
+           R"(,"ts":7,"shard":{"n":)" + std::to_string(seq) + "}}";
+  };
+  const std::vector<std::string> input = {
+      env("a", 1), env("bb", 2),    env("a", 3),  env("c", 4),  env("bb", 5),
+      env("a", 6), R"({"body":7})", env("bb", 8), env("a", 9),  env("bb", 10),
+      "not json",  env("c", 12),    env("c", 13), env("a", 14), env("a", 15)};
+  CheckedLines batch;
+  for (std::size_t i = 0; i < input.size(); ++i) {
+    lines.Check(input[i], i + 1, /*padded=*/false, batch);
+  }
+  batch.GroupByBlade();
+  std::vector<std::string> errors;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Status s = lines.SendChecked(batch, i);
+    if (!s.ok()) {
+      errors.push_back(s.message().substr(0, s.message().find(':')));
+    }
+  }
+  EXPECT_EQ(errors, (std::vector<std::string>{"line 11"}));
+  EXPECT_EQ(lines.report().envelopes, 13u);
+  EXPECT_EQ(lines.report().bodies, 1u);
+  ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
+  std::vector<std::string> sent;  // key:seq, the body as key:body
+  for (const auto& m : ConsumeAll((*broker)->bootstraps(), "one", 1)) {
+    sent.push_back(m.key + ":" + (m.key == "w" ? m.value : m.seq));
+  }
+  // Each run of envelopes between the body and the bad line goes blade by blade, in the order
+  // each blade first appears; each blade's envelopes in line order.
+  EXPECT_EQ(sent,
+            (std::vector<std::string>{"a:1", "a:3", "a:6", "bb:2", "bb:5", "c:4", R"(w:{"body":7})",
+                                      "bb:8", "bb:10", "a:9", "c:12", "c:13", "a:14", "a:15"}));
+}
+
+TEST_F(EmitterTest, GroupingManyBladesKeepsEachBladesOrder) {
+  DevBrokerOptions bo;
+  bo.topics = {{"one", 1}};
+  auto broker = DevBroker::Start(bo);
+  ASSERT_TRUE(broker.ok()) << broker.status().ToString();
+  EmitterOptions o = Options("w");
+  o.kafka.brokers = (*broker)->bootstraps();
+  o.topic = "one";
+  auto e = Emitter::Open(o);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  LineEmitter lines(**e, {});
+  // Two batches (the second reuses the first's memory) of 700 lines over 250 blades of
+  // different lengths, some sharing a prefix.
+  std::uint64_t x = 12345;
+  CheckedLines batch;
+  int seq = 0;
+  std::vector<std::string> expected_order;
+  for (int b = 0; b < 2; ++b) {
+    batch.Clear();
+    std::vector<std::string> seen;
+    std::map<std::string, std::vector<int>> per;
+    for (int i = 0; i < 700; ++i) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      const std::string blade =
+          "blade-" + std::string((x >> 60) % 3, 'x') + std::to_string((x >> 33) % 250);
+      ++seq;
+      if (per[blade].empty()) {
+        seen.push_back(blade);
+      }
+      per[blade].push_back(seq);
+      lines.Check(R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) +
+                      R"(,"ts":7,"shard":{"n":1}})",
+                  static_cast<std::uint64_t>(seq), /*padded=*/false, batch);
+    }
+    batch.GroupByBlade();
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      ASSERT_TRUE(lines.SendChecked(batch, i).ok());
+    }
+    for (const auto& blade : seen) {
+      for (int s : per[blade]) {
+        expected_order.push_back(blade + ":" + std::to_string(s));
+      }
+    }
+  }
+  ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
+  std::vector<std::string> sent;
+  for (const auto& m : ConsumeAll((*broker)->bootstraps(), "one", 1)) {
+    sent.push_back(m.key + ":" + m.seq);
+  }
+  EXPECT_EQ(sent, expected_order);
+}
+
 TEST_F(EmitterTest, LineEmitterWithoutBladeExplainsBareBodies) {
   EmitterOptions o = Options("x");
   o.blade.clear();
