@@ -156,6 +156,8 @@ struct DecodeLane {
   explicit DecodeLane(const std::string& default_blade) : identity(default_blade) {}
   core::ShardDecoder decoder;
   MessageIdentity identity;
+  internal::SeqHeaderReader seq_headers;
+  std::uint64_t header_lists = 0;  // messages whose headers librdkafka parsed into a list
 };
 
 /// Copies a decoded shard into `arena` (the decoder's views are valid only until it decodes
@@ -1058,9 +1060,13 @@ struct Aggregator::Impl {
     }
     rd_kafka_message_t* m = it.message;
     Result<MessageEnvelope> env = MessageEnvelope();
-    {
+    if (const internal::RawSeqHeader raw = l.seq_headers.Read(m); raw.read) {
+      env = l.identity.Identify(internal::MessageFieldsOf(m, raw.value));
+    } else {
       internal::DetachedHeaders headers;  // freed here, on the thread that parsed them
-      env = l.identity.Identify(internal::MessageFieldsOf(m, headers.Detach(m)));
+      const rd_kafka_headers_t* list = headers.Detach(m);
+      l.header_lists += list != nullptr ? 1 : 0;
+      env = l.identity.Identify(internal::MessageFieldsOf(m, list));
     }
     if (!env.ok()) {
       it.kind = FetchedMessage::Kind::kBad;
@@ -1695,6 +1701,7 @@ struct Aggregator::Impl {
     report.dead_letters = dead_delivered;
     report.rebalances = rebalances;
     report.fetcher_wakeups = fetcher_wakeups;
+    report.header_lists = lane.header_lists + helper_lane.header_lists;  // the threads are gone
     report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (first_assignment) {
       report.assigned_seconds =
