@@ -128,11 +128,11 @@ int RunAggregate(AggregateArgs& args) {
     fmt::print(
         "{{\"messages\":{},\"applied\":{},\"duplicates\":{},\"conflicts\":{},\"late\":{},"
         "\"bad\":{},\"dead_letters\":{},\"batches\":{},\"rebalances\":{},\"bytes\":{},"
-        "\"changes\":{},\"fetcher_wakeups\":{},\"header_lists\":{},\"assigned_seconds\":{:.6f},"
-        "\"seconds\":{:.6f},\"shards_per_s\":{:.0f},\"reached_end\":{}}}\n",
+        "\"changes\":{},\"fetcher_wakeups\":{},\"assigned_seconds\":{:.6f},\"seconds\":{:.6f},"
+        "\"shards_per_s\":{:.0f},\"reached_end\":{}}}\n",
         r.messages, r.applied, r.duplicates, r.conflicts, r.late, r.bad, r.dead_letters, r.batches,
-        r.rebalances, r.bytes, r.changes, r.fetcher_wakeups, r.header_lists, r.assigned_seconds,
-        r.seconds, rate, r.reached_end);
+        r.rebalances, r.bytes, r.changes, r.fetcher_wakeups, r.assigned_seconds, r.seconds, rate,
+        r.reached_end);
   } else {
     fmt::print("aggregated {} messages in {:.2f} s: {:.0f} shards/s in {} batches\n", r.messages,
                r.seconds, rate, r.batches);

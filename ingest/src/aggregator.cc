@@ -156,8 +156,6 @@ struct DecodeLane {
   explicit DecodeLane(const std::string& default_blade) : identity(default_blade) {}
   core::ShardDecoder decoder;
   MessageIdentity identity;
-  internal::SeqHeaderReader seq_headers;
-  std::uint64_t header_lists = 0;  // messages whose headers librdkafka parsed into a list
 };
 
 /// Copies a decoded shard into `arena` (the decoder's views are valid only until it decodes
@@ -1060,13 +1058,9 @@ struct Aggregator::Impl {
     }
     rd_kafka_message_t* m = it.message;
     Result<MessageEnvelope> env = MessageEnvelope();
-    if (const internal::RawSeqHeader raw = l.seq_headers.Read(m); raw.read) {
-      env = l.identity.Identify(internal::MessageFieldsOf(m, raw.value));
-    } else {
+    {
       internal::DetachedHeaders headers;  // freed here, on the thread that parsed them
-      const rd_kafka_headers_t* list = headers.Detach(m);
-      l.header_lists += list != nullptr ? 1 : 0;
-      env = l.identity.Identify(internal::MessageFieldsOf(m, list));
+      env = l.identity.Identify(internal::MessageFieldsOf(m, headers.Detach(m)));
     }
     if (!env.ok()) {
       it.kind = FetchedMessage::Kind::kBad;
@@ -1701,7 +1695,6 @@ struct Aggregator::Impl {
     report.dead_letters = dead_delivered;
     report.rebalances = rebalances;
     report.fetcher_wakeups = fetcher_wakeups;
-    report.header_lists = lane.header_lists + helper_lane.header_lists;  // the threads are gone
     report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (first_assignment) {
       report.assigned_seconds =

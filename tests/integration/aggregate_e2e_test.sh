@@ -27,19 +27,7 @@ printf '%s\n' '{"unkeyed":{"n":{"$inc":1}}}' '{"unkeyed":{"n":{"$inc":2}},"last"
   kcat -P -b "$bootstrap" -t lattice.shards -p 3 2>>kcat.err || die "kcat -P -p 3"
 printf '%s\n' '{"unkeyed":{"n":{"$inc":10}}}' '{"last":"b"}' |
   kcat -P -b "$bootstrap" -t lattice.shards -p 11 2>>kcat.err || die "kcat -P -p 11"
-# lattice-seq headers beside other headers, pinned to partition 5. With librdkafka 2.0.2 the
-# aggregator reads them from the serialized headers itself (ingest/src/kafka_message.h): the last
-# lattice-seq counts, a look-alike name does not (seq = the offset), and none of them needs
-# librdkafka's header list (header_lists = 0).
-hdr() {  # hdr KEY BODY [kcat -H flags...]
-  printf '%s\t%s\n' "$1" "$2" | kcat -P -b "$bootstrap" -t lattice.shards -K $'\t' -p 5 "${@:3}" \
-    2>>kcat.err || die "kcat -P -H"
-}
-hdr hdr-a '{"hdr":{"a":1}}' -H origin=x -H lattice-seq=100
-hdr hdr-b '{"hdr":{"b":2}}' -H lattice-seq=5 -H other= -H lattice-seq=200
-hdr hdr-c '{"hdr":{"c":3}}' -H lattice-seqx=7 -H lattice-se=8
-hdr hdr-d '{"hdr":{"d":4}}' -H lattice-seq=12345678901234 -H trailing=z
-total=20008
+total=20004
 
 "$lattice" aggregate "${fast_group[@]}" -b "$bootstrap" --state st --exit-at-end --json --log-interval 1s \
   >run1.json 2>run1.err || die "aggregate failed: $(tail -5 run1.err)"
@@ -66,19 +54,6 @@ else
 fi
 [ "$(jq -c .unkeyed agg.dump)" == '{"n":13}' ] && ok "unkeyed messages counted as their own blades" \
   || fail "unkeyed: $(jq -c .unkeyed agg.dump)"
-seqs=""
-for k in a b c d; do
-  seqs+="$("$lattice" blame "hdr.$k" --state st --json | jq -r '.writer.seq') "
-done
-c_offset=$(kcat -C -b "$bootstrap" -t lattice.shards -p 5 -e -q -f '%k %o\n' 2>/dev/null | awk '$1=="hdr-c"{print $2}')
-[ "$seqs" == "100 200 $c_offset 12345678901234 " ] &&
-  ok "lattice-seq read among other headers: the last one, never a look-alike ($seqs)" ||
-  fail "hdr.a..d seqs $seqs, expected 100 200 $c_offset 12345678901234"
-if [ "$(pkg-config --modversion rdkafka 2>/dev/null)" == 2.0.2 ]; then
-  [ "$(jq -r .header_lists run1.json)" == 0 ] &&
-    ok "librdkafka 2.0.2: no header list built (lattice-seq read from the serialized headers)" ||
-    fail "librdkafka 2.0.2 built $(jq -r .header_lists run1.json) header lists"
-fi
 
 # The positions are in the state: a second run reads nothing and changes nothing.
 "$lattice" aggregate "${fast_group[@]}" -b "$bootstrap" --state st --exit-at-end --json --log-interval 0 \

@@ -69,10 +69,6 @@ struct AggregatorReport {
   std::uint64_t changes = 0;  // change events published (to subscribers and the changes topic)
   /// Times librdkafka's fetcher was woken after its queue (queued.min.messages) had been full.
   std::uint64_t fetcher_wakeups = 0;
-  /// Messages whose headers were read through librdkafka's header list. With librdkafka 2.0.2
-  /// the `lattice-seq` header is read from the serialized headers instead, so this counts only
-  /// messages whose headers that direct read left to librdkafka (none of a well-formed topic).
-  std::uint64_t header_lists = 0;
   double seconds = 0;
   /// From the first partition assignment to the end (without the wait for the group to form).
   double assigned_seconds = 0;
