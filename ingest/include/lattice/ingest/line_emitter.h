@@ -44,7 +44,6 @@ class CheckedLines {
   void Clear() {
     items_.clear();
     bytes_.clear();
-    order_.clear();
   }
   std::size_t size() const { return items_.size(); }
   /// Bytes of blades, bodies and reasons held.
@@ -56,7 +55,7 @@ class CheckedLines {
   /// (so each partition's order is the lines' order). librdkafka then queues a partition's
   /// messages one after the other, and its broker thread reads them from adjacent memory instead
   /// of one cache line per message scattered among all partitions' (docs/benchmarks.md "Session
-  /// 8 emit"). Call it once the batch is complete; Clear() undoes it.
+  /// 8 emit"). Call it once the batch is complete (it moves the lines into that order).
   void GroupByBlade();
 
  private:
@@ -74,13 +73,16 @@ class CheckedLines {
   std::string_view Blade(const Item& item) const {
     return std::string_view(bytes_).substr(item.offset, item.blade_size);
   }
-  // The envelopes in items_[begin, end) by blade, into order_[begin, end).
-  void GroupRun(std::uint32_t begin, std::uint32_t end);
+  // The envelopes in items_[begin, end) by blade, into order_[begin, end); false if that is
+  // their order already.
+  bool GroupRun(std::uint32_t begin, std::uint32_t end);
 
   std::vector<Item> items_;
   std::string bytes_;
-  std::vector<std::uint32_t> order_;  // GroupByBlade: the item SendChecked sends as i-th
   // GroupByBlade's scratch, kept for the next batch.
+  std::vector<std::uint32_t> order_;  // the item to send as i-th
+  std::vector<Item> grouped_items_;   // items_ and bytes_ in that order, then swapped in
+  std::string grouped_bytes_;
   std::vector<std::uint32_t> group_of_;   // each item's group
   std::vector<std::uint32_t> group_rep_;  // each group's first item
   std::vector<std::uint32_t> group_pos_;  // each group's size, then its next place in order_
@@ -116,8 +118,7 @@ class LineEmitter {
   /// Appends a line refused for `reason` (as Reject) to `out`.
   void CheckRefused(std::uint64_t number, std::string_view reason, CheckedLines& out);
 
-  /// The second half of Add: sends item `i` of `lines` (after GroupByBlade, the i-th in its
-  /// order) and counts it; returns what Add returns.
+  /// The second half of Add: sends item `i` of `lines` and counts it; returns what Add returns.
   Status SendChecked(const CheckedLines& lines, std::size_t i);
 
   const LineEmitterReport& report() const { return report_; }
