@@ -185,7 +185,7 @@ void AddAggregateCommand(CLI::App& app) {
   setting("--min-batch", "min_batch",
           "Smallest batch limit in messages (LATTICE_MIN_BATCH) [1024]");
   setting("--max-batch", "max_batch",
-          "Largest batch limit in messages (LATTICE_MAX_BATCH) [65536]");
+          "Largest batch limit in messages (LATTICE_MAX_BATCH) [262144]");
   setting("--max-batch-time", "max_batch_time",
           "Commit a batch at the latest this long after its first message "
           "(LATTICE_MAX_BATCH_TIME) [500ms]");

@@ -28,7 +28,7 @@ const std::vector<SettingInfo>& AggregateSettings() {
       {"changes_topic", "LATTICE_CHANGES_TOPIC",
        "topic of change events, empty for none [lattice.changes]"},
       {"min_batch", "LATTICE_MIN_BATCH", "smallest batch limit, messages [1024]"},
-      {"max_batch", "LATTICE_MAX_BATCH", "largest batch limit, messages [65536]"},
+      {"max_batch", "LATTICE_MAX_BATCH", "largest batch limit, messages [262144]"},
       {"max_batch_time", "LATTICE_MAX_BATCH_TIME",
        "a batch is committed at the latest this long after its first message [500ms]"},
       {"allowed_lateness", "LATTICE_ALLOWED_LATENESS",

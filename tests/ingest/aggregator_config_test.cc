@@ -25,7 +25,7 @@ TEST(AggregatorConfigTest, FlagBeatsEnvironmentBeatsFileBeatsDefault) {
   EXPECT_EQ(c->options.group, "env-group");
   EXPECT_EQ(c->options.topic, "file.topic");
   EXPECT_EQ(c->options.dead_topic, "lattice.dead");  // default
-  EXPECT_EQ(c->options.max_batch, std::size_t{65536});
+  EXPECT_EQ(c->options.max_batch, std::size_t{262144});
   ASSERT_EQ(c->file_kafka_properties.size(), 1u);
   EXPECT_EQ(c->file_kafka_properties[0].first, "client.id");
 }
