@@ -41,7 +41,8 @@ constexpr std::string_view kTooLong = "line longer than 1 MiB + 64 KiB";
 
 // Lines read and checked on a helper thread, sent on the calling thread: the shard decoder and
 // librdkafka's produce path then run on different cores. Batches of checked lines pass through a
-// bounded queue in input order (so each blade's shards keep their order) and are reused.
+// bounded queue in input order (so each blade's shards keep their order; within a batch,
+// GroupByBlade may order them by blade) and are reused.
 class CheckPipe {
  public:
   static constexpr std::size_t kBatchLines = 1024;
