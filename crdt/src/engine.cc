@@ -78,6 +78,16 @@ Node* Engine::AllocNode() {
   if (!free_nodes_.empty()) {
     n = free_nodes_.back();
     free_nodes_.pop_back();
+    // A node freed by ReleaseChanges() comes back as it died (its register is gone).
+    LATTICE_DCHECK(!n->reg);
+    if (n->has_ttl) [[unlikely]] {
+      free_ttl_.push_back(std::move(n->ttl));  // for the next TTL node (NewTtlState resets it)
+      n->has_ttl = false;
+    }
+    if (n->has_dropped) [[unlikely]] {
+      n->dropped_slots.clear();
+      n->has_dropped = false;
+    }
     // A freed node was last touched by the kill or the commit that freed it, long ago: creating
     // it writes lines 0-2, each a miss. Fetch the one handed out kFreeAhead allocations later.
     constexpr std::size_t kFreeAhead = 4;
@@ -761,10 +771,12 @@ void Engine::BuryDoomedSlow() {
     }
     n->dead = true;
     --live_nodes_;
-    if (persistent_) {
+    if (!persistent_) {
+      FreeNode(n);
+    } else if (n->reg || n->has_ttl || n->has_dropped) {
       graveyard_.push_back(n);  // freed after the next commit, which needs its key
     } else {
-      FreeNode(n);
+      (n->persisted ? plain_dead_ : quiet_dead_).push_back(n);  // lines 0-1 are in cache now
     }
   }
   doomed_.clear();

@@ -567,7 +567,8 @@ class Engine {
   std::int64_t watermark() const { return watermark_; }
   std::int64_t gc_horizon() const { return gc_horizon_; }
   bool has_changes() const {
-    return !dirty_.empty() || !graveyard_.empty() || !covered_.empty() || !dirty_blades_.empty() ||
+    return !dirty_.empty() || !graveyard_.empty() || !covered_.empty() || !doomed_.empty() ||
+           !plain_dead_.empty() || !quiet_dead_.empty() || !dirty_blades_.empty() ||
            persisted_sources_ < source_names_.size();
   }
 
@@ -781,6 +782,14 @@ class Engine {
   // killed one by one, each node of a cold subtree (an erased intent's 5) was a dependent miss.
   std::vector<Node*> doomed_;
   static constexpr std::size_t kDoomedMax = 4096;
+  // Nodes BuryDoomed() killed that hold nothing but their record (no register, TTL state or
+  // dropped slots): `plain_dead_` were written (the commit deletes their record without reading
+  // them again), `quiet_dead_` never were (the commit only frees them).
+  std::vector<Node*> plain_dead_;
+  std::vector<Node*> quiet_dead_;
+  // Dead nodes whose register ReleaseChanges() frees; every other dead node goes back to the free
+  // list untouched (AllocNode() resets what a reused node still holds).
+  std::vector<Node*> dead_regs_;
   std::vector<Node*> free_nodes_;
   std::vector<std::unique_ptr<TtlState>> free_ttl_;  // of freed nodes, for reuse
   // Nodes are allocated in slabs of kNodeSlab: one aligned allocation per slab instead of one

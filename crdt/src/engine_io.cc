@@ -254,6 +254,12 @@ void Engine::CollectChanges(ChangeSet& out) {
   }
   for (Node* node : covered_) {
     delete_expiry(node);  // its records are in a deleted range; its index entry is not
+    if (node->reg) {
+      dead_regs_.push_back(node);
+    }
+  }
+  for (Node* node : plain_dead_) {
+    AddRecord(out, Op::kDeleteNode, node);  // only its record (BuryDoomed looked)
   }
   for (std::size_t i = 0; i < graveyard_.size(); ++i) {
     if (i + kAhead < graveyard_.size()) {
@@ -261,6 +267,9 @@ void Engine::CollectChanges(ChangeSet& out) {
     }
     Node* node = graveyard_[i];
     delete_dropped(node);
+    if (node->reg) {
+      dead_regs_.push_back(node);  // freed by ReleaseChanges
+    }
     if (!node->persisted) {
       continue;
     }
@@ -335,25 +344,28 @@ void Engine::CollectChanges(ChangeSet& out) {
   // The dead nodes' keys are read until the records are written: ReleaseChanges() frees them.
   out.dead.insert(out.dead.end(), graveyard_.begin(), graveyard_.end());
   out.dead.insert(out.dead.end(), covered_.begin(), covered_.end());
+  out.dead.insert(out.dead.end(), plain_dead_.begin(), plain_dead_.end());
+  out.dead.insert(out.dead.end(), quiet_dead_.begin(), quiet_dead_.end());
   graveyard_.clear();
   covered_.clear();
+  plain_dead_.clear();
+  quiet_dead_.clear();
 }
 
 void Engine::ReleaseChanges(ChangeSet& changes) {
+  // Only the registers are freed here (the nodes that hold one were listed by CollectChanges);
+  // the nodes go back to the free list without being read: AllocNode() resets what a reused
+  // one still holds, on lines it writes anyway (freeing each here was a cache miss per node).
   constexpr std::size_t kAhead = 6;
-  std::vector<Node*>& dead = changes.dead;
-  for (std::size_t i = 0; i < dead.size(); ++i) {
-    // Two steps: the node 2 * kAhead ahead, then the register of the one kAhead ahead (FreeNode
-    // frees it and its slots).
-    if (i + 2 * kAhead < dead.size()) {
-      __builtin_prefetch(dead[i + 2 * kAhead]);
+  for (std::size_t i = 0; i < dead_regs_.size(); ++i) {
+    if (i + kAhead < dead_regs_.size()) {
+      __builtin_prefetch(dead_regs_[i + kAhead]->reg.get());
     }
-    if (i + kAhead < dead.size()) {
-      __builtin_prefetch(dead[i + kAhead]->reg.get());
-    }
-    FreeNode(dead[i]);
+    dead_regs_[i]->reg.reset();
   }
-  dead.clear();
+  dead_regs_.clear();
+  free_nodes_.insert(free_nodes_.end(), changes.dead.begin(), changes.dead.end());
+  changes.dead.clear();
   changes.records.clear();
   changes.values.clear();
   changes.entries.clear();
