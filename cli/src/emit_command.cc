@@ -165,9 +165,10 @@ bool IsRegularFile(const std::string& path) {
 
 // Sends every line of a regular file: read and checked on a helper thread (CheckPipe), sent
 // here. `handle` says whether to go on after a sent line's status; `stop_status` gets a read
-// error. With `group` (not --strict) each batch is sent grouped by blade, and a stop signal
-// takes effect between batches, so that what was sent is still the file up to some line
-// (--strict and --in-order send in line order, and stop at the line itself).
+// error. With `group` (neither --strict nor --in-order) each batch is sent grouped by blade
+// (CheckedLines::GroupByBlade), and a stop signal takes effect between batches, so that what was
+// sent is still the file up to some line (without, lines go in line order, and a stop signal
+// stops at the next line).
 template <typename Handle>
 void SendFromFile(core::LineReader& reader, ingest::LineEmitter& lines, const std::string& path,
                   bool group, Handle& handle, Status& stop_status) {

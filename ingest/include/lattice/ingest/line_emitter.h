@@ -51,12 +51,13 @@ class CheckedLines {
 
   /// Makes SendChecked(*this, i) send the lines grouped by blade: each run of envelopes between
   /// two other lines (a bare body or a refused line, which keep their places) is sent blade by
-  /// blade, in the order each blade first appears, and each blade's envelopes in their own order
-  /// (so each partition's order is the lines' order; in the rare case of two blades whose 32-bit
-  /// hashes collide, those two stay interleaved). librdkafka then queues a partition's
-  /// messages one after the other, and its broker thread reads them from adjacent memory instead
-  /// of one cache line per message scattered among all partitions' (docs/benchmarks.md "Session
-  /// 8 emit"). Call it once the batch is complete (it moves the lines into that order).
+  /// blade, in the order each blade first appears, and each blade's envelopes in their own order.
+  /// So each blade's shards keep their order in its partition; only blades sharing a partition
+  /// interleave differently (two blades whose 32-bit hashes collide stay interleaved as in the
+  /// lines). librdkafka then queues a partition's messages one after the other, and its broker
+  /// thread reads them from adjacent memory instead of one cache line per message scattered
+  /// among all partitions' (docs/benchmarks.md "Session 8 emit"). Call it once the batch is
+  /// complete (it moves the lines into that order).
   void GroupByBlade();
 
  private:
