@@ -787,6 +787,13 @@ struct Aggregator::Impl {
           stop = true;
           break;
         }
+        if (constexpr std::size_t kAhead = 4; taken + kAhead < n) {
+          // Fetch reads the message's err, partition and offset (written by librdkafka's broker
+          // thread, on either core).
+          const char* next = reinterpret_cast<const char*>(polled[taken + kAhead]);
+          __builtin_prefetch(next);
+          __builtin_prefetch(next + sizeof(rd_kafka_message_t) - 1);
+        }
         Fetch(polled[taken++]);
         if (!fetch_failure.ok()) {
           HandOver(/*drained=*/false);
