@@ -45,9 +45,13 @@ constexpr std::string_view kTooLong = "line longer than 1 MiB + 64 KiB";
 // GroupByBlade may order them by blade) and are reused.
 class CheckPipe {
  public:
-  static constexpr std::size_t kBatchLines = 1024;
-  static constexpr std::size_t kBatchBytes = 256 * 1024;
-  static constexpr std::size_t kMaxReady = 4;
+  // Batches are the window GroupByBlade groups in: the longer a partition's runs, the less
+  // librdkafka's threads pay per message. Two batches queued keep what the sender reads recent.
+  // 8,192 lines / 2 MiB with 2 queued: ~15-20% less CPU than 1,024 / 256 KiB with 4
+  // (docs/benchmarks.md "Session 8 emit").
+  static constexpr std::size_t kBatchLines = 8192;
+  static constexpr std::size_t kBatchBytes = 2 * 1024 * 1024;
+  static constexpr std::size_t kMaxReady = 2;
 
   // Reader side: an empty batch to fill.
   std::unique_ptr<ingest::CheckedLines> Empty() {
@@ -380,7 +384,7 @@ void AddEmitCommand(CLI::App& app) {
   cmd->add_flag("--strict", args->strict,
                 "Stop at the first invalid line (exit code 1); implies --in-order");
   cmd->add_flag("--in-order", args->in_order,
-                "Send a file's lines in line order (by default each batch of up to 1,024 lines "
+                "Send a file's lines in line order (by default each batch of up to 8,192 lines "
                 "goes out grouped by blade, each blade's lines in their order)");
   cmd->add_flag("--json", args->json, "Print the summary as one JSON object");
   cmd->add_option("--timeout", args->timeout,
