@@ -7,10 +7,6 @@
 #include <cstring>
 #include <functional>
 #include <map>
-#include <memory>
-#include <new>
-
-#include <sys/mman.h>
 
 #include "records.h"
 
@@ -22,7 +18,6 @@ using core::Number;
 using core::OpKind;
 
 constexpr std::int64_t kBigInt = std::int64_t{1} << 61;
-constexpr std::size_t kHugeSlabBytes = std::size_t{2} << 20;  // one x86-64 huge page
 constexpr double kBigDouble = 1e290;
 
 // value ⊕ amount with the counter rule: integers stay exact, anything with a double is a double.
@@ -68,28 +63,6 @@ bool SameStamp(const Stamp& a, const Stamp& b) {
 
 }  // namespace
 
-NodeSlab::NodeSlab(std::size_t count) : count_(count) {
-  const std::size_t bytes = count * sizeof(Node);
-  const bool huge = bytes == kHugeSlabBytes;
-  void* p = ::operator new (bytes, std::align_val_t{huge ? kHugeSlabBytes : alignof(Node)});
-  if (huge) {
-    // Best effort: without transparent huge pages (or with them off) this is ordinary memory.
-    (void)madvise(p, bytes, MADV_HUGEPAGE);
-  }
-  nodes_ = static_cast<Node*>(p);
-  std::uninitialized_value_construct_n(nodes_, count_);
-}
-
-NodeSlab::~NodeSlab() {
-  if (nodes_ == nullptr) {
-    return;
-  }
-  std::destroy_n(nodes_, count_);
-  const std::size_t bytes = count_ * sizeof(Node);
-  ::operator delete (nodes_,
-                     std::align_val_t{bytes == kHugeSlabBytes ? kHugeSlabBytes : alignof(Node)});
-}
-
 Engine::Engine(EngineOptions options, bool persistent)
     : options_(options), persistent_(persistent) {
   root_ = AllocNode();
@@ -125,12 +98,11 @@ Node* Engine::AllocNode() {
       __builtin_prefetch(p + 128, 1);
     }
   } else {
-    if (node_slabs_.empty() || slab_used_ == node_slabs_.back().size()) {
-      node_slabs_.emplace_back(node_slabs_.size() < kSmallSlabs ? kNodeSlab
-                                                                : kHugeSlabBytes / sizeof(Node));
+    if (slab_used_ == kNodeSlab) {
+      node_slabs_.push_back(std::make_unique<Node[]>(kNodeSlab));
       slab_used_ = 0;
     }
-    n = node_slabs_.back().at(slab_used_++);
+    n = &node_slabs_.back()[slab_used_++];
   }
   n->uid = next_uid_++;
   ++live_nodes_;

@@ -496,27 +496,6 @@ static_assert(sizeof(Node) == 256);
 /// its child count, but no children (see Engine::EnablePaging).
 inline bool IsPaged(const Node* n) { return n->first_child == nullptr && n->child_count != 0; }
 
-/// A block of nodes that lives as long as the engine. The first blocks are small (a small state
-/// stays small); later ones are 2 MiB, aligned, and advised to the kernel as huge-page memory
-/// (MADV_HUGEPAGE): a large state's nodes span tens of MB, and with 4 KiB pages a node touched
-/// after a while was a TLB miss as well as a cache miss (a software prefetch waits for the
-/// page walk).
-class NodeSlab {
- public:
-  explicit NodeSlab(std::size_t count);
-  ~NodeSlab();
-  NodeSlab(NodeSlab&& o) noexcept : nodes_(o.nodes_), count_(o.count_) { o.nodes_ = nullptr; }
-  NodeSlab(const NodeSlab&) = delete;
-  NodeSlab& operator=(const NodeSlab&) = delete;
-  NodeSlab& operator=(NodeSlab&&) = delete;
-  Node* at(std::size_t i) const { return nodes_ + i; }
-  std::size_t size() const { return count_; }
-
- private:
-  Node* nodes_;
-  std::size_t count_;
-};
-
 class Engine;
 
 /// Reads the records under a paged-out node back from the store (Engine::EnablePaging).
@@ -817,9 +796,8 @@ class Engine {
   // per node (an over-aligned `new` takes glibc's slow memalign path). Freed nodes are reused
   // through free_nodes_; slabs live as long as the engine.
   static constexpr std::size_t kNodeSlab = 256;
-  static constexpr std::size_t kSmallSlabs = 32;  // then slabs of kHugeSlabBytes
-  std::vector<NodeSlab> node_slabs_;
-  std::size_t slab_used_ = 0;  // nodes handed out of node_slabs_.back()
+  std::vector<std::unique_ptr<Node[]>> node_slabs_;
+  std::size_t slab_used_ = kNodeSlab;  // nodes handed out of node_slabs_.back()
   std::deque<std::pair<std::int64_t, std::pair<Node*, std::uint64_t>>> tombstones_;
   std::vector<Node*> regs_with_history_;
   // FoldPending's per-blade sums, indexed by Blade::id (all unused between calls).
