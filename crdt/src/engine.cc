@@ -663,6 +663,17 @@ void Engine::Unlink(Node* node) {
   }
 }
 
+inline void Engine::MarkDead(Node* node) {
+  node->first_child = nullptr;
+  node->child_count = 0;
+  node->DropIndex();
+  if (node->reg) {
+    UntrackRegister(node);
+  }
+  node->dead = true;
+  --live_nodes_;
+}
+
 void Engine::KillSubtree(Node* node) {
   bool range = covering_;
   if (IsPaged(node)) [[unlikely]] {
@@ -679,14 +690,7 @@ void Engine::KillSubtree(Node* node) {
     KillSubtree(c);
     c = next;
   }
-  node->first_child = nullptr;
-  node->child_count = 0;
-  node->DropIndex();
-  if (node->reg) {
-    UntrackRegister(node);
-  }
-  node->dead = true;
-  --live_nodes_;
+  MarkDead(node);
   if (persistent_) {
     // Freed after the next commit, which needs its key.
     (range ? covered_ : graveyard_).push_back(node);
@@ -763,14 +767,7 @@ void Engine::BuryDoomedSlow() {
     if (n->first_child != nullptr) {
       doomed_.push_back(n->first_child);
     }
-    n->first_child = nullptr;
-    n->child_count = 0;
-    n->DropIndex();
-    if (n->reg) {
-      UntrackRegister(n);
-    }
-    n->dead = true;
-    --live_nodes_;
+    MarkDead(n);
     if (!persistent_) {
       FreeNode(n);
     } else if (n->reg || n->has_ttl || n->has_dropped) {

@@ -645,6 +645,9 @@ class Engine {
   Node* CreateChild(Node* parent, std::string_view key);
   void Unlink(Node* node);
   void KillSubtree(Node* node);
+  /// What every kill does to the node itself: drops its child links and index, stops tracking
+  /// its register and counts it dead. Where it goes next (free list, graveyard) is the caller's.
+  [[gnu::always_inline]] inline void MarkDead(Node* node);
   /// Kills what KillChildren() deferred: every node of doomed_'s chains and their subtrees.
   void BuryDoomed() {
     if (!doomed_.empty()) {
