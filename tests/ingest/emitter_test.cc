@@ -88,7 +88,8 @@ class EmitterTest : public ::testing::Test {
  protected:
   void SetUp() override {
     DevBrokerOptions o;
-    o.topics = {{"lattice.shards", 4}};
+    // "one": a single partition, whose order is the order of sending.
+    o.topics = {{"lattice.shards", 4}, {"one", 1}};
     auto b = DevBroker::Start(o);
     ASSERT_TRUE(b.ok()) << b.status().ToString();
     broker_ = std::move(b).value();
@@ -534,12 +535,7 @@ TEST_F(EmitterTest, LinesCheckedOnOneThreadAreSentInOrderOnAnother) {
 
 TEST_F(EmitterTest, GroupedBatchesKeepEachBladesOrderAndOtherLinesInPlace) {
   // One partition: the topic's order is the order SendChecked sent in.
-  DevBrokerOptions bo;
-  bo.topics = {{"one", 1}};
-  auto broker = DevBroker::Start(bo);
-  ASSERT_TRUE(broker.ok()) << broker.status().ToString();
   EmitterOptions o = Options("w");
-  o.kafka.brokers = (*broker)->bootstraps();
   o.topic = "one";
   auto e = Emitter::Open(o);
   ASSERT_TRUE(e.ok()) << e.status().ToString();
@@ -569,7 +565,7 @@ TEST_F(EmitterTest, GroupedBatchesKeepEachBladesOrderAndOtherLinesInPlace) {
   EXPECT_EQ(lines.report().bodies, 1u);
   ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
   std::vector<std::string> sent;  // key:seq, the body as key:body
-  for (const auto& m : ConsumeAll((*broker)->bootstraps(), "one", 1)) {
+  for (const auto& m : ConsumeAll(broker_->bootstraps(), "one", 1)) {
     sent.push_back(m.key + ":" + (m.key == "w" ? m.value : m.seq));
   }
   // Each run of envelopes between the body and the bad line goes blade by blade, in the order
@@ -580,12 +576,7 @@ TEST_F(EmitterTest, GroupedBatchesKeepEachBladesOrderAndOtherLinesInPlace) {
 }
 
 TEST_F(EmitterTest, GroupingManyBladesKeepsEachBladesOrder) {
-  DevBrokerOptions bo;
-  bo.topics = {{"one", 1}};
-  auto broker = DevBroker::Start(bo);
-  ASSERT_TRUE(broker.ok()) << broker.status().ToString();
   EmitterOptions o = Options("w");
-  o.kafka.brokers = (*broker)->bootstraps();
   o.topic = "one";
   auto e = Emitter::Open(o);
   ASSERT_TRUE(e.ok()) << e.status().ToString();
@@ -625,7 +616,7 @@ TEST_F(EmitterTest, GroupingManyBladesKeepsEachBladesOrder) {
   }
   ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
   std::vector<std::string> sent;
-  for (const auto& m : ConsumeAll((*broker)->bootstraps(), "one", 1)) {
+  for (const auto& m : ConsumeAll(broker_->bootstraps(), "one", 1)) {
     sent.push_back(m.key + ":" + m.seq);
   }
   EXPECT_EQ(sent, expected_order);
