@@ -568,7 +568,7 @@ class Engine {
   std::int64_t gc_horizon() const { return gc_horizon_; }
   bool has_changes() const {
     return !dirty_.empty() || !graveyard_.empty() || !covered_.empty() || !doomed_.empty() ||
-           !plain_dead_.empty() || !quiet_dead_.empty() || !dirty_blades_.empty() ||
+           !plain_dead_.empty() || !dirty_blades_.empty() ||
            persisted_sources_ < source_names_.size();
   }
 
@@ -786,10 +786,9 @@ class Engine {
   std::vector<Node*> doomed_;
   static constexpr std::size_t kDoomedMax = 4096;
   // Nodes BuryDoomed() killed that hold nothing but their record (no register, TTL state or
-  // dropped slots): `plain_dead_` were written (the commit deletes their record without reading
-  // them again), `quiet_dead_` never were (the commit only frees them).
+  // dropped slots) and were written: the commit deletes their record without reading them again.
+  // Those never written go straight back to free_nodes_ (BuryDoomedSlow).
   std::vector<Node*> plain_dead_;
-  std::vector<Node*> quiet_dead_;
   // Dead nodes whose register ReleaseChanges() frees; every other dead node goes back to the free
   // list untouched (AllocNode() resets what a reused node still holds).
   std::vector<Node*> dead_regs_;

@@ -309,6 +309,9 @@ void Engine::CollectChanges(ChangeSet& out) {
       prefetch(dirty_[i + kAhead], 3);
     }
     Node* node = dirty_[i];
+    if (!node->dirty) {
+      continue;  // listed twice: a node that died unwritten was reused and written (BuryDoomed)
+    }
     node->dirty = false;
     if (node->dead) {
       continue;
@@ -345,11 +348,9 @@ void Engine::CollectChanges(ChangeSet& out) {
   out.dead.insert(out.dead.end(), graveyard_.begin(), graveyard_.end());
   out.dead.insert(out.dead.end(), covered_.begin(), covered_.end());
   out.dead.insert(out.dead.end(), plain_dead_.begin(), plain_dead_.end());
-  out.dead.insert(out.dead.end(), quiet_dead_.begin(), quiet_dead_.end());
   graveyard_.clear();
   covered_.clear();
   plain_dead_.clear();
-  quiet_dead_.clear();
 }
 
 void Engine::ReleaseChanges(ChangeSet& changes) {
