@@ -993,17 +993,18 @@ void Engine::AddToRun(Node* node, const Stamp& s, const Number& n) {
   // Keep the history ordered (seq for counters, stamp for max/min); appends are the common case.
   auto& h = slot->history;
   const bool append =
-      h.empty() || (kind == Kind::kCounter ? h.back().stamp.seq < s.seq : h.back().stamp < s);
+      h.empty() || (kind == Kind::kCounter ? h.back().seq() < s.seq : h.back().stamp() < s);
   if (append) {
     h.push_back({s, n});
     ++slot->unpersisted;
   } else {
     slot->rewrite = true;
-    auto pos = kind == Kind::kCounter
-                   ? std::upper_bound(h.begin(), h.end(), s.seq,
-                                      [](std::uint64_t q, const RunEntry& e) { return q < e.stamp.seq; })
-                   : std::upper_bound(h.begin(), h.end(), s,
-                                      [](const Stamp& q, const RunEntry& e) { return q < e.stamp; });
+    auto pos =
+        kind == Kind::kCounter
+            ? std::upper_bound(h.begin(), h.end(), s.seq,
+                               [](std::uint64_t q, const RunEntry& e) { return q < e.seq(); })
+            : std::upper_bound(h.begin(), h.end(), s,
+                               [](const Stamp& q, const RunEntry& e) { return q < e.stamp(); });
     h.insert(pos, {s, n});
   }
   slot->dirty = true;
@@ -1094,15 +1095,16 @@ void Engine::RecomputeSlot(Kind kind, Slot& slot) {
     __extension__ __int128 wide = v.is_int ? v.i : 0;
     bool is_int = v.is_int;
     for (const RunEntry& e : slot.history) {
-      if (is_int && e.amount.is_int) {
-        wide += e.amount.i;
+      const Number amount = e.amount();
+      if (is_int && amount.is_int) {
+        wide += amount.i;
         continue;
       }
       if (is_int) {
         v = Number::Double(static_cast<double>(wide));
         is_int = false;
       }
-      v = Number::Double(v.d + e.amount.AsDouble());
+      v = Number::Double(v.d + amount.AsDouble());
     }
     if (is_int) {
       v = (wide >= std::numeric_limits<std::int64_t>::min() &&
@@ -1117,9 +1119,11 @@ void Engine::RecomputeSlot(Kind kind, Slot& slot) {
   Number best = slot.base;
   Stamp best_s = slot.base_stamp;
   for (const RunEntry& e : slot.history) {
-    if (!have || Better(kind, e.amount, e.stamp, best, best_s)) {
-      best = e.amount;
-      best_s = e.stamp;
+    const Number amount = e.amount();
+    const Stamp stamp = e.stamp();
+    if (!have || Better(kind, amount, stamp, best, best_s)) {
+      best = amount;
+      best_s = stamp;
       have = true;
     }
   }
@@ -1240,7 +1244,7 @@ void Engine::CutRun(Node* node, const Stamp& s) {
   for (auto it = reg.slots.begin(); it != reg.slots.end();) {
     Slot& slot = *it;
     slot.has_base = false;
-    if (slot.history.EraseIf([&](const RunEntry& e) { return e.stamp < s; }) > 0) {
+    if (slot.history.EraseIf([&](const RunEntry& e) { return e.stamp() < s; }) > 0) {
       slot.rewrite = true;
     }
     if (slot.history.empty()) {
@@ -1252,7 +1256,7 @@ void Engine::CutRun(Node* node, const Stamp& s) {
     if (node->kind == Kind::kCounter) {
       slot.last = Stamp{};
       for (const RunEntry& e : slot.history) {
-        slot.last = MaxStamp(slot.last, e.stamp);
+        slot.last = MaxStamp(slot.last, e.stamp());
       }
     }
     slot.dirty = true;
@@ -1309,8 +1313,8 @@ void Engine::FoldRegister(Node* node, std::int64_t horizon) {
       if (node->kind == Kind::kCounter) {
         // Fold the seq-ordered prefix that is final; the sum order stays the seq order.
         Number base = slot.has_base ? slot.base : Number::Int(0);
-        while (k < h.size() && h[k].stamp.ts < horizon) {
-          base = AddNumbers(base, h[k].amount);
+        while (k < h.size() && h[k].ts() < horizon) {
+          base = AddNumbers(base, h[k].amount());
           ++k;
         }
         if (k > 0) {
@@ -1318,11 +1322,11 @@ void Engine::FoldRegister(Node* node, std::int64_t horizon) {
           slot.has_base = true;
         }
       } else {
-        while (k < h.size() && h[k].stamp.ts < horizon) {
+        while (k < h.size() && h[k].ts() < horizon) {
           if (!slot.has_base ||
-              Better(node->kind, h[k].amount, h[k].stamp, slot.base, slot.base_stamp)) {
-            slot.base = h[k].amount;
-            slot.base_stamp = h[k].stamp;
+              Better(node->kind, h[k].amount(), h[k].stamp(), slot.base, slot.base_stamp)) {
+            slot.base = h[k].amount();
+            slot.base_stamp = h[k].stamp();
             slot.has_base = true;
           }
           ++k;

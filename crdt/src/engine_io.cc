@@ -454,8 +454,8 @@ void WriteChanges(const ChangeSet& changes, RecordSink& sink, std::string& key,
           for (std::size_t e_i = r.value; e_i < r.value + r.value_size; ++e_i) {
             const RunEntry& e = changes.entries[e_i];
             char* p = w.Reserve(kMaxStamp + kMaxNumber);
-            p = PutStampTo(p, e.stamp);
-            w.Advance(PutNumberTo(p, e.amount));
+            p = PutStampTo(p, e.stamp());
+            w.Advance(PutNumberTo(p, e.amount()));
           }
         }
         sink.PutHistory(key, value);
@@ -702,12 +702,13 @@ Status Engine::LoadHistory(std::string_view key, std::string_view value) {
   }
   const std::uint64_t skip = slot->chunks.empty() ? slot->front_skip : 0;
   for (std::uint64_t i = 0; i < count; ++i) {
-    RunEntry e;
-    if (!ReadStamp(r, blades_by_id_, e.stamp) || !r.Number(e.amount)) {
+    Stamp stamp;
+    core::Number amount;
+    if (!ReadStamp(r, blades_by_id_, stamp) || !r.Number(amount)) {
       return Status::Corruption("malformed history record");
     }
     if (i >= skip) {
-      slot->history.push_back(e);
+      slot->history.push_back({stamp, amount});
     }
   }
   if (!slot->chunks.empty() && slot->chunks.back().first >= no) {
