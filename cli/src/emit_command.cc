@@ -5,13 +5,16 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -160,6 +163,119 @@ void ReadAndCheck(core::LineReader& reader, ingest::LineEmitter& lines, CheckPip
   pipe.Finish(std::move(status));
 }
 
+// A regular file mapped whole, read-only. Its lines are checked where they are, and a batch
+// refers to them (LineEmitter::Check's `stable`) until GroupByBlade copies them into the batch in
+// blade order, if it moves them: each byte is copied at most once on its way to librdkafka
+// (LineReader's read() and the batch used to copy every line twice before that; docs/
+// benchmarks.md "Session 9 emit"). The file must not shrink while it is mapped: reading a page
+// past its new end raises SIGBUS (docs/cli.md).
+class MappedFile {
+ public:
+  // Null if `path` is not mapped (the caller reads it with core::LineReader instead): stdin, a
+  // .zst file, not a regular file, empty, or mmap failed.
+  static std::unique_ptr<MappedFile> Open(const std::string& path) {
+    struct stat st;
+    // stat first: opening a FIFO again could wait for a writer.
+    if (path == "-" || path.ends_with(".zst") || ::stat(path.c_str(), &st) != 0 ||
+        !S_ISREG(st.st_mode)) {
+      return nullptr;
+    }
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      return nullptr;
+    }
+    void* data = MAP_FAILED;
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+      data = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+    }
+    ::close(fd);
+    if (data == MAP_FAILED) {
+      return nullptr;
+    }
+    (void)::madvise(data, static_cast<std::size_t>(st.st_size), MADV_SEQUENTIAL);
+    return std::unique_ptr<MappedFile>(
+        new MappedFile(static_cast<const char*>(data), static_cast<std::size_t>(st.st_size)));
+  }
+  ~MappedFile() { ::munmap(const_cast<char*>(data_), size_); }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::string_view text() const { return {data_, size_}; }
+
+ private:
+  MappedFile(const char* data, std::size_t size) : data_(data), size_(size) {}
+  const char* data_;
+  std::size_t size_;
+};
+
+// The lines of a mapped file, as core::LineReader gives them (numbered from 1, without the
+// newline and one '\r' before it, blank lines skipped but counted, a line longer than
+// LineReader's limit refused), checked where they are into batches.
+class MappedLines {
+ public:
+  explicit MappedLines(const MappedFile& file)
+      : p_(file.text().data()), end_(file.text().data() + file.text().size()) {}
+
+  // Checks lines into `batch` until it is full (CheckPipe's limits) or the file ends; false if
+  // it ended before any line was added.
+  bool Fill(ingest::LineEmitter& lines, ingest::CheckedLines& batch) {
+    const std::size_t max_line = core::LineReader::Options().max_line_bytes;
+    while (p_ < end_) {
+      const auto* nl =
+          static_cast<const char*>(std::memchr(p_, '\n', static_cast<std::size_t>(end_ - p_)));
+      const char* line = p_;
+      std::size_t len = static_cast<std::size_t>((nl != nullptr ? nl : end_) - p_);
+      p_ = nl != nullptr ? nl + 1 : end_;
+      ++number_;
+      if (len > max_line) {
+        lines.CheckRefused(number_, kTooLong, batch);
+      } else {
+        if (len > 0 && line[len - 1] == '\r') {
+          --len;
+        }
+        std::size_t i = 0;
+        while (i < len && (line[i] == ' ' || line[i] == '\t')) {
+          ++i;
+        }
+        if (i == len) {
+          continue;  // blank
+        }
+        // Padded: 64 bytes of the file follow (the line's newline first); the last lines are
+        // not (the decoder then checks a copy).
+        const bool padded = end_ - (line + len) >= 64;
+        lines.Check(std::string_view(line, len), number_, padded, batch, /*stable=*/true);
+      }
+      if (batch.size() >= CheckPipe::kBatchLines || batch.bytes() >= CheckPipe::kBatchBytes) {
+        return true;
+      }
+    }
+    return batch.size() > 0;
+  }
+
+ private:
+  const char* p_;
+  const char* end_;
+  std::uint64_t number_ = 0;
+};
+
+// ReadAndCheck for a mapped file.
+void CheckMapped(const MappedFile& file, ingest::LineEmitter& lines, CheckPipe& pipe, bool group) {
+  pthread_setname_np(pthread_self(), "lattice-check");
+  MappedLines reader(file);
+  while (!g_emit_stop.load(std::memory_order_relaxed)) {
+    auto batch = pipe.Empty();
+    if (!reader.Fill(lines, *batch)) {
+      break;
+    }
+    if (group) {
+      batch->GroupByBlade();
+    }
+    if (!pipe.Push(std::move(batch))) {
+      break;
+    }
+  }
+  pipe.Finish(Status::Ok());
+}
+
 // True if `path` ("-" for stdin) is a regular file: reading it never waits for a writer.
 bool IsRegularFile(const std::string& path) {
   struct stat st;
@@ -173,12 +289,17 @@ bool IsRegularFile(const std::string& path) {
 // (CheckedLines::GroupByBlade), and a stop signal takes effect between batches, so that what was
 // sent is still the file up to some line (without, lines go in line order, and a stop signal
 // stops at the next line).
+// `mapped`: the file (a `stable` line's bytes stay valid while it exists), else read from
+// `reader`.
 template <typename Handle>
-void SendFromFile(core::LineReader& reader, ingest::LineEmitter& lines, const std::string& path,
-                  bool group, Handle& handle, Status& stop_status) {
+void SendFromFile(core::LineReader* reader, const MappedFile* mapped, ingest::LineEmitter& lines,
+                  const std::string& path, bool group, Handle& handle, Status& stop_status) {
   CheckPipe pipe;
-  std::thread checker(ReadAndCheck, std::ref(reader), std::ref(lines), std::ref(pipe),
-                      std::cref(path), group);
+  std::thread checker =
+      mapped != nullptr
+          ? std::thread(CheckMapped, std::cref(*mapped), std::ref(lines), std::ref(pipe), group)
+          : std::thread(ReadAndCheck, std::ref(*reader), std::ref(lines), std::ref(pipe),
+                        std::cref(path), group);
   bool go_on = true;
   while (go_on && !g_emit_stop.load(std::memory_order_relaxed)) {
     auto batch = pipe.Pop();
@@ -280,11 +401,14 @@ int RunEmit(const EmitArgs& args) {
     }
   } else {
     const std::string path = args.file.empty() ? "-" : args.file;
+    const bool group = !args.strict && !args.in_order;
     auto reader = core::LineReader::Open(path);
     if (!reader.ok()) {
       return Fail(reader.status().ToString());
     }
-    if (!IsRegularFile(path)) {
+    if (auto mapped = MappedFile::Open(path); mapped != nullptr) {
+      SendFromFile(nullptr, mapped.get(), lines, path, group, handle, stop_status);
+    } else if (!IsRegularFile(path)) {
       // A pipe or terminal may pause between lines: each line is sent as soon as it is read.
       while (!g_emit_stop.load()) {
         auto line = (*reader)->Next();
@@ -302,8 +426,7 @@ int RunEmit(const EmitArgs& args) {
         }
       }
     } else {
-      SendFromFile(**reader, lines, path, /*group=*/!args.strict && !args.in_order, handle,
-                   stop_status);
+      SendFromFile(reader->get(), nullptr, lines, path, group, handle, stop_status);
     }
   }
   Status flushed = emitter.Close(std::chrono::milliseconds(*timeout_ms));

@@ -62,14 +62,35 @@ void CheckedLines::GroupByBlade() {
   }
   // The items and their bytes are moved into that order here, so that the sending thread reads
   // both front to back (it reads what this thread wrote, from the other core's cache: in order,
-  // the hardware prefetcher fetches ahead).
+  // the hardware prefetcher fetches ahead). Reading them here in that order is not front to
+  // back: each blade's lines are spread over the batch (or the mapped file), so the bytes of the
+  // line kAhead places on are prefetched (perf: the copy's share of the samples 9% -> 5%).
   grouped_items_.clear();
   grouped_bytes_.clear();
-  for (const std::uint32_t i : order_) {
-    Item item = items_[i];
-    const std::size_t size = item.blade_size + item.size;
-    item.offset = grouped_bytes_.size();
-    grouped_bytes_.append(bytes_, items_[i].offset, size);
+  constexpr std::uint32_t kAhead = 8;
+  const auto prefetch = [&](std::uint32_t k) {
+    const Item& ahead = items_[order_[k]];
+    __builtin_prefetch(Blade(ahead).data());
+    const std::string_view body = Body(ahead);
+    for (std::size_t at = 0; at < body.size() && at < 256; at += 64) {
+      __builtin_prefetch(body.data() + at);
+    }
+  };
+  for (std::uint32_t k = 0; k < n && k < kAhead; ++k) {
+    prefetch(k);
+  }
+  for (std::uint32_t k = 0; k < n; ++k) {
+    if (k + kAhead < n) {
+      prefetch(k + kAhead);
+    }
+    Item item = items_[order_[k]];
+    const std::string_view blade = Blade(item);
+    const std::string_view body = Body(item);
+    item.stable = false;
+    item.blade = grouped_bytes_.size();
+    grouped_bytes_.append(blade);
+    item.body = grouped_bytes_.size();
+    grouped_bytes_.append(body);
     grouped_items_.push_back(item);
   }
   items_.swap(grouped_items_);
@@ -87,8 +108,7 @@ bool CheckedLines::GroupRun(std::uint32_t begin, std::uint32_t end) {
   group_of_.resize(n);
   group_pos_.clear();
   for (std::uint32_t k = 0; k < n; ++k) {
-    const std::string_view blade = Blade(items_[begin + k]);
-    const std::uint32_t h = BladeHash(blade);
+    const std::uint32_t h = items_[begin + k].hash;
     std::uint32_t g = 0;
     for (std::size_t s = h & mask;; s = (s + 1) & mask) {
       const std::uint64_t slot = slots_[s];
@@ -151,24 +171,46 @@ Status LineEmitter::Add(std::string_view line, std::uint64_t number, bool padded
 }
 
 void LineEmitter::CheckRefused(std::uint64_t number, std::string_view reason, CheckedLines& out) {
-  out.items_.push_back(
-      {CheckedLines::Kind::kRefused, 0, out.bytes_.size(), reason.size(), number, 0, 0});
+  out.items_.push_back({CheckedLines::Kind::kRefused, false, 0, 0, 0, out.bytes_.size(),
+                        reason.size(), number, 0, 0});
   out.bytes_.append(reason);
+  out.held_ += reason.size();
 }
 
+namespace {
+// True if `part` lies within `whole`.
+bool Within(std::string_view part, std::string_view whole) {
+  const auto p = reinterpret_cast<std::uintptr_t>(part.data());
+  const auto w = reinterpret_cast<std::uintptr_t>(whole.data());
+  return p >= w && p + part.size() <= w + whole.size();
+}
+}  // namespace
+
 void LineEmitter::AddEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
-                              std::string_view body, std::uint64_t number, CheckedLines& out) {
-  out.items_.push_back({CheckedLines::Kind::kEnvelope, static_cast<std::uint32_t>(blade.size()),
-                        out.bytes_.size(), body.size(), number, seq, ts});
+                              std::string_view body, std::uint64_t number, CheckedLines& out,
+                              std::string_view stable) {
+  const auto blade_size = static_cast<std::uint32_t>(blade.size());
+  const std::uint32_t hash = BladeHash(blade);
+  out.held_ += blade.size() + body.size();
+  if (!stable.empty() && Within(blade, stable) && Within(body, stable)) {
+    out.items_.push_back({CheckedLines::Kind::kEnvelope, true, blade_size, hash,
+                          CheckedLines::Address(blade), CheckedLines::Address(body), body.size(),
+                          number, seq, ts});
+    return;
+  }
+  const std::size_t at = out.bytes_.size();
+  out.items_.push_back({CheckedLines::Kind::kEnvelope, false, blade_size, hash, at,
+                        at + blade.size(), body.size(), number, seq, ts});
   out.bytes_.append(blade);
   out.bytes_.append(body);
 }
 
 void LineEmitter::AddValidEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
-                                   std::string_view body, std::uint64_t number, CheckedLines& out) {
+                                   std::string_view body, std::uint64_t number, CheckedLines& out,
+                                   std::string_view stable) {
   const std::size_t limit = impl_->decoder.limits().max_body_bytes;
   if (body.size() <= limit) {
-    return AddEnvelope(blade, seq, ts, body, number, out);
+    return AddEnvelope(blade, seq, ts, body, number, out, stable);
   }
   // The decoder measures a long line's body without whitespace (docs/shard-format.md), but a
   // Kafka message's body is measured as it is (the aggregator refuses one over the limit): send
@@ -186,12 +228,15 @@ void LineEmitter::AddValidEnvelope(std::string_view blade, std::uint64_t seq, st
                             std::to_string(limit) + " bytes for a Kafka message body",
                         out);
   }
-  out.items_.push_back({CheckedLines::Kind::kEnvelope, static_cast<std::uint32_t>(blade.size()),
-                        start, size, number, seq, ts});
+  out.items_.push_back({CheckedLines::Kind::kEnvelope, false,
+                        static_cast<std::uint32_t>(blade.size()), BladeHash(blade), start,
+                        start + blade.size(), size, number, seq, ts});
+  out.held_ += blade.size() + size;
 }
 
-void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded,
-                        CheckedLines& out) {
+void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded, CheckedLines& out,
+                        bool stable_line) {
+  const std::string_view stable = stable_line ? line : std::string_view();
   if (!options_.bodies_only && options_.validate) {
     // Streams are mostly of one kind. After an envelope the line is checked as one right away:
     // one pass finds the fields and the body's bytes. After a bare body the structural scan
@@ -204,7 +249,7 @@ void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded
           (checked->no_backslash || std::memchr(line.data(), '\\', line.size()) == nullptr ||
            IsEnvelope(internal::ScanEnvelope(line)))) {
         return AddValidEnvelope(checked->blade, checked->seq, checked->ts, checked->body, number,
-                                out);
+                                out, stable);
       }
       if (!checked.ok() && IsEnvelope(internal::ScanEnvelope(line))) {
         return CheckRefused(number, checked.status().message(), out);
@@ -215,8 +260,8 @@ void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded
       if (!checked.ok()) {
         return CheckRefused(number, checked.status().message(), out);
       }
-      return AddValidEnvelope(checked->blade, checked->seq, checked->ts, checked->body, number,
-                              out);
+      return AddValidEnvelope(checked->blade, checked->seq, checked->ts, checked->body, number, out,
+                              stable);
     }
     last_was_bare_ = true;
   } else if (!options_.bodies_only) {
@@ -228,7 +273,7 @@ void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded
         if (!decoded.ok()) {
           return CheckRefused(number, decoded.status().message(), out);
         }
-        return AddEnvelope(decoded->blade, decoded->seq, decoded->ts, f.shard, number, out);
+        return AddEnvelope(decoded->blade, decoded->seq, decoded->ts, f.shard, number, out, stable);
       }
       std::uint64_t seq = 0;
       std::int64_t ts = 0;
@@ -239,29 +284,33 @@ void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded
                             "'seq' and 'ts', and 'shard'",
                             out);
       }
-      return AddEnvelope(f.blade, seq, ts, f.shard, number, out);
+      return AddEnvelope(f.blade, seq, ts, f.shard, number, out, stable);
     }
   }
   const std::int64_t ts = options_.ts ? *options_.ts
                                       : std::chrono::duration_cast<std::chrono::milliseconds>(
                                             std::chrono::system_clock::now().time_since_epoch())
                                             .count();
+  out.held_ += line.size();
+  if (stable_line) {
+    out.items_.push_back({CheckedLines::Kind::kBody, true, 0, 0, 0, CheckedLines::Address(line),
+                          line.size(), number, 0, ts});
+    return;
+  }
   out.items_.push_back(
-      {CheckedLines::Kind::kBody, 0, out.bytes_.size(), line.size(), number, 0, ts});
+      {CheckedLines::Kind::kBody, false, 0, 0, 0, out.bytes_.size(), line.size(), number, 0, ts});
   out.bytes_.append(line);
 }
 
 Status LineEmitter::SendChecked(const CheckedLines& lines, std::size_t i) {
   const CheckedLines::Item& item = lines.items_[i];
-  const std::string_view bytes(lines.bytes_);
   ++report_.lines;
   switch (item.kind) {
     case CheckedLines::Kind::kRefused:
       ++report_.invalid;
-      return LineError(item.number, bytes.substr(item.offset, item.size));
+      return LineError(item.number, lines.Body(item));
     case CheckedLines::Kind::kEnvelope: {
-      Status s = emitter_.Send(bytes.substr(item.offset, item.blade_size), item.seq, item.ts,
-                               bytes.substr(item.offset + item.blade_size, item.size));
+      Status s = emitter_.Send(lines.Blade(item), item.seq, item.ts, lines.Body(item));
       if (!s.ok()) {
         if (s.code() == StatusCode::kInvalidArgument) {
           ++report_.invalid;
@@ -275,7 +324,7 @@ Status LineEmitter::SendChecked(const CheckedLines& lines, std::size_t i) {
     case CheckedLines::Kind::kBody:
       break;
   }
-  Status s = emitter_.RawAt(bytes.substr(item.offset, item.size), item.ts);
+  Status s = emitter_.RawAt(lines.Body(item), item.ts);
   if (!s.ok()) {
     if (s.code() == StatusCode::kInvalidArgument) {
       ++report_.invalid;

@@ -575,6 +575,78 @@ TEST_F(EmitterTest, GroupedBatchesKeepEachBladesOrderAndOtherLinesInPlace) {
                                       "bb:8", "bb:10", "a:9", "c:12", "c:13", "a:14", "a:15"}));
 }
 
+TEST_F(EmitterTest, StableLinesAreSentFromWhereTheyAreOrFromGroupingsCopy) {
+  // `lattice emit -f` checks a mapped file's lines where they are (Check's `stable`): a batch
+  // refers to them until GroupByBlade copies the lines it moves. One partition: the topic's order
+  // is the send order.
+  EmitterOptions o = Options("w");
+  o.topic = "one";
+  auto e = Emitter::Open(o);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  LineEmitter lines(**e, {});
+  auto env = [](const std::string& blade, int seq) {
+    return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) +
+           R"(,"ts":7,"shard":{"n":)" + std::to_string(seq) + "}}";
+  };
+  const std::vector<std::string> input = {
+      env("a", 1), env("b", 2),
+      env("a", 3), R"({"blade":"\u0061","seq":4,"ts":7,"shard":{"n":4}})",
+      env("b", 5), R"({"body":6})",
+      "not json",  env("b", 8),
+      env("a", 9)};
+  // The lines in one buffer, each followed by its newline (as in a file).
+  std::string text;
+  std::vector<std::pair<std::size_t, std::size_t>> at;
+  for (const auto& line : input) {
+    at.emplace_back(text.size(), line.size());
+    text.append(line).push_back('\n');
+  }
+  auto check = [&](CheckedLines& batch) {
+    for (std::size_t i = 0; i < input.size(); ++i) {
+      const bool padded = text.size() - (at[i].first + at[i].second) >= 64;
+      lines.Check(std::string_view(text).substr(at[i].first, at[i].second), i + 1, padded, batch,
+                  /*stable=*/true);
+    }
+  };
+  // In line order: sent from the buffer.
+  CheckedLines in_order;
+  check(in_order);
+  // Blades and bodies (7 x 8 bytes), the bare body (10) and the reason: also what is referred to.
+  EXPECT_GT(in_order.bytes(), 7u * 8u + 10u);
+  for (std::size_t i = 0; i < in_order.size(); ++i) {
+    (void)lines.SendChecked(in_order, i);
+  }
+  // Grouped: the moved lines are copied, so the buffer may change before they are sent.
+  CheckedLines grouped;
+  check(grouped);
+  grouped.GroupByBlade();
+  std::fill(text.begin(), text.end(), 'x');
+  std::vector<std::string> errors;
+  for (std::size_t i = 0; i < grouped.size(); ++i) {
+    Status s = lines.SendChecked(grouped, i);
+    if (!s.ok()) {
+      errors.push_back(s.message().substr(0, s.message().find(':')));
+    }
+  }
+  EXPECT_EQ(errors, (std::vector<std::string>{"line 7"}));
+  EXPECT_EQ(lines.report().envelopes, 14u);
+  EXPECT_EQ(lines.report().bodies, 2u);
+  ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
+  std::vector<std::string> sent;  // key:seq:value
+  for (const auto& m : ConsumeAll(broker_->bootstraps(), "one", 1)) {
+    sent.push_back(m.key + ":" + (m.key == "w" ? "" : m.seq) + ":" + m.value);
+  }
+  const std::vector<std::string> first = {"a:1:{\"n\":1}", "b:2:{\"n\":2}", "a:3:{\"n\":3}",
+                                          "a:4:{\"n\":4}", "b:5:{\"n\":5}", "w::{\"body\":6}",
+                                          "b:8:{\"n\":8}", "a:9:{\"n\":9}"};
+  const std::vector<std::string> second = {"a:1:{\"n\":1}", "a:3:{\"n\":3}", "a:4:{\"n\":4}",
+                                           "b:2:{\"n\":2}", "b:5:{\"n\":5}", "w::{\"body\":6}",
+                                           "b:8:{\"n\":8}", "a:9:{\"n\":9}"};
+  std::vector<std::string> want = first;
+  want.insert(want.end(), second.begin(), second.end());
+  EXPECT_EQ(sent, want);
+}
+
 TEST_F(EmitterTest, GroupingManyBladesKeepsEachBladesOrder) {
   EmitterOptions o = Options("w");
   o.topic = "one";

@@ -7,7 +7,8 @@
 #   as "raw" lines that replay rejects as bad shards;
 # - --from OFFSET and --from @TIMESTAMP;
 # - bare bodies with a seq file: seqs keep increasing across a kill -9 of `lattice emit`;
-# - invalid lines: line-numbered errors, counts, --strict.
+# - invalid lines: line-numbered errors, counts, --strict;
+# - a mapped file (-f) and stdin give the same lines, reasons and shards.
 #
 #   bash emit_record_test.sh LATTICE_BINARY
 set -uo pipefail
@@ -34,7 +35,8 @@ fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
 expect_eq() { if [ "$2" == "$3" ]; then ok "$1"; else fail "$1: expected '$3', got '$2'"; fi; }
 
 "$lattice" broker --no-stdin --no-default-topics --topic lattice.shards:16 --topic kc:4 \
-  --topic bad:2 --topic seqs:1 --topic many:4 --topic many2:4 --bootstrap-file bs.txt >/dev/null 2>broker.err &
+  --topic bad:2 --topic seqs:1 --topic many:4 --topic many2:4 --topic edge1:4 --topic edge2:4 \
+  --topic edge3:4 --bootstrap-file bs.txt >/dev/null 2>broker.err &
 broker_pid=$!
 for _ in $(seq 1 100); do [ -s bs.txt ] && break; sleep 0.1; done
 [ -s bs.txt ] || { fail "broker did not start: $(cat broker.err)"; exit 1; }
@@ -155,6 +157,41 @@ expect_eq "file and pipe: each blade's shards at the same places in its order" \
 expect_eq "file with --in-order and pipe: the same shards at the same offsets" \
   "$(jq -c '[.partition, .offset, .blade, .seq, .ts, .shard]' many3-rec.ndjson | sort | md5sum)" \
   "$(jq -c '[.partition, .offset, .blade, .seq, .ts, .shard]' many2-rec.ndjson | sort | md5sum)"
+# A file named with -f is mapped and its lines checked where they are; a pipe goes through
+# LineReader line by line. Both give the same lines: blank and white-space lines skipped
+# but counted, CRLF, an overlong line, bad lines, and last lines too close to the end for the
+# check to read past them (a short last line without a newline).
+{
+  head -300 many.ndjson
+  printf '\n   \t\n'
+  sed -n 301,310p many.ndjson | sed 's/$/\r/'
+  printf '{"blade":"b-001","seq":1,"ts":1,"shard":{"a":1,"a":2}}\n'
+  printf '{"blade":"b-001","seq":9999,"ts":1,"shard":{"long":"%s"}}\n' "$(head -c 1200000 /dev/zero | tr '\0' 'x')"
+  sed -n 311,400p many.ndjson
+  printf '{"a":1}\n\n'
+  printf '{"blade":"b-002","seq":9998,"ts":1,"shard":{"x":1}}\n{"blade":"z","seq":1,"ts":1,"shard":{}}'
+} >edge.ndjson
+"$lattice" emit -t edge1 -f edge.ndjson --json >edge1.json 2>edge1.err; rc1=$?
+cat edge.ndjson | "$lattice" emit -t edge2 --json >edge2.json 2>edge2.err
+expect_eq "mapped file: exit 0, 402 sent, 3 invalid" \
+  "$rc1 $(jq -r '"\(.sent) \(.delivered) \(.envelopes) \(.invalid)"' edge1.json)" "0 402 402 402 3"
+expect_eq "mapped file and pipe: the same counts" "$(jq -c 'del(.seconds, .shards_per_second)' edge1.json)" \
+  "$(jq -c 'del(.seconds, .shards_per_second)' edge2.json)"
+cmp -s edge1.err edge2.err && grep -q "^lattice emit: line 314: line longer than" edge1.err \
+  && ok "mapped file and pipe: the same reasons for the same lines" \
+  || fail "reasons differ: $(diff edge1.err edge2.err | head -5)"
+"$lattice" record -t edge1 -e -o edge1-rec.ndjson 2>/dev/null
+"$lattice" record -t edge2 -e -o edge2-rec.ndjson 2>/dev/null
+expect_eq "mapped file and pipe: the same shards in the same partitions" \
+  "$(jq -c '[.partition, .blade, .seq, .ts, .shard]' edge1-rec.ndjson | sort | md5sum)" \
+  "$(jq -c '[.partition, .blade, .seq, .ts, .shard]' edge2-rec.ndjson | sort | md5sum)"
+expect_eq "the short last line without a newline is sent" \
+  "$(jq -c 'select(.blade == "z") | [.seq, .shard]' edge1-rec.ndjson)" '[1,{}]'
+"$lattice" emit -t edge3 -f edge.ndjson --in-order --json >edge3.json 2>edge3.err
+"$lattice" record -t edge3 -e -o edge3-rec.ndjson 2>/dev/null
+expect_eq "mapped file --in-order and pipe: the same shards at the same offsets" \
+  "$(jq -c '[.partition, .offset, .blade, .seq, .ts, .shard]' edge3-rec.ndjson | sort | md5sum)" \
+  "$(jq -c '[.partition, .offset, .blade, .seq, .ts, .shard]' edge2-rec.ndjson | sort | md5sum)"
 # --strict early in a big file: the checking thread is batches ahead and must be stopped.
 cat gen.ndjson gen.ndjson gen.ndjson | awk 'NR == 3 { print "not json"; next } { print }' >strict-big.ndjson
 "$lattice" emit -t many -f strict-big.ndjson --strict --json >strict-big.json 2>strict-big.err; rc=$?

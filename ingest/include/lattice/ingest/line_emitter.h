@@ -35,19 +35,21 @@ struct LineEmitterReport {
   std::uint64_t invalid = 0;    // refused (not sent)
 };
 
-/// Lines checked by LineEmitter::Check and not yet sent: their envelopes (blade, seq, ts, body
-/// bytes copied in), bare bodies, or the reason a line is refused. A batch is filled on one thread
-/// and sent on another (`lattice emit` checks on a helper thread while its main thread produces);
-/// Clear() keeps the memory for the next batch.
+/// Lines checked by LineEmitter::Check and not yet sent: their envelopes (blade, seq, ts, and the
+/// body's bytes, copied in or, for lines checked as `stable`, where they are), bare bodies, or the
+/// reason a line is refused. A batch is filled on one thread and sent on another (`lattice emit`
+/// checks on a helper thread while its main thread produces); Clear() keeps the memory for the
+/// next batch.
 class CheckedLines {
  public:
   void Clear() {
     items_.clear();
     bytes_.clear();
+    held_ = 0;
   }
   std::size_t size() const { return items_.size(); }
-  /// Bytes of blades, bodies and reasons held.
-  std::size_t bytes() const { return bytes_.size(); }
+  /// Bytes of blades, bodies and reasons held, whether copied in or referred to where they are.
+  std::size_t bytes() const { return held_; }
 
   /// Makes SendChecked(*this, i) send the lines grouped by blade: each run of envelopes between
   /// two other lines (a bare body or a refused line, which keep their places) is sent blade by
@@ -57,7 +59,8 @@ class CheckedLines {
   /// lines). librdkafka then queues a partition's messages one after the other, and its broker
   /// thread reads them from adjacent memory instead of one cache line per message scattered
   /// among all partitions' (docs/benchmarks.md "Session 8 emit"). Call it once the batch is
-  /// complete (it moves the lines into that order).
+  /// complete. If it changes their order, it copies the lines into the batch in that order (the
+  /// bytes of `stable` lines too), so that the sending thread reads them front to back.
   void GroupByBlade();
 
  private:
@@ -65,22 +68,35 @@ class CheckedLines {
   enum class Kind : std::uint8_t { kEnvelope, kBody, kRefused };
   struct Item {
     Kind kind;
-    std::uint32_t blade_size;  // kEnvelope: the blade's bytes precede the body's
-    std::uint64_t offset;      // where the item's bytes start in bytes_
-    std::uint64_t size;        // body (or reason) bytes, after the blade
+    bool stable;               // blade and body are addresses of the line's own bytes
+    std::uint32_t blade_size;  // kEnvelope
+    std::uint32_t hash;        // kEnvelope: the blade's hash (GroupByBlade)
+    std::uint64_t blade;       // offset in bytes_ (or the address, if stable)
+    std::uint64_t body;        // the body's (or reason's) offset in bytes_ (or address)
+    std::uint64_t size;        // body (or reason) bytes
     std::uint64_t number;
     std::uint64_t seq;
     std::int64_t ts;
   };
-  std::string_view Blade(const Item& item) const {
-    return std::string_view(bytes_).substr(item.offset, item.blade_size);
+  static std::uint64_t Address(std::string_view s) {
+    return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(s.data()));
   }
+  std::string_view View(bool stable, std::uint64_t at, std::size_t size) const {
+    return stable ? std::string_view(reinterpret_cast<const char*>(static_cast<std::uintptr_t>(at)),
+                                     size)
+                  : std::string_view(bytes_).substr(at, size);
+  }
+  std::string_view Blade(const Item& item) const {
+    return View(item.stable, item.blade, item.blade_size);
+  }
+  std::string_view Body(const Item& item) const { return View(item.stable, item.body, item.size); }
   // The envelopes in items_[begin, end) by blade, into order_[begin, end); false if that is
   // their order already.
   bool GroupRun(std::uint32_t begin, std::uint32_t end);
 
   std::vector<Item> items_;
   std::string bytes_;
+  std::size_t held_ = 0;
   // GroupByBlade's scratch, kept for the next batch.
   std::vector<std::uint32_t> order_;  // the item to send as i-th
   std::vector<Item> grouped_items_;   // items_ and bytes_ in that order, then swapped in
@@ -114,8 +130,12 @@ class LineEmitter {
 
   /// The first half of Add: classifies and checks `line` and appends it (or why it is refused)
   /// to `out`; sends nothing and counts nothing. Bare bodies are checked when sent (by the
-  /// Emitter, EmitterOptions::validate).
-  void Check(std::string_view line, std::uint64_t number, bool padded, CheckedLines& out);
+  /// Emitter, EmitterOptions::validate). `stable`: the line's bytes stay valid and unchanged
+  /// until `out` is sent or cleared (e.g. a mapped file), so `out` refers to them where they are
+  /// instead of copying them (a blade with escapes, or a body sent without its whitespace, is
+  /// still copied).
+  void Check(std::string_view line, std::uint64_t number, bool padded, CheckedLines& out,
+             bool stable = false);
   /// Appends a line refused for `reason` (as Reject) to `out`.
   void CheckRefused(std::uint64_t number, std::string_view reason, CheckedLines& out);
 
@@ -126,12 +146,16 @@ class LineEmitter {
 
  private:
   struct Impl;
+  // Appends an envelope; refers to `blade` and `body` where they are if both lie in `stable`
+  // (a stable line), or copies them.
   void AddEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
-                   std::string_view body, std::uint64_t number, CheckedLines& out);
+                   std::string_view body, std::uint64_t number, CheckedLines& out,
+                   std::string_view stable);
   // AddEnvelope for a line the decoder accepted: a body over the limit is sent without its
   // whitespace (or the line is refused when that is still over the limit).
   void AddValidEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
-                        std::string_view body, std::uint64_t number, CheckedLines& out);
+                        std::string_view body, std::uint64_t number, CheckedLines& out,
+                        std::string_view stable);
   Emitter& emitter_;
   LineEmitterOptions options_;
   LineEmitterReport report_;
