@@ -65,6 +65,11 @@ class Arena {
     }
     return AllocateInNextBlock(n);
   }
+  /// Gives back the end of the last allocation `p`, past its first `used` bytes.
+  void Shrink(char* p, std::size_t used) {
+    room_ += static_cast<std::size_t>(next_ - (p + used));
+    next_ = p + used;
+  }
   std::string_view Copy(std::string_view s);
   void Reset();
   /// Prefetches, to be written, the line `ahead` bytes past the next allocation's start.
