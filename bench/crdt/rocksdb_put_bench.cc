@@ -40,6 +40,7 @@ rocksdb::Options DbOptions() {
   o.compression = rocksdb::kLZ4Compression;
   o.bottommost_compression = rocksdb::kZSTD;
   o.max_open_files = 256;
+  o.max_total_wal_size = 256 << 20;  // StoreOptions::max_wal_bytes
   o.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
   o.allow_concurrent_memtable_write = false;
   return o;

@@ -16,6 +16,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/table.h>
+#include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
 #include <unistd.h>
 
@@ -477,7 +478,7 @@ StateStore::~StateStore() {
 namespace {
 
 // bench/crdt/rocksdb_put_bench.cc copies these for its raw-RocksDB baseline: keep them in step.
-rocksdb::Options DbOptions(bool paging) {
+rocksdb::Options DbOptions(bool paging, std::uint64_t max_wal_bytes) {
   rocksdb::Options o;
   o.create_if_missing = true;
   o.create_missing_column_families = true;
@@ -488,6 +489,11 @@ rocksdb::Options DbOptions(bool paging) {
   o.compression = rocksdb::kLZ4Compression;
   o.bottommost_compression = rocksdb::kZSTD;
   o.max_open_files = 256;
+  // A log file is deleted only once every family with records in it has flushed, and `meta`
+  // (positions and clock, a few hundred bytes per commit) never fills a write buffer: without
+  // a bound the WAL of a long run grows to 4x all the write buffers (~10 GiB) and an open
+  // replays all of it. Past the bound RocksDB flushes the families that pin the oldest file.
+  o.max_total_wal_size = max_wal_bytes;
   // The aggregator never reads its own memtable after loading (readers open the directory
   // separately), so an append-only vector memtable, sorted once at flush, beats the skiplist.
   // With paging the writer does read its memtable (a page read back may have been written a
@@ -517,7 +523,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, Sto
   store->impl_ = std::make_unique<Impl>(options);
   Impl& im = *store->impl_;
 
-  rocksdb::Options db_options = DbOptions(options.memory_budget.has_value());
+  rocksdb::Options db_options = DbOptions(options.memory_budget.has_value(), options.max_wal_bytes);
   rocksdb::ColumnFamilyOptions cf_options(db_options);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, cf_options},
@@ -773,6 +779,13 @@ Status StateStore::Commit() {
 
 Status StateStore::Flush() { return impl_->WaitIdle(); }
 
+Status StateStore::WaitForBackgroundWork() {
+  // PauseBackgroundWork returns once no flush or compaction is scheduled or running.
+  rocksdb::DB& db = *impl_->db;
+  LATTICE_RETURN_IF_ERROR(FromRocks(db.PauseBackgroundWork(), "waiting for RocksDB's flushes"));
+  return FromRocks(db.ContinueBackgroundWork(), "resuming RocksDB's flushes");
+}
+
 std::uint64_t StateStore::commits_made() const { return impl_->commits_made; }
 
 std::uint64_t StateStore::commits_durable() const {
@@ -822,6 +835,12 @@ StoreStats StateStore::Stats() const {
     }
     if (im.db->GetIntProperty(cf, "rocksdb.cur-size-all-mem-tables", &v)) {
       st.memtable_bytes += v;
+    }
+  }
+  rocksdb::VectorLogPtr wal_files;
+  if (im.db->GetSortedWalFiles(wal_files).ok()) {
+    for (const std::unique_ptr<rocksdb::LogFile>& file : wal_files) {
+      st.wal_bytes += file->SizeFileBytes();
     }
   }
   if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {

@@ -120,6 +120,51 @@ TEST_F(StateStoreTest, ReopenKeepsStateAndPositions) {
   EXPECT_EQ(store->Dump(), reference::ReferenceDump(all));
 }
 
+// The write-ahead log stays near StoreOptions::max_wal_bytes however many commits there are:
+// past it RocksDB flushes the families that still have records in the oldest log file, which
+// can then go. Without the bound the `meta` family (positions and clock, in every commit, never
+// a full write buffer) keeps every log file alive: all ~13 MB written here would still be live,
+// and the next open would replay them. The state reopens intact.
+TEST_F(StateStoreTest, WriteAheadLogStaysNearItsBound) {
+  StoreOptions options;
+  options.max_wal_bytes = 1 << 20;
+  constexpr int kCommits = 400;
+  constexpr int kShardsPerCommit = 16;  // 16 values of 2,000 bytes: ~34 KB of log per commit
+  std::string dump;
+  std::uint64_t seq = 0;
+  {
+    auto store = StateStore::Open(dir_, options);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    for (int c = 0; c < kCommits; ++c) {
+      for (int i = 0; i < kShardsPerCommit; ++i) {
+        ++seq;
+        const std::string value(2000, static_cast<char>('a' + (c + i) % 26));
+        const std::string body =
+            R"({"big":{"k)" + std::to_string(i) + R"(":")" + value + R"("},"n":{"$inc":1}})";
+        const std::string line = Env("w", seq, static_cast<std::int64_t>(seq), body);
+        ASSERT_EQ(Apply(**store, line), Outcome::kApplied);
+      }
+      (*store)->StagePosition(SourcePosition{"lattice.shards/0", seq, 0});
+      ASSERT_TRUE((*store)->Commit().ok());
+      // RocksDB enforces the bound when a write finds the log over it, and releases the old
+      // file when the flushes it scheduled are done: wait for them, so that how far the log
+      // gets past the bound does not depend on how fast this host flushes.
+      ASSERT_TRUE((*store)->Flush().ok());
+      ASSERT_TRUE((*store)->WaitForBackgroundWork().ok());
+    }
+    // The bound, plus the commit that found the log over it.
+    EXPECT_LE((*store)->Stats().wal_bytes, options.max_wal_bytes + (256u << 10));
+    dump = (*store)->Dump();
+  }
+  auto store = StateStore::Open(dir_, options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ((*store)->Dump(), dump);
+  EXPECT_EQ((*store)->Get(core::Path({"n"})), std::to_string(seq));
+  const auto position = (*store)->Position("lattice.shards/0");
+  ASSERT_TRUE(position.has_value());
+  EXPECT_EQ(position->offset, seq);
+}
+
 // Keys with 00 bytes are escaped in the record keys (00 FF) at any depth, next to keys without
 // them and to a sibling that is their prefix; commits before and after a reopen write them.
 TEST_F(StateStoreTest, KeysWithNulBytesRoundTripThroughReopen) {

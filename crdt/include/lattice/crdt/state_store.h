@@ -40,6 +40,14 @@ struct StoreOptions {
   /// (tests). Unset (the default): the whole state stays in memory.
   std::optional<std::uint64_t> memory_budget;
   std::uint32_t page_depth = 2;
+  /// Bound on the write-ahead log (RocksDB's max_total_wal_size): once the live log files hold
+  /// more than this many bytes, RocksDB flushes the column families that still have records in
+  /// the oldest one, so that it can be deleted. Without a bound a log file lives until every
+  /// family with records in it has flushed, and the small `meta` family (positions and clock,
+  /// written by every commit) never fills a write buffer: the log would grow to RocksDB's
+  /// default, 4x all the write buffers (~10 GiB), and opening the state replays all of it
+  /// (docs/operations.md, "Disk use and restart time"). 0 = RocksDB's default.
+  std::uint64_t max_wal_bytes = 256u << 20;
 };
 
 /// Parses a memory budget (StoreOptions::memory_budget): a whole number of bytes with an optional
@@ -55,6 +63,9 @@ struct StoreStats {
   std::uint64_t change_log_bytes = 0;
   std::uint64_t sst_bytes = 0;       // rocksdb.total-sst-files-size
   std::uint64_t memtable_bytes = 0;  // rocksdb.cur-size-all-mem-tables
+  /// The live write-ahead log files (DB::GetSortedWalFiles): what the next open replays, and
+  /// what StoreOptions::max_wal_bytes bounds.
+  std::uint64_t wal_bytes = 0;
   std::uint64_t rss_bytes = 0;       // this process's resident set size (/proc/self/statm)
   std::uint64_t nodes = 0;           // trie nodes in memory (node_count())
   std::uint64_t pages_out = 0;       // subtrees paged out of memory (memory_budget)
@@ -116,6 +127,11 @@ class StateStore {
 
   /// Waits until every commit is durable (to the configured sync level). Errors: as Commit().
   Status Flush();
+
+  /// Waits until the RocksDB flushes and compactions scheduled so far have finished, e.g. the
+  /// flushes that release write-ahead log files (StoreOptions::max_wal_bytes). For tests and
+  /// benchmarks: nothing in the aggregator needs it. Errors: none so far (Status for the future).
+  Status WaitForBackgroundWork();
 
   /// The number of commits this object has made (successful Commit() calls since Open()).
   std::uint64_t commits_made() const;
