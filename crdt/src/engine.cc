@@ -749,11 +749,21 @@ void Engine::KillChildren(Node* node) {
   node->DropIndex();
 }
 
+void Engine::SortFree(std::size_t from) {
+  // Descending, so that AllocNode (which pops the back) hands them out in ascending address
+  // order: the nodes created together (an intent's subtree, created by one shard) then share
+  // pages and lines instead of being scattered over the slabs in the order they died, and so do
+  // their later lookups and kills.
+  std::sort(free_nodes_.begin() + static_cast<std::ptrdiff_t>(from), free_nodes_.end(),
+            std::greater<>());
+}
+
 void Engine::BuryDoomedSlow() {
   // Breadth-first over the chains: a node's next sibling and first child join the end of the
   // queue, and the node kAhead places on is fetched, so several subtrees' misses are in flight.
   // What KillSubtree() does per node, without paging (never deferred with it) or covering.
   constexpr std::size_t kAhead = 8;
+  const std::size_t freed_from = free_nodes_.size();
   for (std::size_t i = 0; i < doomed_.size(); ++i) {
     if (i + kAhead < doomed_.size()) {
       const char* p = reinterpret_cast<const char*>(doomed_[i + kAhead]);
@@ -785,6 +795,7 @@ void Engine::BuryDoomedSlow() {
     }
   }
   doomed_.clear();
+  SortFree(freed_from);
 }
 
 void Engine::KillPagedChildren(Node* node) {

@@ -689,6 +689,8 @@ class Engine {
     }
   }
   void BuryDoomedSlow();
+  /// Sorts free_nodes_[from, end) (nodes just freed) by address, highest first.
+  void SortFree(std::size_t from);
   [[gnu::always_inline]] inline void KillChildren(Node* node);
   [[gnu::noinline, gnu::cold]] void KillPagedChildren(Node* node);
   void KillOlder(Node* node, const Stamp& s);

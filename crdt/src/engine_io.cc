@@ -365,7 +365,9 @@ void Engine::ReleaseChanges(ChangeSet& changes) {
     dead_regs_[i]->reg.reset();
   }
   dead_regs_.clear();
+  const std::size_t from = free_nodes_.size();
   free_nodes_.insert(free_nodes_.end(), changes.dead.begin(), changes.dead.end());
+  SortFree(from);  // reused in address order (see SortFree)
   changes.dead.clear();
   changes.records.clear();
   changes.values.clear();
