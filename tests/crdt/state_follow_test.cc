@@ -1,5 +1,6 @@
 // Tests of following a state as it is written: StateReader::OpenSecondary + CatchUp() against a
 // StateStore writing the same directory (the change log of format 1), through the public API.
+#include <algorithm>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -223,6 +224,50 @@ TEST_F(StateFollowTest, TheLogIsBoundedInBytesAndAFollowerBehindItSeesAGap) {
   EXPECT_FALSE(r.gap);
   ASSERT_EQ(r.changes.size(), 1u);
   EXPECT_EQ(r.changes[0].path, "x");
+}
+
+// A follower keeps up while the writer's write-ahead log is kept near a small bound
+// (StoreOptions::max_wal_bytes): RocksDB flushes families and deletes log files between catch-ups,
+// also while the follower is several commits behind, and the follower still sees every commit.
+TEST_F(StateFollowTest, FollowsWhileTheWriterDeletesLogFiles) {
+  store_.reset();
+  StoreOptions options;
+  options.max_wal_bytes = 128 << 10;
+  auto store = StateStore::Open(dir_, options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  store_ = std::move(*store);
+  Commit({Env("a", 1, 10, R"({"n":{"$inc":1}})")});
+  Follow();
+  std::uint64_t seq = 2;
+  std::uint64_t most_wal = 0;
+  // 60 commits of 16 values of 1,000 bytes: ~1 MB of log in all, 8x the bound.
+  for (int c = 0; c < 60; ++c) {
+    std::string body = R"({"n":{"$inc":1},"big":{)";
+    for (int k = 0; k < 16; ++k) {
+      body.append(k ? "," : "").append("\"k").append(std::to_string(k)).append("\":\"");
+      body.append(1000, static_cast<char>('a' + (c + k) % 26)).append("\"");
+    }
+    body += "}}";
+    Commit({Env("a", seq, static_cast<std::int64_t>(seq), body)});
+    ++seq;
+    ASSERT_TRUE(store_->WaitForBackgroundWork().ok());
+    most_wal = std::max(most_wal, store_->Stats().wal_bytes);
+    if (c % 7 == 6) {  // behind by 7 commits, across flushes and deleted log files
+      const CatchUpResult r = CatchUp();
+      EXPECT_FALSE(r.gap);
+      EXPECT_EQ(r.commit, store_->commits_made()) << "after commit " << c;
+    }
+  }
+  EXPECT_LE(most_wal, options.max_wal_bytes + (64u << 10)) << "log files were deleted";
+  const CatchUpResult r = CatchUp();
+  EXPECT_FALSE(r.gap);
+  EXPECT_EQ(r.commit, store_->commits_made());
+  std::string followed;
+  ASSERT_TRUE(reader_->Dump([&](std::string_view chunk) { followed.append(chunk); }).ok());
+  EXPECT_EQ(followed, store_->Dump());
+  const auto n = reader_->Get(core::Path({"n"}));
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, std::optional<std::string>(std::to_string(seq - 1)));
 }
 
 TEST_F(StateFollowTest, TooManyChangesAreAGap) {
