@@ -1079,7 +1079,13 @@ struct Aggregator::Impl {
     it.offset = m->offset;
     it.message = m;
     it.bytes = m->len;
-    filling->messages.push_back(m);
+    std::vector<rd_kafka_message_t*>& messages = filling->messages;
+    // The array ahead is written next, and the decode helper emptied it last, on the other core
+    // (a store miss every 8 messages was ~60% of Fetch's samples).
+    if (constexpr std::size_t kAhead = 16; messages.size() + kAhead < messages.capacity()) {
+      internal::PrefetchForWrite(messages.data() + messages.size() + kAhead);
+    }
+    messages.push_back(m);
   }
 
   /// Identifies and decodes one polled message with `l`'s decoder, copying what it keeps into
@@ -1114,8 +1120,11 @@ struct Aggregator::Impl {
     Result<const core::Shard*> shard = static_cast<const core::Shard*>(nullptr);
     if (body.size() <= l.decoder.limits().max_body_bytes &&
         blade.size() <= l.decoder.limits().max_blade_bytes) {
-      buf = arena.Allocate(core::ShardDecoder::DecodeIntoRoom(body.size()) + blade.size());
-      shard = l.decoder.DecodeBodyInto(body, blade, env->seq, env->ts, it.shard, buf, used);
+      // The blade goes first, the body's copy (keys) and the values after it: the merge thread
+      // prefetches from the blade on (PrefetchShardData).
+      buf = arena.Allocate(blade.size() + core::ShardDecoder::DecodeIntoRoom(body.size()));
+      shard = l.decoder.DecodeBodyInto(body, blade, env->seq, env->ts, it.shard, buf + blade.size(),
+                                       used);
     } else {
       shard = l.decoder.DecodeBody(body, blade, env->seq, env->ts);
     }
@@ -1130,10 +1139,10 @@ struct Aggregator::Impl {
     it.kind = FetchedMessage::Kind::kShard;
     it.ts = env->ts;
     if (*shard == &it.shard) {
-      // The blade points into the message's key or the identity's scratch: copied after the rest.
-      std::memcpy(buf + used, blade.data(), blade.size());
-      it.shard.blade = std::string_view(buf + used, blade.size());
-      arena.Shrink(buf, used + blade.size());
+      // The blade points into the message's key or the identity's scratch: copied.
+      std::memcpy(buf, blade.data(), blade.size());
+      it.shard.blade = std::string_view(buf, blade.size());
+      arena.Shrink(buf, blade.size() + used);
       return;
     }
     CopyShard(**shard, arena, it.shard);  // may read `buf`: it keeps its room
