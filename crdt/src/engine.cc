@@ -754,8 +754,59 @@ void Engine::SortFree(std::size_t from) {
   // order: the nodes created together (an intent's subtree, created by one shard) then share
   // pages and lines instead of being scattered over the slabs in the order they died, and so do
   // their later lookups and kills.
-  std::sort(free_nodes_.begin() + static_cast<std::ptrdiff_t>(from), free_nodes_.end(),
-            std::greater<>());
+  Node** const first = free_nodes_.data() + from;
+  const std::size_t n = free_nodes_.size() - from;
+  if (n < 1024) {
+    std::sort(first, first + n, std::greater<>());
+    return;
+  }
+  // A commit frees ~100k nodes: an LSD radix sort of the addresses (never dereferenced), in up
+  // to three 11-bit digits of (highest - address) / 128 (nodes are 256 bytes apart), instead of
+  // std::sort's ~n log n compares (~80 perf samples a 2M aggregate).
+  std::uintptr_t lo = std::numeric_limits<std::uintptr_t>::max();
+  std::uintptr_t hi = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto a = reinterpret_cast<std::uintptr_t>(first[i]);
+    lo = std::min(lo, a);
+    hi = std::max(hi, a);
+  }
+  constexpr int kShift = 7;
+  constexpr int kDigit = 11;
+  const std::uintptr_t span = (hi - lo) >> kShift;
+  const int bits = span == 0 ? 0 : 64 - __builtin_clzll(span);
+  const int passes = (bits + kDigit - 1) / kDigit;
+  if (passes > 3) {
+    std::sort(first, first + n, std::greater<>());  // slabs spread over more than 256 GiB
+    return;
+  }
+  sort_scratch_.resize(n);
+  Node** src = first;
+  Node** dst = sort_scratch_.data();
+  for (int pass = 0; pass < passes; ++pass) {
+    const int shift = kShift + pass * kDigit;
+    std::array<std::uint32_t, std::size_t{1} << kDigit> start{};
+    const auto digit = [&](const Node* node) {
+      return ((hi - reinterpret_cast<std::uintptr_t>(node)) >> shift) &
+             ((std::uintptr_t{1} << kDigit) - 1);
+    };
+    for (std::size_t i = 0; i < n; ++i) {
+      ++start[digit(src[i])];
+    }
+    std::uint32_t sum = 0;
+    for (std::uint32_t& c : start) {
+      const std::uint32_t count = c;
+      c = sum;
+      sum += count;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      dst[start[digit(src[i])]++] = src[i];
+    }
+    std::swap(src, dst);
+  }
+  if (src != first) {
+    std::copy(src, src + n, first);
+  }
+  LATTICE_DCHECK(std::adjacent_find(first, first + n, std::less_equal<>()) == first + n);
 }
 
 void Engine::BuryDoomedSlow() {

@@ -829,6 +829,7 @@ class Engine {
   // list untouched (AllocNode() resets what a reused node still holds).
   std::vector<Node*> dead_regs_;
   std::vector<Node*> free_nodes_;
+  std::vector<Node*> sort_scratch_;                  // SortFree's
   std::vector<std::unique_ptr<TtlState>> free_ttl_;  // of freed nodes, for reuse
   // Nodes are allocated in slabs of kNodeSlab: one aligned allocation per slab instead of one
   // per node (an over-aligned `new` takes glibc's slow memalign path). Freed nodes are reused
