@@ -812,26 +812,19 @@ struct ShardDecoder::Impl {
   // then stops the walk where scan_buf's NUL would (no token starts or continues there, and no
   // 8-byte key pattern holds it), and the padding covers the bytes read past the line. False if
   // stage 1 fails (the DOM parse then says why).
-  // With `dest` (DecodeBodyInto), the copy goes there instead of into scan_buf: the caller's
-  // memory, with room for the text and the padding.
-  bool ScanStage1(std::string_view text, bool in_place = false, bool padded = false,
-                  char* dest = nullptr) {
+  bool ScanStage1(std::string_view text, bool in_place = false, bool padded = false) {
     if (in_place && padded && !text.empty() &&
         (text.data()[text.size()] == '\0' || IsSpace(text.data()[text.size()]))) {
       sbuf = text.data();
     } else {
-      char* to = dest;
-      if (to == nullptr) {
-        const std::size_t need = text.size() + simdjson::SIMDJSON_PADDING;
-        if (need > scan_cap) {
-          scan_cap = std::max(need, scan_cap * 2);
-          scan_buf = std::make_unique<char[]>(scan_cap);
-        }
-        to = scan_buf.get();
+      const std::size_t need = text.size() + simdjson::SIMDJSON_PADDING;
+      if (need > scan_cap) {
+        scan_cap = std::max(need, scan_cap * 2);
+        scan_buf = std::make_unique<char[]>(scan_cap);
       }
-      std::memcpy(to, text.data(), text.size());
-      std::memset(to + text.size(), 0, simdjson::SIMDJSON_PADDING);
-      sbuf = to;
+      std::memcpy(scan_buf.get(), text.data(), text.size());
+      std::memset(scan_buf.get() + text.size(), 0, simdjson::SIMDJSON_PADDING);
+      sbuf = scan_buf.get();
     }
     if (text.empty()) {
       return false;
@@ -1409,11 +1402,10 @@ struct ShardDecoder::Impl {
     return true;
   }
 
-  // DecodeBody by the token walk (with `dest`: the body copied there, see ScanStage1).
-  bool ScanBareBody(std::string_view body, char* dest = nullptr) {
+  // DecodeBody by the token walk.
+  bool ScanBareBody(std::string_view body) {
     std::uint64_t top = 0;
-    return ScanStage1(body, false, false, dest) && ScanBody<true>(top) && sp == scan_n &&
-           ScanFinish(top);
+    return ScanStage1(body) && ScanBody<true>(top) && sp == scan_n && ScanFinish(top);
   }
 
   // Checks once per decoder that stage 1 indexes a line as the token walk expects.
@@ -1910,8 +1902,8 @@ Result<const Shard*> ShardDecoder::DecodeEnvelopeAfterTokenWalk(std::string_view
   return &d.shard;
 }
 
-Status ShardDecoder::StartBody(std::string_view body, std::string_view blade, std::uint64_t seq,
-                               std::int64_t ts) {
+Result<const Shard*> ShardDecoder::DecodeBody(std::string_view body, std::string_view blade,
+                                              std::uint64_t seq, std::int64_t ts) {
   Impl& d = *impl_;
   d.ResetKeepingEntries();  // the token walk overwrites them; Reset below for the other walks
   d.last_walk = Walk::kCareful;
@@ -1927,74 +1919,12 @@ Status ShardDecoder::StartBody(std::string_view body, std::string_view blade, st
   d.shard.blade = blade;
   d.shard.seq = seq;
   d.shard.ts = ts;
-  return Status::Ok();
-}
-
-Result<const Shard*> ShardDecoder::DecodeBody(std::string_view body, std::string_view blade,
-                                              std::uint64_t seq, std::int64_t ts) {
-  Impl& d = *impl_;
-  LATTICE_RETURN_IF_ERROR(StartBody(body, blade, seq, ts));
   if (d.scan_ok && d.first_walk == Walk::kToken) {
     d.last_walk = Walk::kToken;
     if (d.ScanBareBody(body)) {
       return &d.shard;
     }
   }
-  return DecodeBodyAfterTokenWalk(body);
-}
-
-static_assert(ShardDecoder::DecodeIntoRoom(0) >= simdjson::SIMDJSON_PADDING);
-
-Result<const Shard*> ShardDecoder::DecodeBodyInto(std::string_view body, std::string_view blade,
-                                                  std::uint64_t seq, std::int64_t ts, Shard& out,
-                                                  char* buf, std::size_t& used) {
-  Impl& d = *impl_;
-  used = 0;
-  LATTICE_RETURN_IF_ERROR(StartBody(body, blade, seq, ts));
-  if (d.scan_ok && d.first_walk == Walk::kToken) {
-    d.last_walk = Walk::kToken;
-    // The walk writes its entries in place (NewTokEntry): into the caller's vector.
-    d.shard.entries.swap(out.entries);
-    const bool ok = d.ScanBareBody(body, buf);
-    d.shard.entries.swap(out.entries);
-    if (ok && d.arena_len > body.size() + 256) [[unlikely]] {
-      // More canonical bytes than `buf` has room for (the walk's values take at most the body's
-      // bytes; never seen): the decoder's result, with its keys in `buf`.
-      d.shard.entries.swap(out.entries);
-      return &d.shard;
-    }
-    if (ok) {
-      // Keys point into `buf` (the body's copy). The values are in the arena: they go after the
-      // body, over the padding the walk no longer reads.
-      char* values = buf + body.size();
-      const char* from = d.arena.data();
-      if (d.arena_len > 0) {
-        std::memcpy(values, from, d.arena_len);
-      }
-      for (BodyEntry& e : out.entries) {
-        if (e.kind == OpKind::kSet) {
-          e.value = std::string_view(values + (e.value.data() - from), e.value.size());
-        }
-      }
-      out.blade = blade;
-      out.seq = seq;
-      out.ts = ts;
-      out.hash = d.shard.hash;
-      out.has_int_inc = d.shard.has_int_inc;
-      out.has_float_inc = d.shard.has_float_inc;
-      out.max_abs_inc = d.shard.max_abs_inc;
-      out.topic = {};
-      out.partition = -1;
-      out.offset = -1;
-      used = body.size() + d.arena_len;
-      return &out;
-    }
-  }
-  return DecodeBodyAfterTokenWalk(body);
-}
-
-Result<const Shard*> ShardDecoder::DecodeBodyAfterTokenWalk(std::string_view body) {
-  Impl& d = *impl_;
   d.Reset();
   auto parsed = d.parser.parse(body.data(), body.size(), true);
   d.last_walk = Walk::kCareful;

@@ -1110,42 +1110,17 @@ struct Aggregator::Impl {
       it.error = "the message has no value (a shard body is a JSON object)";
       return;
     }
-    // The common shapes are built in the chunk's memory (the body's copy, the values, the item's
-    // entries vector); the others come back in the decoder's and are copied.
-    // (A body over the limit is refused before its room is taken.)
-    const std::string_view body(static_cast<const char*>(m->payload), m->len);
-    const std::string_view blade = env->blade;
-    char* buf = nullptr;
-    std::size_t used = 0;
-    Result<const core::Shard*> shard = static_cast<const core::Shard*>(nullptr);
-    if (body.size() <= l.decoder.limits().max_body_bytes &&
-        blade.size() <= l.decoder.limits().max_blade_bytes) {
-      // The blade goes first, the body's copy (keys) and the values after it: the merge thread
-      // prefetches from the blade on (PrefetchShardData).
-      buf = arena.Allocate(blade.size() + core::ShardDecoder::DecodeIntoRoom(body.size()));
-      shard = l.decoder.DecodeBodyInto(body, blade, env->seq, env->ts, it.shard, buf + blade.size(),
-                                       used);
-    } else {
-      shard = l.decoder.DecodeBody(body, blade, env->seq, env->ts);
-    }
+    Result<const core::Shard*> shard =
+        l.decoder.DecodeBody(std::string_view(static_cast<const char*>(m->payload), m->len),
+                             env->blade, env->seq, env->ts);
     if (!shard.ok()) {
-      if (buf != nullptr) {
-        arena.Shrink(buf, 0);
-      }
       it.kind = FetchedMessage::Kind::kBad;
       it.error = arena.Copy(shard.status().message());
       return;
     }
     it.kind = FetchedMessage::Kind::kShard;
     it.ts = env->ts;
-    if (*shard == &it.shard) {
-      // The blade points into the message's key or the identity's scratch: copied.
-      std::memcpy(buf, blade.data(), blade.size());
-      it.shard.blade = std::string_view(buf, blade.size());
-      arena.Shrink(buf, blade.size() + used);
-      return;
-    }
-    CopyShard(**shard, arena, it.shard);  // may read `buf`: it keeps its room
+    CopyShard(**shard, arena, it.shard);
   }
 
   /// Fetch thread: decodes the chunk's items not decoded yet; a big range is split with the

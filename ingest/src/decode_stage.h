@@ -40,8 +40,7 @@ void PrefetchObject(const T& object) {
 }
 
 /// Prefetches what merging a decoded `shard` reads first: its entries (up to 256 bytes) and its
-/// blade, with the keys and values in the arena right after it (CopyShard, DecodeStage::Fill; the
-/// aggregator's DecodeItem puts the body's copy there, keys inside it and the values after it).
+/// blade, with the keys copied into the arena right after it (CopyShard, DecodeStage::Fill).
 inline void PrefetchShardData(const core::Shard& shard) {
   const char* p = reinterpret_cast<const char*>(shard.entries.data());
   const std::size_t size = shard.entries.size() * sizeof(core::BodyEntry);
@@ -51,7 +50,6 @@ inline void PrefetchShardData(const core::Shard& shard) {
   }
   __builtin_prefetch(shard.blade.data());
   __builtin_prefetch(shard.blade.data() + 64);
-  __builtin_prefetch(shard.blade.data() + 128);
 }
 
 /// Bump allocator whose blocks never move, so views into it stay valid until Reset().
@@ -66,11 +64,6 @@ class Arena {
       return p;
     }
     return AllocateInNextBlock(n);
-  }
-  /// Gives back the end of the last allocation `p`, past its first `used` bytes.
-  void Shrink(char* p, std::size_t used) {
-    room_ += static_cast<std::size_t>(next_ - (p + used));
-    next_ = p + used;
   }
   std::string_view Copy(std::string_view s);
   void Reset();

@@ -102,14 +102,6 @@ class ShardDecoderTest : public ::testing::TestWithParam<ShardDecoder::Walk> {
       SCOPED_TRACE("DecodeBody");
       ExpectBad(decoder_.DecodeBody(body, "b-1", 1, 1000), body, parts);
     }
-    {
-      SCOPED_TRACE("DecodeBodyInto");
-      std::vector<char> buf(ShardDecoder::DecodeIntoRoom(body.size()));
-      Shard out;
-      std::size_t used = 7;
-      ExpectBad(decoder_.DecodeBodyInto(body, "b-1", 1, 1000, out, buf.data(), used), body, parts);
-      EXPECT_EQ(used, 0u);
-    }
   }
 
   void ExpectBadLine(std::string_view line, std::initializer_list<std::string_view> parts) {
@@ -123,59 +115,12 @@ class ShardDecoderTest : public ::testing::TestWithParam<ShardDecoder::Walk> {
       return {"<error>"};
     }
     std::vector<std::string> via_body = Describe(**r);
-    const std::uint64_t hash = (*r)->hash;
-    ExpectSameInto(body, via_body, hash, (*r)->has_int_inc, (*r)->has_float_inc, (*r)->max_abs_inc);
     auto e = decoder_.DecodeEnvelope(Envelope(body));
     EXPECT_TRUE(e.ok()) << e.status().ToString();
     if (e.ok()) {
       EXPECT_EQ(Describe(**e), via_body) << "envelope and bare body decode alike";
     }
     return via_body;
-  }
-
-  // DecodeBodyInto decodes `body` as DecodeBody did (`expected`, `hash` and the increment
-  // summary), into the caller's shard and buffer when the token walk takes it: every key and
-  // value then lies in the used part of the buffer. Twice, the second time into a shard and
-  // buffer holding the first result (the aggregator's recycled items).
-  void ExpectSameInto(std::string_view body, const std::vector<std::string>& expected,
-                      std::uint64_t hash, bool has_int_inc, bool has_float_inc,
-                      std::uint64_t max_abs_inc) {
-    std::vector<char> buf(ShardDecoder::DecodeIntoRoom(body.size()), 'x');
-    Shard out;
-    for (int round = 0; round < 2; ++round) {
-      std::size_t used = 0;
-      auto r = decoder_.DecodeBodyInto(body, "b-1", 1, 1000, out, buf.data(), used);
-      ASSERT_TRUE(r.ok()) << body << ": " << r.status().ToString();
-      const Shard& s = **r;
-      EXPECT_EQ(Describe(s), expected) << body;
-      EXPECT_EQ(s.hash, hash) << body;
-      EXPECT_EQ(s.blade, "b-1");
-      EXPECT_EQ(s.seq, 1u);
-      EXPECT_EQ(s.ts, 1000);
-      EXPECT_EQ(s.has_int_inc, has_int_inc);
-      EXPECT_EQ(s.has_float_inc, has_float_inc);
-      EXPECT_EQ(s.max_abs_inc, max_abs_inc);
-      EXPECT_TRUE(s.topic.empty());
-      EXPECT_EQ(s.partition, -1);
-      EXPECT_EQ(s.offset, -1);
-      if (&s != &out) {
-        EXPECT_EQ(used, 0u);
-        EXPECT_NE(decoder_.LastWalkForTesting(), ShardDecoder::Walk::kToken) << body;
-        continue;
-      }
-      EXPECT_EQ(decoder_.LastWalkForTesting(), ShardDecoder::Walk::kToken) << body;
-      EXPECT_GE(used, body.size());
-      EXPECT_LE(used, buf.size());
-      const auto inside = [&](std::string_view v) {
-        return v.empty() || (v.data() >= buf.data() && v.data() + v.size() <= buf.data() + used);
-      };
-      for (const BodyEntry& entry : s.entries) {
-        EXPECT_TRUE(inside(entry.key)) << body << ": key " << entry.key;
-        if (entry.kind == OpKind::kSet) {
-          EXPECT_TRUE(inside(entry.value)) << body << ": value " << entry.value;
-        }
-      }
-    }
   }
 
   // The canonical value of a body {"v": <value>}.

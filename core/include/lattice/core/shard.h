@@ -104,20 +104,6 @@ class ShardDecoder {
   Result<const Shard*> DecodeBody(std::string_view body, std::string_view blade, std::uint64_t seq,
                                   std::int64_t ts);
 
-  /// DecodeBody for a caller that keeps the shard (the aggregator's decode threads): when the
-  /// token walk takes the body (the common shapes), the shard is built in the caller's memory,
-  /// without a copy. `out` gets it (its entries vector is reused), with its keys and values in
-  /// `buf`, which must have room for DecodeIntoRoom(body.size()) bytes; `used` is set to the
-  /// bytes at the start of `buf` the shard keeps, and the result is `&out`. `blade` is not
-  /// copied. Otherwise (a bad body, or one the other walks decode) as DecodeBody, with `used` 0:
-  /// the result is the decoder's, and its views may point into `buf` (keep it until copied).
-  Result<const Shard*> DecodeBodyInto(std::string_view body, std::string_view blade,
-                                      std::uint64_t seq, std::int64_t ts, Shard& out, char* buf,
-                                      std::size_t& used);
-  /// The room DecodeBodyInto needs for a body of `body_size` bytes: the body and the padding
-  /// stage 1 reads, then the canonical values (at most the body's bytes and 256).
-  static constexpr std::size_t DecodeIntoRoom(std::size_t body_size) { return 2 * body_size + 256; }
-
   const DecodeLimits& limits() const { return limits_; }
 
   /// The decoder's walks, fastest first. Each one either decodes a shard exactly as the careful
@@ -137,10 +123,6 @@ class ShardDecoder {
   struct Impl;
   // DecodeEnvelope after the token walk handed the line on: the tape and careful walks.
   Result<const Shard*> DecodeEnvelopeAfterTokenWalk(std::string_view line, bool padded);
-  // DecodeBody's checks and envelope; DecodeBody after the token walk handed the body on.
-  Status StartBody(std::string_view body, std::string_view blade, std::uint64_t seq,
-                   std::int64_t ts);
-  Result<const Shard*> DecodeBodyAfterTokenWalk(std::string_view body);
   DecodeLimits limits_;
   std::unique_ptr<Impl> impl_;
 };
