@@ -3,7 +3,7 @@
 #
 #   bench/kafka.sh [BUILD_DIR]      (default: build; a Release build of `lattice`)
 #
-# Environment: SHARDS (default 2000000), PARTITIONS (default 128), ROUNDS (default 3: (c) and
+# Environment: SHARDS (default 2000000), PARTITIONS (default 128), ROUNDS (default 5: (c) and
 # (a)/(b) standalone are measured in ROUNDS alternating pairs; the ratios are the median of the
 # per-round ratios, since the host's speed drifts by 20-40% between minutes).
 #
@@ -32,7 +32,7 @@ build=${1:-build}
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
 shards=${SHARDS:-2000000}
 partitions=${PARTITIONS:-128}
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 lattice="$build/cli/lattice"
 [ -x "$lattice" ] || { echo "kafka.sh: $lattice not found; build it first" >&2; exit 1; }
 for tool in kcat python3; do
