@@ -776,7 +776,7 @@ void Engine::SortFree(std::size_t from) {
   const int bits = span == 0 ? 0 : 64 - __builtin_clzll(span);
   const int passes = (bits + kDigit - 1) / kDigit;
   if (passes > 3) {
-    std::sort(first, first + n, std::greater<>());  // slabs spread over more than 256 GiB
+    std::sort(first, first + n, std::greater<>());  // slabs spread over more than 1 TiB
     return;
   }
   sort_scratch_.resize(n);
