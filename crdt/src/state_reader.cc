@@ -435,11 +435,14 @@ Result<CatchUpResult> StateReader::CatchUp(std::size_t max_changes) {
   }
   // Deduplicate (a path written by several commits is reported once, with its current value).
   {
+    // `seen` views the strings in `unique` (reserved: never moved): a view of a key about to be
+    // moved from would change under the set for short (inline-stored) keys.
     std::vector<std::string> unique;
     unique.reserve(keys.size());
     for (std::string& k : keys) {
-      if (seen.insert(k).second) {
+      if (!seen.contains(k)) {
         unique.push_back(std::move(k));
+        seen.insert(unique.back());
       }
     }
     seen.clear();
