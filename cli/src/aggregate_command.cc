@@ -85,6 +85,9 @@ int RunAggregate(AggregateArgs& args) {
   store_options.engine.allowed_lateness_ms = config->allowed_lateness_ms;
   store_options.sync = config->sync;
   store_options.memory_budget = config->memory_budget;
+  if (config->max_wal_bytes) {
+    store_options.max_wal_bytes = *config->max_wal_bytes;
+  }
   // TTL (DESIGN §4): the config file's ttl: section, then --ttl rules added to it. Live, an
   // eviction is carried out once the lateness horizon passes it (docs/configuration.md).
   if (!config_path.empty()) {
@@ -196,6 +199,10 @@ void AddAggregateCommand(CLI::App& app) {
           "Keep the in-memory state under about this size (e.g. 512MiB, 2GiB): written subtrees "
           "below the page depth leave memory and are read back when needed "
           "(LATTICE_MEMORY_BUDGET) [off]");
+  setting("--max-wal-size", "max_wal_size",
+          "Bound on the state's write-ahead log (at least 1MiB): past it the column families "
+          "holding the oldest log file are written out and the file deleted; what an open "
+          "replays (LATTICE_MAX_WAL_SIZE) [256MiB]");
   setting("--log-interval", "log_interval",
           "Period of the progress log (lag, rates, batches); 0 for none (LATTICE_LOG_INTERVAL) "
           "[5s]");

@@ -40,6 +40,9 @@ const std::vector<SettingInfo>& AggregateSettings() {
       {"memory_budget", "LATTICE_MEMORY_BUDGET",
        "keep the in-memory state under about this size, e.g. 512MiB, 2GiB; written subtrees "
        "leave memory and are read back when needed [off]"},
+      {"max_wal_size", "LATTICE_MAX_WAL_SIZE",
+       "bound on the state's write-ahead log, at least 1MiB; past it the column families holding "
+       "the oldest log file are written out and the file deleted [256MiB]"},
   };
   return kSettings;
 }
@@ -269,6 +272,22 @@ Result<AggregateConfig> ResolveAggregateConfig(const std::vector<SettingMap>& la
       return Status::InvalidArgument("setting memory_budget: " + budget.status().message());
     }
     config.memory_budget = *budget;
+  }
+  if (const std::string* v = get("max_wal_size")) {
+    // The same sizes as memory_budget, but no "off": an unbounded log is what the bound is for
+    // (docs/operations.md, "Disk use and restart time"). Below 1 MiB every commit would flush.
+    auto size = crdt::ParseMemoryBudget(*v);
+    if (!size.ok() || !size->has_value()) {
+      return Status::InvalidArgument(
+          "setting max_wal_size: '" + *v +
+          "' is not a size: a whole number of bytes with an optional unit B, KiB, MiB, GiB, "
+          "TiB, KB, MB, GB or TB (e.g. 256MiB, 1GiB)");
+    }
+    if (**size < (std::uint64_t{1} << 20)) {
+      return Status::InvalidArgument("setting max_wal_size: '" + *v +
+                                     "' is below the minimum of 1MiB");
+    }
+    config.max_wal_bytes = **size;
   }
   if (const std::string* v = get("exit_at_end")) {
     LATTICE_ASSIGN_OR_RETURN(o.exit_at_end, ParseBool("exit_at_end", *v));

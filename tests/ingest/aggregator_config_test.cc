@@ -49,12 +49,22 @@ TEST(AggregatorConfigTest, ValuesAreParsedAndRangeChecked) {
   auto budget = ResolveAggregateConfig({{{"state", "s"}, {"memory_budget", "512MiB"}}});
   ASSERT_TRUE(budget.ok()) << budget.status().ToString();
   EXPECT_EQ(budget->memory_budget, std::optional<std::uint64_t>(512u << 20));
+  EXPECT_EQ(ok->max_wal_bytes, std::nullopt);  // default: the store's (256 MiB)
+  auto wal = ResolveAggregateConfig({{{"state", "s"}, {"max_wal_size", "64MiB"}}});
+  ASSERT_TRUE(wal.ok()) << wal.status().ToString();
+  EXPECT_EQ(wal->max_wal_bytes, std::optional<std::uint64_t>(64u << 20));
+  auto small = ResolveAggregateConfig({{{"state", "s"}, {"max_wal_size", "512KiB"}}});
+  ASSERT_FALSE(small.ok());
+  EXPECT_NE(small.status().message().find("below the minimum of 1MiB"), std::string::npos)
+      << small.status().message();
   for (const SettingMap& bad : std::vector<SettingMap>{
            {{"state", "s"}, {"max_batch", "0"}},
            {{"state", "s"}, {"min_batch", "100"}, {"max_batch", "10"}},
            {{"state", "s"}, {"max_batch_time", "soon"}},
            {{"state", "s"}, {"sync", "maybe"}},
            {{"state", "s"}, {"memory_budget", "lots"}},
+           {{"state", "s"}, {"max_wal_size", "off"}},
+           {{"state", "s"}, {"max_wal_size", "big"}},
            {{"state", "s"}, {"topic", ""}},
            {{"group", "g"}}}) {  // no state
     auto r = ResolveAggregateConfig({bad});

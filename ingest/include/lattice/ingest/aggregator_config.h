@@ -51,6 +51,8 @@ struct AggregateConfig {
   bool sync = false;
   /// crdt::StoreOptions::memory_budget (setting memory_budget; unset: the state stays in memory).
   std::optional<std::uint64_t> memory_budget;
+  /// crdt::StoreOptions::max_wal_bytes (setting max_wal_size; unset: the store's default, 256 MiB).
+  std::optional<std::uint64_t> max_wal_bytes;
   /// librdkafka properties from the config file's `kafka:` map (lowest precedence: the
   /// environment's LATTICE_KAFKA_* and -X override them).
   std::vector<std::pair<std::string, std::string>> file_kafka_properties;
