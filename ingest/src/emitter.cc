@@ -18,20 +18,19 @@ namespace {
 using internal::KafkaErrorText;
 
 // Producer defaults: Lattice's choices, before the environment and -X. Batching as librdkafka
-// 2.0's defaults (linger.ms=5, batch.num.messages=10000), no compression. The local queue holds
-// 20,000 messages instead of librdkafka's 100,000: every queued message (~500 bytes with its
-// header list) is touched again by the broker thread and by its delivery report, and 100,000 of
-// them (~50 MB) are far past the caches, 20,000 much less so (`lattice emit` of 2,000,000 lines on
-// the busy 2-core dev machine: 15-30% less CPU, docs/benchmarks.md "Session 7 emit"). 20,000 covers
-// ~10 ms at 2 M messages/s, twice linger.ms plus a local round trip; a cluster far away may want
-// more (-X queue.buffering.max.messages=100000).
+// 2.0's defaults (linger.ms=5, batch.num.messages=10000), no compression. The local queue is
+// librdkafka's (queue.buffering.max.messages=100000). Sessions 7-9 set 20,000, for 15-30% less
+// CPU when each partition's messages were scattered over the queue; since `lattice emit` groups
+// a file's lines by blade, the larger queue costs no more CPU and keeps the producer from
+// stalling on a full queue: `lattice emit` of 2,000,000 lines, 16 of 18 interleaved rounds
+// faster, wall median -5% and -12%, the machine's idle share ~15% -> ~9% (docs/benchmarks.md
+// "Session 9 emit: the local queue").
 const internal::KafkaProperties& ProducerDefaults() {
   static const internal::KafkaProperties kDefaults = {
       {"enable.idempotence", "true"},
       {"linger.ms", "5"},
       {"batch.num.messages", "10000"},
       {"compression.type", "none"},
-      {"queue.buffering.max.messages", "20000"},
   };
   return kDefaults;
 }

@@ -296,8 +296,8 @@ TEST_F(EmitterTest, EveryMessageCarriesOneHeaderWithItsOwnSeq) {
   }
 }
 
-// The local queue is bounded (queue.buffering.max.messages, 20,000 by default): a Send into a
-// full queue waits for deliveries instead of failing, and nothing is lost or reordered.
+// The local queue is bounded (queue.buffering.max.messages, librdkafka's 100,000 by default): a
+// Send into a full queue waits for deliveries instead of failing, and nothing is lost or reordered.
 TEST_F(EmitterTest, SendIntoAFullLocalQueueWaitsForDeliveries) {
   EmitterOptions o = Options("q");
   o.kafka.properties = {{"queue.buffering.max.messages", "100"}};
