@@ -59,6 +59,19 @@ class StateFollowTest : public ::testing::Test {
     reader_ = std::move(*reader);
   }
 
+  // Reopens the store with its write-ahead log bounded at `bytes` (StoreOptions::max_wal_bytes),
+  // commits `n` = 1 and follows it.
+  void FollowWithLogBound(std::uint64_t bytes) {
+    store_.reset();
+    StoreOptions options;
+    options.max_wal_bytes = bytes;
+    auto store = StateStore::Open(dir_, options);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(*store);
+    Commit({Env("a", 1, 10, R"({"n":{"$inc":1}})")});
+    Follow();
+  }
+
   CatchUpResult CatchUp() {
     auto r = reader_->CatchUp();
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -233,14 +246,9 @@ TEST_F(StateFollowTest, TheLogIsBoundedInBytesAndAFollowerBehindItSeesAGap) {
 // (StoreOptions::max_wal_bytes): RocksDB flushes families and deletes log files between catch-ups,
 // also while the follower is several commits behind, and the follower still sees every commit.
 TEST_F(StateFollowTest, FollowsWhileTheWriterDeletesLogFiles) {
-  store_.reset();
-  StoreOptions options;
-  options.max_wal_bytes = 128 << 10;
-  auto store = StateStore::Open(dir_, options);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
-  store_ = std::move(*store);
-  Commit({Env("a", 1, 10, R"({"n":{"$inc":1}})")});
-  Follow();
+  constexpr std::uint64_t kLogBound = 128 << 10;
+  FollowWithLogBound(kLogBound);
+  ASSERT_FALSE(HasFatalFailure());
   std::uint64_t seq = 2;
   std::uint64_t most_wal = 0;
   // 60 commits of 16 values of 1,000 bytes: ~1 MB of log in all, 8x the bound.
@@ -261,7 +269,7 @@ TEST_F(StateFollowTest, FollowsWhileTheWriterDeletesLogFiles) {
       EXPECT_EQ(r.commit, store_->commits_made()) << "after commit " << c;
     }
   }
-  EXPECT_LE(most_wal, options.max_wal_bytes + (64u << 10)) << "log files were deleted";
+  EXPECT_LE(most_wal, kLogBound + (64u << 10)) << "log files were deleted";
   const CatchUpResult r = CatchUp();
   EXPECT_FALSE(r.gap);
   EXPECT_EQ(r.commit, store_->commits_made());
@@ -281,14 +289,9 @@ TEST_F(StateFollowTest, FollowsWhileTheWriterDeletesLogFiles) {
 // from one commit, and the changes it reports are that commit's), and once the writer has
 // stopped and flushed, catching up again gives the writer's state.
 TEST_F(StateFollowTest, FollowsWhileLogFilesAreDeletedDuringCatchUps) {
-  store_.reset();
-  StoreOptions options;
-  options.max_wal_bytes = 128 << 10;
-  auto store = StateStore::Open(dir_, options);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
-  store_ = std::move(*store);
-  Commit({Env("a", 1, 10, R"({"n":{"$inc":1}})")});
-  Follow();
+  constexpr std::uint64_t kLogBound = 128 << 10;
+  FollowWithLogBound(kLogBound);
+  ASSERT_FALSE(HasFatalFailure());
   // `n` counts commits: after commit c it is c, in the same WriteBatch as the clock.
   auto wal_files = [&]() {
     std::set<std::string> files;

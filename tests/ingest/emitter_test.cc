@@ -84,6 +84,12 @@ std::vector<Message> ConsumeAll(const std::string& bootstrap, const std::string&
   return out;
 }
 
+// An envelope line of `blade` with seq `seq`, ts 7 and the body {"n":seq}.
+std::string EnvelopeLine(const std::string& blade, int seq) {
+  return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) +
+         R"(,"ts":7,"shard":{"n":)" + std::to_string(seq) + "}}";
+}
+
 class EmitterTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -105,6 +111,16 @@ class EmitterTest : public ::testing::Test {
     o.blade = blade;
     o.seq_file = (dir_ / (blade + ".seq")).string();
     return o;
+  }
+
+  // An emitter to the one-partition topic "one" (its order is the send order); bare bodies take
+  // blade "w". Null (and a failure recorded) if it cannot open.
+  std::unique_ptr<Emitter> OpenOnePartition() {
+    EmitterOptions o = Options("w");
+    o.topic = "one";
+    auto e = Emitter::Open(o);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    return e.ok() ? std::move(*e) : nullptr;
   }
 
   std::unique_ptr<DevBroker> broker_;
@@ -535,15 +551,10 @@ TEST_F(EmitterTest, LinesCheckedOnOneThreadAreSentInOrderOnAnother) {
 
 TEST_F(EmitterTest, GroupedBatchesKeepEachBladesOrderAndOtherLinesInPlace) {
   // One partition: the topic's order is the order SendChecked sent in.
-  EmitterOptions o = Options("w");
-  o.topic = "one";
-  auto e = Emitter::Open(o);
-  ASSERT_TRUE(e.ok()) << e.status().ToString();
-  LineEmitter lines(**e, {});
-  auto env = [](const std::string& blade, int seq) {
-    return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) +
-           R"(,"ts":7,"shard":{"n":)" + std::to_string(seq) + "}}";
-  };
+  auto e = OpenOnePartition();
+  ASSERT_NE(e, nullptr);
+  LineEmitter lines(*e, {});
+  const auto env = EnvelopeLine;
   const std::vector<std::string> input = {
       env("a", 1), env("bb", 2),    env("a", 3),  env("c", 4),  env("bb", 5),
       env("a", 6), R"({"body":7})", env("bb", 8), env("a", 9),  env("bb", 10),
@@ -563,7 +574,7 @@ TEST_F(EmitterTest, GroupedBatchesKeepEachBladesOrderAndOtherLinesInPlace) {
   EXPECT_EQ(errors, (std::vector<std::string>{"line 11"}));
   EXPECT_EQ(lines.report().envelopes, 13u);
   EXPECT_EQ(lines.report().bodies, 1u);
-  ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
+  ASSERT_TRUE(e->Close(std::chrono::seconds(20)).ok());
   std::vector<std::string> sent;  // key:seq, the body as key:body
   for (const auto& m : ConsumeAll(broker_->bootstraps(), "one", 1)) {
     sent.push_back(m.key + ":" + (m.key == "w" ? m.value : m.seq));
@@ -579,15 +590,10 @@ TEST_F(EmitterTest, StableLinesAreSentFromWhereTheyAreOrFromGroupingsCopy) {
   // `lattice emit -f` checks a mapped file's lines where they are (Check's `stable`): a batch
   // refers to them until GroupByBlade copies the lines it moves. One partition: the topic's order
   // is the send order.
-  EmitterOptions o = Options("w");
-  o.topic = "one";
-  auto e = Emitter::Open(o);
-  ASSERT_TRUE(e.ok()) << e.status().ToString();
-  LineEmitter lines(**e, {});
-  auto env = [](const std::string& blade, int seq) {
-    return R"({"blade":")" + blade + R"(","seq":)" + std::to_string(seq) +
-           R"(,"ts":7,"shard":{"n":)" + std::to_string(seq) + "}}";
-  };
+  auto e = OpenOnePartition();
+  ASSERT_NE(e, nullptr);
+  LineEmitter lines(*e, {});
+  const auto env = EnvelopeLine;
   const std::vector<std::string> input = {
       env("a", 1), env("b", 2),
       env("a", 3), R"({"blade":"\u0061","seq":4,"ts":7,"shard":{"n":4}})",
@@ -631,7 +637,7 @@ TEST_F(EmitterTest, StableLinesAreSentFromWhereTheyAreOrFromGroupingsCopy) {
   EXPECT_EQ(errors, (std::vector<std::string>{"line 7"}));
   EXPECT_EQ(lines.report().envelopes, 14u);
   EXPECT_EQ(lines.report().bodies, 2u);
-  ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
+  ASSERT_TRUE(e->Close(std::chrono::seconds(20)).ok());
   std::vector<std::string> sent;  // key:seq:value
   for (const auto& m : ConsumeAll(broker_->bootstraps(), "one", 1)) {
     sent.push_back(m.key + ":" + (m.key == "w" ? "" : m.seq) + ":" + m.value);
@@ -648,11 +654,9 @@ TEST_F(EmitterTest, StableLinesAreSentFromWhereTheyAreOrFromGroupingsCopy) {
 }
 
 TEST_F(EmitterTest, GroupingManyBladesKeepsEachBladesOrder) {
-  EmitterOptions o = Options("w");
-  o.topic = "one";
-  auto e = Emitter::Open(o);
-  ASSERT_TRUE(e.ok()) << e.status().ToString();
-  LineEmitter lines(**e, {});
+  auto e = OpenOnePartition();
+  ASSERT_NE(e, nullptr);
+  LineEmitter lines(*e, {});
   // Two batches (the second reuses the first's memory) of 700 lines over 250 blades of
   // different lengths, some sharing a prefix.
   std::uint64_t x = 12345;
@@ -686,7 +690,7 @@ TEST_F(EmitterTest, GroupingManyBladesKeepsEachBladesOrder) {
       }
     }
   }
-  ASSERT_TRUE((*e)->Close(std::chrono::seconds(20)).ok());
+  ASSERT_TRUE(e->Close(std::chrono::seconds(20)).ok());
   std::vector<std::string> sent;
   for (const auto& m : ConsumeAll(broker_->bootstraps(), "one", 1)) {
     sent.push_back(m.key + ":" + m.seq);
