@@ -420,27 +420,21 @@ struct StateStore::Impl final : internal::PageSource {
   }
 };
 
-Result<std::optional<std::uint64_t>> ParseMemoryBudget(std::string_view text) {
-  if (text.empty() || text == "off") {
-    return std::optional<std::uint64_t>();
-  }
-  const auto bad = [&] {
-    return Status::InvalidArgument("'" + std::string(text) +
-                                   "' is not a memory size: a whole number of bytes with an "
-                                   "optional unit B, KiB, MiB, GiB, TiB, KB, MB, GB or TB "
-                                   "(e.g. 512MiB, 2GiB), or off");
-  };
+namespace {
+
+// A whole number of bytes with an optional unit (ParseByteSize); nullopt if `text` is not one.
+std::optional<std::uint64_t> ByteSize(std::string_view text) {
   std::size_t digits = 0;
   std::uint64_t n = 0;
   while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') {
     if (__builtin_mul_overflow(n, std::uint64_t{10}, &n) ||
         __builtin_add_overflow(n, static_cast<std::uint64_t>(text[digits] - '0'), &n)) {
-      return bad();
+      return std::nullopt;
     }
     ++digits;
   }
   if (digits == 0) {
-    return bad();
+    return std::nullopt;
   }
   static constexpr std::pair<std::string_view, std::uint64_t> kUnits[] = {
       {"", 1},
@@ -459,12 +453,39 @@ Result<std::optional<std::uint64_t>> ParseMemoryBudget(std::string_view text) {
     if (unit == name) {
       std::uint64_t bytes;
       if (__builtin_mul_overflow(n, factor, &bytes)) {
-        return bad();
+        return std::nullopt;
       }
-      return std::optional<std::uint64_t>(bytes);
+      return bytes;
     }
   }
-  return bad();
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<std::uint64_t> ParseByteSize(std::string_view text) {
+  const std::optional<std::uint64_t> bytes = ByteSize(text);
+  if (!bytes) {
+    return Status::InvalidArgument("'" + std::string(text) +
+                                   "' is not a size: a whole number of bytes with an optional "
+                                   "unit B, KiB, MiB, GiB, TiB, KB, MB, GB or TB (e.g. 256MiB, "
+                                   "2GiB)");
+  }
+  return *bytes;
+}
+
+Result<std::optional<std::uint64_t>> ParseMemoryBudget(std::string_view text) {
+  if (text.empty() || text == "off") {
+    return std::optional<std::uint64_t>();
+  }
+  const std::optional<std::uint64_t> bytes = ByteSize(text);
+  if (!bytes) {
+    return Status::InvalidArgument("'" + std::string(text) +
+                                   "' is not a memory size: a whole number of bytes with an "
+                                   "optional unit B, KiB, MiB, GiB, TiB, KB, MB, GB or TB "
+                                   "(e.g. 512MiB, 2GiB), or off");
+  }
+  return bytes;
 }
 
 StateStore::StateStore(std::string dir) : dir_(std::move(dir)) {}

@@ -274,20 +274,17 @@ Result<AggregateConfig> ResolveAggregateConfig(const std::vector<SettingMap>& la
     config.memory_budget = *budget;
   }
   if (const std::string* v = get("max_wal_size")) {
-    // The same sizes as memory_budget, but no "off": an unbounded log is what the bound is for
-    // (docs/operations.md, "Disk use and restart time"). Below 1 MiB every commit would flush.
-    auto size = crdt::ParseMemoryBudget(*v);
-    if (!size.ok() || !size->has_value()) {
-      return Status::InvalidArgument(
-          "setting max_wal_size: '" + *v +
-          "' is not a size: a whole number of bytes with an optional unit B, KiB, MiB, GiB, "
-          "TiB, KB, MB, GB or TB (e.g. 256MiB, 1GiB)");
+    // No "off": an unbounded log is what the bound is for (docs/operations.md, "Disk use and
+    // restart time"). Below 1 MiB every commit would flush.
+    auto size = crdt::ParseByteSize(*v);
+    if (!size.ok()) {
+      return Status::InvalidArgument("setting max_wal_size: " + size.status().message());
     }
-    if (**size < (std::uint64_t{1} << 20)) {
+    if (*size < (std::uint64_t{1} << 20)) {
       return Status::InvalidArgument("setting max_wal_size: '" + *v +
                                      "' is below the minimum of 1MiB");
     }
-    config.max_wal_bytes = **size;
+    config.max_wal_bytes = *size;
   }
   if (const std::string* v = get("exit_at_end")) {
     LATTICE_ASSIGN_OR_RETURN(o.exit_at_end, ParseBool("exit_at_end", *v));

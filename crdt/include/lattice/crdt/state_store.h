@@ -50,9 +50,13 @@ struct StoreOptions {
   std::uint64_t max_wal_bytes = 256u << 20;
 };
 
-/// Parses a memory budget (StoreOptions::memory_budget): a whole number of bytes with an optional
-/// unit B, KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000), e.g. `512MiB`,
-/// `2GiB`, `0`; `off` (or an empty text) means none. Errors: InvalidArgument naming the text.
+/// Parses a size in bytes: a whole number with an optional unit B, KiB, MiB, GiB, TiB (powers of
+/// 1024) or KB, MB, GB, TB (powers of 1000), e.g. `256MiB`, `2GiB`, `0`. Errors: InvalidArgument
+/// naming the text.
+Result<std::uint64_t> ParseByteSize(std::string_view text);
+
+/// Parses a memory budget (StoreOptions::memory_budget): a size as ParseByteSize reads it; `off`
+/// (or an empty text) means none. Errors: InvalidArgument naming the text.
 Result<std::optional<std::uint64_t>> ParseMemoryBudget(std::string_view text);
 
 /// Sizes of a store, for metrics and the bounded-memory benchmark.
