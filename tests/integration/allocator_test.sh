@@ -36,6 +36,20 @@ check librdkafka '/librdkafka[.]so[.0-9]*' free
 check libstdc++ '/libstdc[+][+][.]so[.0-9]*' malloc
 check libstdc++ '/libstdc[+][+][.]so[.0-9]*' free
 
+# jemalloc's compiled-in settings (cli/src/jemalloc_conf.cc) must reach it: the executable's
+# malloc_conf takes the place of the library's, and MALLOC_CONF still adds to them.
+if [ "$name" = jemalloc ]; then
+  opts=$(MALLOC_CONF=stats_print:true "$lattice" --help 2>&1 >/dev/null)
+  for want in "opt.tcache_nslots_small_max: 2048" "opt.lg_tcache_nslots_mul: 4" "opt.stats_print: true"; do
+    if grep -qF "$want" <<<"$opts"; then
+      echo "ok   - jemalloc setting: $want"
+    else
+      echo "FAIL - jemalloc setting: expected '$want' in its statistics at exit"
+      failures=$((failures + 1))
+    fi
+  done
+fi
+
 if [ "$failures" -ne 0 ]; then
   echo "$failures check(s) failed"
   exit 1
