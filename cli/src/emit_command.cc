@@ -45,10 +45,13 @@ constexpr std::string_view kTooLong = "line longer than 1 MiB + 64 KiB";
 // Lines read and checked on a helper thread, sent on the calling thread: the shard decoder and
 // librdkafka's produce path then run on different cores. Batches of checked lines pass through a
 // bounded queue in input order (so each blade's shards keep their order; within a batch,
-// GroupByBlade may order them by blade) and are reused.
+// they may be grouped by blade: CheckedLines) and are reused.
 class CheckPipe {
  public:
-  // Batches are the window GroupByBlade groups in: the longer a partition's runs, the less
+  // `group`: the batches group their lines by blade.
+  explicit CheckPipe(bool group) : group_(group) {}
+
+  // Batches are the window the lines are grouped in: the longer a partition's runs, the less
   // librdkafka's threads pay per message. Two batches queued keep what the sender reads recent.
   // 8,192 lines / 2 MiB with 2 queued: ~15-20% less CPU than 1,024 / 256 KiB with 4
   // (docs/benchmarks.md "Session 8 emit").
@@ -60,7 +63,7 @@ class CheckPipe {
   std::unique_ptr<ingest::CheckedLines> Empty() {
     std::lock_guard<std::mutex> lock(mu_);
     if (free_.empty()) {
-      return std::make_unique<ingest::CheckedLines>();
+      return std::make_unique<ingest::CheckedLines>(group_);
     }
     auto b = std::move(free_.back());
     free_.pop_back();
@@ -113,6 +116,7 @@ class CheckPipe {
   const Status& read_status() const { return read_status_; }
 
  private:
+  const bool group_;
   std::mutex mu_;
   std::condition_variable filled_, space_;
   std::deque<std::unique_ptr<ingest::CheckedLines>> ready_;
@@ -122,10 +126,9 @@ class CheckPipe {
   Status read_status_;
 };
 
-// Reads `reader` to its end into `pipe`, checking every line with `lines`; with `group`, each
-// batch is sent grouped by blade (CheckedLines::GroupByBlade).
+// Reads `reader` to its end into `pipe`, checking every line with `lines`.
 void ReadAndCheck(core::LineReader& reader, ingest::LineEmitter& lines, CheckPipe& pipe,
-                  const std::string& path, bool group) {
+                  const std::string& path) {
   pthread_setname_np(pthread_self(), "lattice-check");  // for top -H, perf, /proc/*/task
   auto batch = pipe.Empty();
   Status status;
@@ -145,9 +148,6 @@ void ReadAndCheck(core::LineReader& reader, ingest::LineEmitter& lines, CheckPip
       lines.Check(l.text, l.number, /*padded=*/true, *batch);
     }
     if (batch->size() >= CheckPipe::kBatchLines || batch->bytes() >= CheckPipe::kBatchBytes) {
-      if (group) {
-        batch->GroupByBlade();
-      }
       if (!pipe.Push(std::move(batch))) {
         break;  // the sender stopped; `batch` is gone
       }
@@ -155,17 +155,14 @@ void ReadAndCheck(core::LineReader& reader, ingest::LineEmitter& lines, CheckPip
     }
   }
   if (batch != nullptr && batch->size() > 0) {
-    if (group) {
-      batch->GroupByBlade();
-    }
     (void)pipe.Push(std::move(batch));
   }
   pipe.Finish(std::move(status));
 }
 
-// A regular file mapped whole, read-only. Its lines are checked where they are, and a batch
-// refers to them (LineEmitter::Check's `stable`) until GroupByBlade copies them into the batch in
-// blade order, if it moves them: each byte is copied at most once on its way to librdkafka
+// A regular file mapped whole, read-only. Its lines are checked where they are, and a batch in
+// line order refers to them (LineEmitter::Check's `stable`); a grouped batch copies each line to
+// its group as it is checked: each byte is copied at most once on its way to librdkafka
 // (LineReader's read() and the batch used to copy every line twice before that; docs/
 // benchmarks.md "Session 9 emit"). The file must not shrink while it is mapped: reading a page
 // past its new end raises SIGBUS (docs/cli.md).
@@ -258,16 +255,13 @@ class MappedLines {
 };
 
 // ReadAndCheck for a mapped file.
-void CheckMapped(const MappedFile& file, ingest::LineEmitter& lines, CheckPipe& pipe, bool group) {
+void CheckMapped(const MappedFile& file, ingest::LineEmitter& lines, CheckPipe& pipe) {
   pthread_setname_np(pthread_self(), "lattice-check");
   MappedLines reader(file);
   while (!g_emit_stop.load(std::memory_order_relaxed)) {
     auto batch = pipe.Empty();
     if (!reader.Fill(lines, *batch)) {
       break;
-    }
-    if (group) {
-      batch->GroupByBlade();
     }
     if (!pipe.Push(std::move(batch))) {
       break;
@@ -286,7 +280,7 @@ bool IsRegularFile(const std::string& path) {
 // Sends every line of a regular file: read and checked on a helper thread (CheckPipe), sent
 // here. `handle` says whether to go on after a sent line's status; `stop_status` gets a read
 // error. With `group` (neither --strict nor --in-order) each batch is sent grouped by blade
-// (CheckedLines::GroupByBlade), and a stop signal takes effect between batches, so that what was
+// (CheckedLines), and a stop signal takes effect between batches, so that what was
 // sent is still the file up to some line (without, lines go in line order, and a stop signal
 // stops at the next line).
 // `mapped`: the file (a `stable` line's bytes stay valid while it exists), else read from
@@ -294,21 +288,21 @@ bool IsRegularFile(const std::string& path) {
 template <typename Handle>
 void SendFromFile(core::LineReader* reader, const MappedFile* mapped, ingest::LineEmitter& lines,
                   const std::string& path, bool group, Handle& handle, Status& stop_status) {
-  CheckPipe pipe;
+  CheckPipe pipe(group);
   std::thread checker =
       mapped != nullptr
-          ? std::thread(CheckMapped, std::cref(*mapped), std::ref(lines), std::ref(pipe), group)
+          ? std::thread(CheckMapped, std::cref(*mapped), std::ref(lines), std::ref(pipe))
           : std::thread(ReadAndCheck, std::ref(*reader), std::ref(lines), std::ref(pipe),
-                        std::cref(path), group);
+                        std::cref(path));
   bool go_on = true;
   while (go_on && !g_emit_stop.load(std::memory_order_relaxed)) {
     auto batch = pipe.Pop();
     if (batch == nullptr) {
       break;
     }
-    for (std::size_t i = 0; i < batch->size(); ++i) {
+    for (ingest::CheckedLines::Cursor at; !batch->Done(at);) {
       if ((!group && g_emit_stop.load(std::memory_order_relaxed)) ||
-          !handle(lines.SendChecked(*batch, i))) {
+          !handle(lines.SendChecked(*batch, at))) {
         go_on = false;
         break;
       }

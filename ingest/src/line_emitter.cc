@@ -1,6 +1,7 @@
 // LineEmitter (line_emitter.h).
 #include "lattice/ingest/line_emitter.h"
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -39,116 +40,107 @@ std::uint32_t BladeHash(std::string_view blade) {
 
 }  // namespace
 
-void CheckedLines::GroupByBlade() {
-  const auto n = static_cast<std::uint32_t>(items_.size());
-  order_.resize(n);
-  bool moved = false;
-  std::uint32_t begin = 0;
-  while (begin < n) {
-    if (items_[begin].kind != Kind::kEnvelope) {
-      order_[begin] = begin;  // a bare body or a refused line keeps its place
-      ++begin;
-      continue;
-    }
-    std::uint32_t end = begin + 1;
-    while (end < n && items_[end].kind == Kind::kEnvelope) {
-      ++end;
-    }
-    moved |= GroupRun(begin, end);
-    begin = end;
+void CheckedLines::Part::Grow(std::size_t n) {
+  const std::size_t cap = std::max({2 * cap_, size_ + n + kSlack, std::size_t{1024}});
+  auto data = std::make_unique_for_overwrite<char[]>(cap);
+  if (size_ > 0) {
+    std::memcpy(data.get(), data_.get(), size_);
   }
-  if (!moved) {
-    return;
-  }
-  // The items and their bytes are moved into that order here, so that the sending thread reads
-  // both front to back (it reads what this thread wrote, from the other core's cache: in order,
-  // the hardware prefetcher fetches ahead). Reading them here in that order is not front to
-  // back: each blade's lines are spread over the batch (or the mapped file), so the bytes of the
-  // line kAhead places on are prefetched (perf: the copy's share of the samples 9% -> 5%).
-  grouped_items_.clear();
-  grouped_bytes_.clear();
-  constexpr std::uint32_t kAhead = 8;
-  const auto prefetch = [&](std::uint32_t k) {
-    const Item& ahead = items_[order_[k]];
-    __builtin_prefetch(Blade(ahead).data());
-    const std::string_view body = Body(ahead);
-    for (std::size_t at = 0; at < body.size() && at < 256; at += 64) {
-      __builtin_prefetch(body.data() + at);
-    }
-  };
-  for (std::uint32_t k = 0; k < n && k < kAhead; ++k) {
-    prefetch(k);
-  }
-  for (std::uint32_t k = 0; k < n; ++k) {
-    if (k + kAhead < n) {
-      prefetch(k + kAhead);
-    }
-    Item item = items_[order_[k]];
-    const std::string_view blade = Blade(item);
-    const std::string_view body = Body(item);
-    item.stable = false;
-    item.blade = grouped_bytes_.size();
-    grouped_bytes_.append(blade);
-    item.body = grouped_bytes_.size();
-    grouped_bytes_.append(body);
-    grouped_items_.push_back(item);
-  }
-  items_.swap(grouped_items_);
-  bytes_.swap(grouped_bytes_);
+  data_ = std::move(data);
+  cap_ = cap;
 }
 
-bool CheckedLines::GroupRun(std::uint32_t begin, std::uint32_t end) {
-  const std::uint32_t n = end - begin;
-  std::size_t cap = 16;
-  while (cap < 2 * static_cast<std::size_t>(n)) {
-    cap *= 2;
+void CheckedLines::Clear() {
+  std::size_t cap = 0;
+  for (std::uint32_t p = 0; p < parts_used_; ++p) {
+    parts_[p].Clear();
+    cap += parts_[p].capacity();
   }
-  const std::size_t mask = cap - 1;
-  slots_.assign(cap, 0);
-  group_of_.resize(n);
-  group_pos_.clear();
-  for (std::uint32_t k = 0; k < n; ++k) {
-    const std::uint32_t h = items_[begin + k].hash;
-    std::uint32_t g = 0;
-    for (std::size_t s = h & mask;; s = (s + 1) & mask) {
-      const std::uint64_t slot = slots_[s];
-      if (slot == 0) {
-        g = static_cast<std::uint32_t>(group_pos_.size());
-        group_pos_.push_back(0);
-        slots_[s] = (std::uint64_t{h} << 32) | (g + 1);
-        break;
-      }
-      if (slot >> 32 == h) {
-        // Blades whose hashes collide share a group: harmless, as a group keeps its lines'
-        // order (each blade's order is all that must hold); they just interleave.
-        g = static_cast<std::uint32_t>(slot) - 1;
-        break;
-      }
+  if (cap > kMaxKept) {
+    parts_.clear();  // a batch of many groups, or a skewed one: do not keep it all
+  }
+  parts_used_ = 0;
+  other_part_ = kNoPart;
+  run_begin_ = 0;
+  last_part_ = kNoPart;
+  std::fill(slots_.begin(), slots_.end(), 0);
+  lines_ = 0;
+  held_ = 0;
+}
+
+std::uint32_t CheckedLines::NewPart() {
+  if (parts_used_ == parts_.size()) {
+    parts_.emplace_back();
+    part_hash_.resize(parts_.size());
+  }
+  return parts_used_++;
+}
+
+void CheckedLines::GrowTable() {
+  slots_.assign(std::max<std::size_t>(64, 2 * slots_.size()), 0);
+  const std::size_t mask = slots_.size() - 1;
+  for (std::uint32_t p = run_begin_; p < parts_used_; ++p) {
+    std::size_t s = part_hash_[p] & mask;
+    while (slots_[s] != 0) {
+      s = (s + 1) & mask;
     }
-    group_of_[k] = g;
-    ++group_pos_[g];
+    slots_[s] = (std::uint64_t{part_hash_[p]} << 32) | (p + 1);
   }
-  if (group_pos_.size() == 1 || group_pos_.size() == n) {
-    for (std::uint32_t k = 0; k < n; ++k) {
-      order_[begin + k] = begin + k;  // already grouped
+}
+
+CheckedLines::Part& CheckedLines::GroupPart(std::uint32_t hash) {
+  if (2 * (parts_used_ - run_begin_ + 1) > slots_.size()) {
+    GrowTable();
+  }
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t s = hash & mask;; s = (s + 1) & mask) {
+    const std::uint64_t slot = slots_[s];
+    // Free: never used in this batch, or a group of an earlier run (parts only grow in a batch,
+    // and a run's entries were all placed after it began, so a probe never passes a free slot
+    // to reach one of them).
+    if (slot == 0 || static_cast<std::uint32_t>(slot) - 1 < run_begin_) {
+      const std::uint32_t p = NewPart();
+      other_part_ = kNoPart;
+      slots_[s] = (std::uint64_t{hash} << 32) | (p + 1);
+      part_hash_[p] = hash;
+      last_hash_ = hash;
+      last_part_ = p;
+      return parts_[p];
     }
-    return false;
+    if (slot >> 32 == hash) {
+      // Blades whose hashes collide share a group: harmless, as a group keeps its lines' order
+      // (each blade's order is all that must hold); they just interleave.
+      last_hash_ = hash;
+      last_part_ = static_cast<std::uint32_t>(slot) - 1;
+      return parts_[last_part_];
+    }
   }
-  std::uint32_t place = begin;
-  for (std::uint32_t& pos : group_pos_) {
-    const std::uint32_t size = pos;
-    pos = place;
-    place += size;
-  }
-  for (std::uint32_t k = 0; k < n; ++k) {
-    order_[group_pos_[group_of_[k]]++] = begin + k;
-  }
-  return true;
+}
+
+std::uint32_t CheckedLines::Tag(Kind kind, std::size_t blade_size) {
+  return static_cast<std::uint32_t>(kind) | static_cast<std::uint32_t>(blade_size << 3);
+}
+
+// Writes a record with the bytes `a` and `b` copied in (CheckedLines' layout).
+void CheckedLines::PutCopy(char* r, const Header& h, std::string_view a, std::string_view b) {
+  std::memcpy(r, &h, sizeof h);
+  r += sizeof h;
+  std::memcpy(r, a.data(), a.size());
+  std::memcpy(r + a.size(), b.data(), b.size());
+}
+
+// Writes a record referring to `a` and `b` where they are.
+void CheckedLines::PutAt(char* r, const Header& h, const char* a, const char* b) {
+  std::memcpy(r, &h, sizeof h);
+  const std::uint64_t at[2] = {reinterpret_cast<std::uintptr_t>(a),
+                               reinterpret_cast<std::uintptr_t>(b)};
+  std::memcpy(r + sizeof h, at, sizeof at);
 }
 
 struct LineEmitter::Impl {
   core::ShardDecoder decoder;
-  CheckedLines one;  // Add's and Reject's batch of one
+  CheckedLines one;     // Add's and Reject's batch of one
+  std::string compact;  // AddValidEnvelope's body without whitespace
 };
 
 LineEmitter::LineEmitter(Emitter& emitter, LineEmitterOptions options)
@@ -160,78 +152,84 @@ Status LineEmitter::Reject(std::uint64_t number, std::string_view reason) {
   CheckedLines& one = impl_->one;
   one.Clear();
   CheckRefused(number, reason, one);
-  return SendChecked(one, 0);
+  CheckedLines::Cursor at;
+  return SendChecked(one, at);
 }
 
 Status LineEmitter::Add(std::string_view line, std::uint64_t number, bool padded) {
   CheckedLines& one = impl_->one;
   one.Clear();
   Check(line, number, padded, one);
-  return SendChecked(one, 0);
-}
-
-void LineEmitter::CheckRefused(std::uint64_t number, std::string_view reason, CheckedLines& out) {
-  out.items_.push_back({CheckedLines::Kind::kRefused, false, 0, 0, 0, out.bytes_.size(),
-                        reason.size(), number, 0, 0});
-  out.bytes_.append(reason);
-  out.held_ += reason.size();
+  CheckedLines::Cursor at;
+  return SendChecked(one, at);
 }
 
 namespace {
+
 // True if `part` lies within `whole`.
 bool Within(std::string_view part, std::string_view whole) {
   const auto p = reinterpret_cast<std::uintptr_t>(part.data());
   const auto w = reinterpret_cast<std::uintptr_t>(whole.data());
   return p >= w && p + part.size() <= w + whole.size();
 }
+
 }  // namespace
+
+void LineEmitter::CheckRefused(std::uint64_t number, std::string_view reason, CheckedLines& out) {
+  const CheckedLines::Header h{CheckedLines::Tag(CheckedLines::kRefused, 0),
+                               static_cast<std::uint32_t>(reason.size()), number, 0, 0};
+  CheckedLines::PutCopy(out.OtherPart().Extend(sizeof h + CheckedLines::Pad8(reason.size())), h, {},
+                        reason);
+  ++out.lines_;
+  out.held_ += reason.size();
+}
 
 void LineEmitter::AddEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
                               std::string_view body, std::uint64_t number, CheckedLines& out,
                               std::string_view stable) {
-  const auto blade_size = static_cast<std::uint32_t>(blade.size());
-  const std::uint32_t hash = BladeHash(blade);
+  ++out.lines_;
   out.held_ += blade.size() + body.size();
-  if (!stable.empty() && Within(blade, stable) && Within(body, stable)) {
-    out.items_.push_back({CheckedLines::Kind::kEnvelope, true, blade_size, hash,
-                          CheckedLines::Address(blade), CheckedLines::Address(body), body.size(),
-                          number, seq, ts});
+  CheckedLines::Header h{CheckedLines::Tag(CheckedLines::kEnvelope, blade.size()),
+                         static_cast<std::uint32_t>(body.size()), number, seq, ts};
+  if (out.group_) {
+    CheckedLines::PutCopy(out.EnvelopePart(BladeHash(blade))
+                              .Extend(sizeof h + CheckedLines::Pad8(blade.size() + body.size())),
+                          h, blade, body);
     return;
   }
-  const std::size_t at = out.bytes_.size();
-  out.items_.push_back({CheckedLines::Kind::kEnvelope, false, blade_size, hash, at,
-                        at + blade.size(), body.size(), number, seq, ts});
-  out.bytes_.append(blade);
-  out.bytes_.append(body);
+  if (!stable.empty() && Within(blade, stable) && Within(body, stable)) {
+    h.tag = CheckedLines::Tag(CheckedLines::kEnvelopeAt, blade.size());
+    CheckedLines::PutAt(out.OtherPart().Extend(CheckedLines::kAtSize), h, blade.data(),
+                        body.data());
+    return;
+  }
+  CheckedLines::PutCopy(
+      out.OtherPart().Extend(sizeof h + CheckedLines::Pad8(blade.size() + body.size())), h, blade,
+      body);
 }
 
 void LineEmitter::AddValidEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
                                    std::string_view body, std::uint64_t number, CheckedLines& out,
                                    std::string_view stable) {
   const std::size_t limit = impl_->decoder.limits().max_body_bytes;
-  if (body.size() <= limit) {
+  if (body.size() <= limit) [[likely]] {
     return AddEnvelope(blade, seq, ts, body, number, out, stable);
   }
   // The decoder measures a long line's body without whitespace (docs/shard-format.md), but a
   // Kafka message's body is measured as it is (the aggregator refuses one over the limit): send
   // the body without its whitespace, or refuse the line if even that is too long (a body full of
   // escapes the decoder measured unescaped).
-  const std::size_t start = out.bytes_.size();
-  out.bytes_.append(blade);
-  core::AppendWithoutWhitespace(out.bytes_, body);
-  const std::size_t size = out.bytes_.size() - start - blade.size();
-  if (size > limit) {
-    out.bytes_.resize(start);
+  std::string& compact = impl_->compact;
+  compact.clear();
+  core::AppendWithoutWhitespace(compact, body);
+  if (compact.size() > limit) {
     return CheckRefused(number,
-                        "shard body of " + std::to_string(size) +
+                        "shard body of " + std::to_string(compact.size()) +
                             " bytes without whitespace exceeds the limit of " +
                             std::to_string(limit) + " bytes for a Kafka message body",
                         out);
   }
-  out.items_.push_back({CheckedLines::Kind::kEnvelope, false,
-                        static_cast<std::uint32_t>(blade.size()), BladeHash(blade), start,
-                        start + blade.size(), size, number, seq, ts});
-  out.held_ += blade.size() + size;
+  AddEnvelope(blade, seq, ts, compact, number, out, {});
 }
 
 void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded, CheckedLines& out,
@@ -291,49 +289,75 @@ void LineEmitter::Check(std::string_view line, std::uint64_t number, bool padded
                                       : std::chrono::duration_cast<std::chrono::milliseconds>(
                                             std::chrono::system_clock::now().time_since_epoch())
                                             .count();
+  ++out.lines_;
   out.held_ += line.size();
-  if (stable_line) {
-    out.items_.push_back({CheckedLines::Kind::kBody, true, 0, 0, 0, CheckedLines::Address(line),
-                          line.size(), number, 0, ts});
+  CheckedLines::Header h{CheckedLines::Tag(CheckedLines::kBody, 0),
+                         static_cast<std::uint32_t>(line.size()), number, 0, ts};
+  if (stable_line && !out.group_) {
+    h.tag = CheckedLines::Tag(CheckedLines::kBodyAt, 0);
+    CheckedLines::PutAt(out.OtherPart().Extend(CheckedLines::kAtSize), h, nullptr, line.data());
     return;
   }
-  out.items_.push_back(
-      {CheckedLines::Kind::kBody, false, 0, 0, 0, out.bytes_.size(), line.size(), number, 0, ts});
-  out.bytes_.append(line);
+  CheckedLines::PutCopy(out.OtherPart().Extend(sizeof h + CheckedLines::Pad8(line.size())), h, {},
+                        line);
 }
 
-Status LineEmitter::SendChecked(const CheckedLines& lines, std::size_t i) {
-  const CheckedLines::Item& item = lines.items_[i];
+Status LineEmitter::SendChecked(const CheckedLines& lines, CheckedLines::Cursor& at) {
+  const CheckedLines::Part& part = lines.parts_[at.part];
+  const char* r = part.data() + at.at;
+  CheckedLines::Header h;
+  std::memcpy(&h, r, sizeof h);
+  const auto kind = static_cast<CheckedLines::Kind>(h.tag & 7);
+  const std::size_t blade_size = h.tag >> 3;
+  std::string_view blade;
+  std::string_view body;
+  if (kind == CheckedLines::kEnvelopeAt || kind == CheckedLines::kBodyAt) {
+    std::uint64_t where[2];
+    std::memcpy(where, r + sizeof h, sizeof where);
+    blade = {reinterpret_cast<const char*>(static_cast<std::uintptr_t>(where[0])), blade_size};
+    body = {reinterpret_cast<const char*>(static_cast<std::uintptr_t>(where[1])), h.size};
+    at.at += CheckedLines::kAtSize;
+  } else {
+    blade = {r + sizeof h, blade_size};
+    body = {r + sizeof h + blade_size, h.size};
+    at.at += sizeof h + CheckedLines::Pad8(blade_size + h.size);
+  }
+  if (at.at == part.size()) {
+    ++at.part;
+    at.at = 0;
+  }
   ++report_.lines;
-  switch (item.kind) {
-    case CheckedLines::Kind::kRefused:
+  switch (kind) {
+    case CheckedLines::kRefused:
       ++report_.invalid;
-      return LineError(item.number, lines.Body(item));
-    case CheckedLines::Kind::kEnvelope: {
-      Status s = emitter_.Send(lines.Blade(item), item.seq, item.ts, lines.Body(item));
+      return LineError(h.number, body);
+    case CheckedLines::kEnvelope:
+    case CheckedLines::kEnvelopeAt: {
+      Status s = emitter_.Send(blade, h.seq, h.ts, body);
       if (!s.ok()) {
         if (s.code() == StatusCode::kInvalidArgument) {
           ++report_.invalid;
-          return LineError(item.number, s.message());
+          return LineError(h.number, s.message());
         }
         return s;
       }
       ++report_.envelopes;
       return Status::Ok();
     }
-    case CheckedLines::Kind::kBody:
+    case CheckedLines::kBody:
+    case CheckedLines::kBodyAt:
       break;
   }
-  Status s = emitter_.RawAt(lines.Body(item), item.ts);
+  Status s = emitter_.RawAt(body, h.ts);
   if (!s.ok()) {
     if (s.code() == StatusCode::kInvalidArgument) {
       ++report_.invalid;
       if (s.message().find("no blade id") != std::string::npos) {
-        return LineError(item.number,
+        return LineError(h.number,
                          "not an envelope (it needs \"blade\" and \"shard\" fields), and no "
                          "--blade was given for bare bodies");
       }
-      return LineError(item.number, s.message());
+      return LineError(h.number, s.message());
     }
     return s;
   }

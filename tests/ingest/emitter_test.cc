@@ -522,8 +522,8 @@ TEST_F(EmitterTest, LinesCheckedOnOneThreadAreSentInOrderOnAnother) {
   ASSERT_EQ(batch.size(), 301u);
   EXPECT_EQ(lines.report().lines, 0u) << "checking counts nothing";
   std::vector<std::string> errors;
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    Status s = lines.SendChecked(batch, i);
+  for (CheckedLines::Cursor at; !batch.Done(at);) {
+    Status s = lines.SendChecked(batch, at);
     if (!s.ok()) {
       EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
       errors.push_back(s.message().substr(0, s.message().find(':')));
@@ -559,14 +559,14 @@ TEST_F(EmitterTest, GroupedBatchesKeepEachBladesOrderAndOtherLinesInPlace) {
       env("a", 1), env("bb", 2),    env("a", 3),  env("c", 4),  env("bb", 5),
       env("a", 6), R"({"body":7})", env("bb", 8), env("a", 9),  env("bb", 10),
       "not json",  env("c", 12),    env("c", 13), env("a", 14), env("a", 15)};
-  CheckedLines batch;
+  CheckedLines batch(/*group_by_blade=*/true);
   for (std::size_t i = 0; i < input.size(); ++i) {
     lines.Check(input[i], i + 1, /*padded=*/false, batch);
   }
-  batch.GroupByBlade();
+  EXPECT_EQ(batch.size(), input.size());
   std::vector<std::string> errors;
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    Status s = lines.SendChecked(batch, i);
+  for (CheckedLines::Cursor at; !batch.Done(at);) {
+    Status s = lines.SendChecked(batch, at);
     if (!s.ok()) {
       errors.push_back(s.message().substr(0, s.message().find(':')));
     }
@@ -588,8 +588,8 @@ TEST_F(EmitterTest, GroupedBatchesKeepEachBladesOrderAndOtherLinesInPlace) {
 
 TEST_F(EmitterTest, StableLinesAreSentFromWhereTheyAreOrFromGroupingsCopy) {
   // `lattice emit -f` checks a mapped file's lines where they are (Check's `stable`): a batch
-  // refers to them until GroupByBlade copies the lines it moves. One partition: the topic's order
-  // is the send order.
+  // refers to them in line order; grouped, it copies them as they are checked. One partition: the
+  // topic's order is the send order.
   auto e = OpenOnePartition();
   ASSERT_NE(e, nullptr);
   LineEmitter lines(*e, {});
@@ -619,17 +619,17 @@ TEST_F(EmitterTest, StableLinesAreSentFromWhereTheyAreOrFromGroupingsCopy) {
   check(in_order);
   // Blades and bodies (7 x 8 bytes), the bare body (10) and the reason: also what is referred to.
   EXPECT_GT(in_order.bytes(), 7u * 8u + 10u);
-  for (std::size_t i = 0; i < in_order.size(); ++i) {
-    (void)lines.SendChecked(in_order, i);
+  for (CheckedLines::Cursor c; !in_order.Done(c);) {
+    (void)lines.SendChecked(in_order, c);
   }
-  // Grouped: the moved lines are copied, so the buffer may change before they are sent.
-  CheckedLines grouped;
+  // Grouped: the lines are copied as they are checked, so the buffer may change before they are
+  // sent.
+  CheckedLines grouped(/*group_by_blade=*/true);
   check(grouped);
-  grouped.GroupByBlade();
   std::fill(text.begin(), text.end(), 'x');
   std::vector<std::string> errors;
-  for (std::size_t i = 0; i < grouped.size(); ++i) {
-    Status s = lines.SendChecked(grouped, i);
+  for (CheckedLines::Cursor c; !grouped.Done(c);) {
+    Status s = lines.SendChecked(grouped, c);
     if (!s.ok()) {
       errors.push_back(s.message().substr(0, s.message().find(':')));
     }
@@ -660,7 +660,7 @@ TEST_F(EmitterTest, GroupingManyBladesKeepsEachBladesOrder) {
   // Two batches (the second reuses the first's memory) of 700 lines over 250 blades of
   // different lengths, some sharing a prefix.
   std::uint64_t x = 12345;
-  CheckedLines batch;
+  CheckedLines batch(/*group_by_blade=*/true);
   int seq = 0;
   std::vector<std::string> expected_order;
   for (int b = 0; b < 2; ++b) {
@@ -680,9 +680,9 @@ TEST_F(EmitterTest, GroupingManyBladesKeepsEachBladesOrder) {
                       R"(,"ts":7,"shard":{"n":1}})",
                   static_cast<std::uint64_t>(seq), /*padded=*/false, batch);
     }
-    batch.GroupByBlade();
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      ASSERT_TRUE(lines.SendChecked(batch, i).ok());
+    ASSERT_EQ(batch.size(), 700u);
+    for (CheckedLines::Cursor at; !batch.Done(at);) {
+      ASSERT_TRUE(lines.SendChecked(batch, at).ok());
     }
     for (const auto& blade : seen) {
       for (int s : per[blade]) {

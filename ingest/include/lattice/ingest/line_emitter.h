@@ -40,70 +40,123 @@ struct LineEmitterReport {
 /// reason a line is refused. A batch is filled on one thread and sent on another (`lattice emit`
 /// checks on a helper thread while its main thread produces); Clear() keeps the memory for the
 /// next batch.
+///
+/// With `group_by_blade`, SendChecked sends the lines grouped by blade: each run of envelopes
+/// between two other lines (a bare body or a refused line, which keep their places) is sent blade
+/// by blade, in the order each blade first appears, and each blade's envelopes in their own order.
+/// So each blade's shards keep their order in its partition; only blades sharing a partition
+/// interleave differently (two blades whose 32-bit hashes collide stay interleaved as in the
+/// lines). librdkafka then queues a partition's messages one after the other, and its broker
+/// thread reads them from adjacent memory instead of one cache line per message scattered among
+/// all partitions' (docs/benchmarks.md "Session 8 emit"). The lines are grouped as they are
+/// checked: each line is copied, while it is hot, to the end of its group's own buffer (the bytes
+/// of `stable` lines too), and the sending thread reads each group front to back, one after the
+/// other (docs/benchmarks.md "Session 10 emit").
 class CheckedLines {
  public:
-  void Clear() {
-    items_.clear();
-    bytes_.clear();
-    held_ = 0;
-  }
-  std::size_t size() const { return items_.size(); }
+  explicit CheckedLines(bool group_by_blade = false) : group_(group_by_blade) {}
+  CheckedLines(const CheckedLines&) = delete;
+  CheckedLines& operator=(const CheckedLines&) = delete;
+
+  void Clear();
+  /// Lines held.
+  std::size_t size() const { return lines_; }
   /// Bytes of blades, bodies and reasons held, whether copied in or referred to where they are.
   std::size_t bytes() const { return held_; }
 
-  /// Makes SendChecked(*this, i) send the lines grouped by blade: each run of envelopes between
-  /// two other lines (a bare body or a refused line, which keep their places) is sent blade by
-  /// blade, in the order each blade first appears, and each blade's envelopes in their own order.
-  /// So each blade's shards keep their order in its partition; only blades sharing a partition
-  /// interleave differently (two blades whose 32-bit hashes collide stay interleaved as in the
-  /// lines). librdkafka then queues a partition's messages one after the other, and its broker
-  /// thread reads them from adjacent memory instead of one cache line per message scattered
-  /// among all partitions' (docs/benchmarks.md "Session 8 emit"). Call it once the batch is
-  /// complete. If it changes their order, it copies the lines into the batch in that order (the
-  /// bytes of `stable` lines too), so that the sending thread reads them front to back.
-  void GroupByBlade();
+  /// A place in the order the lines are sent in: LineEmitter::SendChecked sends the line there
+  /// and moves on. Starts at the first line.
+  struct Cursor {
+    std::size_t part = 0;
+    std::size_t at = 0;
+  };
+  /// True once `c` is past the last line.
+  bool Done(const Cursor& c) const { return c.part >= parts_used_; }
 
  private:
   friend class LineEmitter;
-  enum class Kind : std::uint8_t { kEnvelope, kBody, kRefused };
-  struct Item {
-    Kind kind;
-    bool stable;               // blade and body are addresses of the line's own bytes
-    std::uint32_t blade_size;  // kEnvelope
-    std::uint32_t hash;        // kEnvelope: the blade's hash (GroupByBlade)
-    std::uint64_t blade;       // offset in bytes_ (or the address, if stable)
-    std::uint64_t body;        // the body's (or reason's) offset in bytes_ (or address)
-    std::uint64_t size;        // body (or reason) bytes
+  // A line is a record in a part: a Header, then the blade's and the body's bytes (the reason's
+  // for a refused line; padded to 8 bytes), or, for the *At kinds, the addresses of the bytes
+  // where they are (a stable line). The parts are sent one after the other, each front to back.
+  // Grouped, each run of envelopes has one part per group (a blade, or blades whose hashes
+  // collide); other lines go to a part of their own. Ungrouped, all lines go to one part.
+  enum Kind : std::uint32_t { kEnvelope, kEnvelopeAt, kBody, kBodyAt, kRefused };
+  struct Header {
+    std::uint32_t tag;   // Kind | blade bytes << 3
+    std::uint32_t size;  // body (or reason) bytes
     std::uint64_t number;
     std::uint64_t seq;
     std::int64_t ts;
   };
-  static std::uint64_t Address(std::string_view s) {
-    return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(s.data()));
-  }
-  std::string_view View(bool stable, std::uint64_t at, std::size_t size) const {
-    return stable ? std::string_view(reinterpret_cast<const char*>(static_cast<std::uintptr_t>(at)),
-                                     size)
-                  : std::string_view(bytes_).substr(at, size);
-  }
-  std::string_view Blade(const Item& item) const {
-    return View(item.stable, item.blade, item.blade_size);
-  }
-  std::string_view Body(const Item& item) const { return View(item.stable, item.body, item.size); }
-  // The envelopes in items_[begin, end) by blade, into order_[begin, end); false if that is
-  // their order already.
-  bool GroupRun(std::uint32_t begin, std::uint32_t end);
+  static constexpr std::size_t kSlack = 32;          // writable bytes past a part's end
+  static constexpr std::size_t kMaxKept = 16 << 20;  // parts' memory Clear() keeps at most
+  static constexpr std::size_t Pad8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
+  static std::uint32_t Tag(Kind kind, std::size_t blade_size);
+  // Writes a record with the bytes `a` and `b` copied in at `r`.
+  static void PutCopy(char* r, const Header& h, std::string_view a, std::string_view b);
+  // Writes a record referring to `a` and `b` where they are at `r`.
+  static void PutAt(char* r, const Header& h, const char* a, const char* b);
+  static constexpr std::size_t kAtSize = sizeof(Header) + 2 * sizeof(std::uint64_t);
+  class Part {
+   public:
+    // Room for `n` bytes (and kSlack after them) at the end; the caller writes them.
+    char* Extend(std::size_t n) {
+      if (cap_ - size_ < n + kSlack) [[unlikely]] {
+        Grow(n);
+      }
+      char* p = data_.get() + size_;
+      size_ += n;
+      return p;
+    }
+    void Shrink(std::size_t size) { size_ = size; }
+    void Clear() { size_ = 0; }
+    std::size_t size() const { return size_; }
+    std::size_t capacity() const { return cap_; }
+    const char* data() const { return data_.get(); }
 
-  std::vector<Item> items_;
-  std::string bytes_;
+   private:
+    void Grow(std::size_t n);
+    std::unique_ptr<char[]> data_;
+    std::size_t size_ = 0;
+    std::size_t cap_ = 0;
+  };
+  // The part an envelope of blade hash `hash` goes to (LineEmitter::AddEnvelope).
+  Part& EnvelopePart(std::uint32_t hash) {
+    if (!group_) {
+      return OtherPart();
+    }
+    if (hash == last_hash_ && last_part_ != kNoPart) {
+      return parts_[last_part_];
+    }
+    return GroupPart(hash);
+  }
+  // The part a bare body or refused line goes to: it ends a run of grouped envelopes.
+  Part& OtherPart() {
+    if (other_part_ == kNoPart) [[unlikely]] {
+      other_part_ = NewPart();
+      run_begin_ = parts_used_;
+      last_part_ = kNoPart;
+    }
+    return parts_[other_part_];
+  }
+  Part& GroupPart(std::uint32_t hash);
+  std::uint32_t NewPart();
+  void GrowTable();
+
+  static constexpr std::uint32_t kNoPart = ~std::uint32_t{0};
+  const bool group_;
+  std::size_t lines_ = 0;
   std::size_t held_ = 0;
-  // GroupByBlade's scratch, kept for the next batch.
-  std::vector<std::uint32_t> order_;  // the item to send as i-th
-  std::vector<Item> grouped_items_;   // items_ and bytes_ in that order, then swapped in
-  std::string grouped_bytes_;
-  std::vector<std::uint32_t> group_of_;   // each item's group
-  std::vector<std::uint32_t> group_pos_;  // each group's size, then its next place in order_
-  std::vector<std::uint64_t> slots_;      // hash table of the groups: hash << 32 | group + 1
+  std::vector<Part> parts_;  // [0, parts_used_) hold this batch's lines, in send order
+  std::uint32_t parts_used_ = 0;
+  std::uint32_t other_part_ = kNoPart;  // the last part, if it takes lines in line order
+  // Grouped: the current run's groups are parts [run_begin_, parts_used_); slots_ maps a hash to
+  // its group (hash << 32 | part + 1; an entry of a part before run_begin_ is free).
+  std::uint32_t run_begin_ = 0;
+  std::uint32_t last_hash_ = 0;
+  std::uint32_t last_part_ = kNoPart;
+  std::vector<std::uint64_t> slots_;
+  std::vector<std::uint32_t> part_hash_;  // each group part's hash (GrowTable)
 };
 
 /// Thread safety: Check() and CheckRefused() may run on one thread while SendChecked() and
@@ -139,8 +192,9 @@ class LineEmitter {
   /// Appends a line refused for `reason` (as Reject) to `out`.
   void CheckRefused(std::uint64_t number, std::string_view reason, CheckedLines& out);
 
-  /// The second half of Add: sends item `i` of `lines` and counts it; returns what Add returns.
-  Status SendChecked(const CheckedLines& lines, std::size_t i);
+  /// The second half of Add: sends the line of `lines` at `at`, counts it and moves `at` to the
+  /// next line; returns what Add returns. REQUIRES: !lines.Done(at).
+  Status SendChecked(const CheckedLines& lines, CheckedLines::Cursor& at);
 
   const LineEmitterReport& report() const { return report_; }
 
