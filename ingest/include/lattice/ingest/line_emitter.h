@@ -125,8 +125,13 @@ class CheckedLines {
     if (!group_) {
       return OtherPart();
     }
-    if (hash == last_hash_ && last_part_ != kNoPart) {
-      return parts_[last_part_];
+    if (!slots_.empty()) {
+      // The common case: the blade's group, at its hash's own slot.
+      const std::uint64_t slot = slots_[hash & (slots_.size() - 1)];
+      const std::uint32_t p = static_cast<std::uint32_t>(slot) - 1;  // ~0 if free
+      if (slot >> 32 == hash && p - run_begin_ < parts_used_ - run_begin_) {
+        return parts_[p];
+      }
     }
     return GroupPart(hash);
   }
@@ -135,7 +140,6 @@ class CheckedLines {
     if (other_part_ == kNoPart) [[unlikely]] {
       other_part_ = NewPart();
       run_begin_ = parts_used_;
-      last_part_ = kNoPart;
     }
     return parts_[other_part_];
   }
@@ -153,8 +157,6 @@ class CheckedLines {
   // Grouped: the current run's groups are parts [run_begin_, parts_used_); slots_ maps a hash to
   // its group (hash << 32 | part + 1; an entry of a part before run_begin_ is free).
   std::uint32_t run_begin_ = 0;
-  std::uint32_t last_hash_ = 0;
-  std::uint32_t last_part_ = kNoPart;
   std::vector<std::uint64_t> slots_;
   std::vector<std::uint32_t> part_hash_;  // each group part's hash (GrowTable)
 };
@@ -200,16 +202,22 @@ class LineEmitter {
 
  private:
   struct Impl;
-  // Appends an envelope; refers to `blade` and `body` where they are if both lie in `stable`
-  // (a stable line), or copies them.
+  // The line being checked (Check's arguments).
+  struct Source {
+    std::string_view line;
+    bool stable = false;
+    bool padded = false;
+  };
+  // Appends an envelope; in line order, refers to `blade` and `body` where they are if both lie
+  // in a stable line, or copies them.
   void AddEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
                    std::string_view body, std::uint64_t number, CheckedLines& out,
-                   std::string_view stable);
+                   const Source& src);
   // AddEnvelope for a line the decoder accepted: a body over the limit is sent without its
   // whitespace (or the line is refused when that is still over the limit).
   void AddValidEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
                         std::string_view body, std::uint64_t number, CheckedLines& out,
-                        std::string_view stable);
+                        const Source& src);
   Emitter& emitter_;
   LineEmitterOptions options_;
   LineEmitterReport report_;
