@@ -258,6 +258,7 @@ class MappedLines {
 void CheckMapped(const MappedFile& file, ingest::LineEmitter& lines, CheckPipe& pipe) {
   pthread_setname_np(pthread_self(), "lattice-check");
   MappedLines reader(file);
+  lines.ExpectLines(file.text());
   while (!g_emit_stop.load(std::memory_order_relaxed)) {
     auto batch = pipe.Empty();
     if (!reader.Fill(lines, *batch)) {

@@ -773,6 +773,7 @@ struct ShardDecoder::Impl {
   std::vector<std::string_view> scan_keys;  // keys of open objects with more than 16 keys
   bool scan_ok = false;                     // stage 1 behaves as checked by ScanLayoutIsKnown
   bool no_backslash = false;                // the line has no backslash at all
+  bool stage1_done = false;                 // the last ScanStage1 succeeded (sidx, scan_n are its)
   std::uint32_t body_begin = 0, body_end = 0;  // ScanEnvelope: the body's bytes in the line
 
   // The token walk writes its entries in place into shard.entries, which keeps the previous
@@ -813,6 +814,7 @@ struct ShardDecoder::Impl {
   // 8-byte key pattern holds it), and the padding covers the bytes read past the line. False if
   // stage 1 fails (the DOM parse then says why).
   bool ScanStage1(std::string_view text, bool in_place = false, bool padded = false) {
+    stage1_done = false;
     if (in_place && padded && !text.empty() &&
         (text.data()[text.size()] == '\0' || IsSpace(text.data()[text.size()]))) {
       sbuf = text.data();
@@ -844,6 +846,7 @@ struct ShardDecoder::Impl {
     scan_n = impl.n_structural_indexes;
     sp = 0;
     no_backslash = std::memchr(text.data(), '\\', text.size()) == nullptr;
+    stage1_done = true;
     return true;
   }
 
@@ -1297,7 +1300,23 @@ struct ShardDecoder::Impl {
   // must stay valid after the caller's line is gone).
   template <bool kBuild>
   bool ScanEnvelope(std::string_view line, bool in_place = false, bool padded = false) {
-    if (!ScanStage1(line, !kBuild && in_place, padded) || Tok() != '{') {
+    std::uint64_t top = 0;
+    // Nothing may follow the envelope.
+    if (!ScanStage1(line, !kBuild && in_place, padded) || !ScanEnvelopeTokens<kBuild>(top) ||
+        sp != scan_n) {
+      return false;
+    }
+    if constexpr (kBuild) {
+      return ScanFinish(top);
+    }
+    return true;
+  }
+
+  // ScanEnvelope's walk from the current token (the envelope's '{'): true if it read a whole
+  // envelope object with every field it needs. The caller checks what follows it.
+  template <bool kBuild>
+  __attribute__((always_inline)) bool ScanEnvelopeTokens(std::uint64_t& top) {
+    if (Tok() != '{') {
       return false;
     }
     ++sp;
@@ -1308,7 +1327,6 @@ struct ShardDecoder::Impl {
       seen = true;
       return !was;
     };
-    std::uint64_t top = 0;
     if (Tok() == '}') {
       return false;  // fields are missing
     }
@@ -1392,20 +1410,228 @@ struct ShardDecoder::Impl {
         return false;
       }
     }
-    // Nothing may follow the envelope.
-    if (sp != scan_n || !have_blade || !have_seq || !have_ts || !have_body) {
-      return false;
-    }
-    if constexpr (kBuild) {
-      return ScanFinish(top);
-    }
-    return true;
+    return have_blade && have_seq && have_ts && have_body;
   }
 
   // DecodeBody by the token walk.
   bool ScanBareBody(std::string_view body) {
     std::uint64_t top = 0;
     return ScanStage1(body) && ScanBody<true>(top) && sp == scan_n && ScanFinish(top);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Stage 1 over many lines (ExpectLines). simdjson's stage 1 has a fixed cost per call that
+  // dominates on a line of ~120 bytes, so ValidateEnvelope runs it once over a piece of the
+  // expected text (whole lines, up to kMaxPiece bytes) and walks each line over the piece's
+  // index, where it is. It must give exactly what the line's own stage 1 and walk give:
+  //
+  // - Stage 1 is causal: whether a byte starts a token depends on the bytes before it only
+  //   through three carries (inside a string, escaped by a backslash run, after a scalar). At a
+  //   line that follows only white space after a position where stage 1 was outside a string
+  //   (`trusted`), all three are those of a fresh start, so the piece's index over the line is
+  //   the line's own index, shifted. A piece starts fresh at its first line. (Independently of
+  //   that: stage 1 fails on a raw control character inside a string, so in a piece it accepted
+  //   no newline lies inside a string, and every line after a newline starts outside one.)
+  // - The line's own stage 1 would also have failed on invalid UTF-8, on a control character in
+  //   a string, or on an unclosed string. A piece with the first two anywhere is not used (its
+  //   stage 1 fails). An unclosed string is not seen by the piece's stage 1 if the piece goes
+  //   on, but a walk that accepts the line ends at its closing '}' with no token after it in the
+  //   line: then only white space follows that '}' (anything else would start a token), so the
+  //   line ends outside a string, and the position after the '}' is trusted for the next line.
+  // - The line's walk stops at the end of its index, where it reads white space (the byte after
+  //   the line). Over the piece it goes on into the next line's tokens instead, so an accepted
+  //   walk counts only if it took the line's tokens and no other: its last token lies in the
+  //   line and the next one after it. It then read the same tokens and bytes as the line's own
+  //   walk, and the same next-token offsets (it looks one token ahead only inside the line).
+  // - Anything else (a walk that fails, a line not right after trusted white space, a piece
+  //   whose stage 1 fails) takes the line's own path, which gives the true result. If that
+  //   path's stage 1 succeeded, the line ends outside a string and the piece goes on after it.
+  //
+  // Reads stay in bounds: a piece ends before a newline at least kPadding bytes before the end
+  // of the text, so its index ends at that newline (white space, which stops every walk) and the
+  // walk's 8-byte loads stay in the text; every string a token opens is closed in the piece (the
+  // piece's stage 1 saw no unclosed string), which bounds ScanStringSlow. A walk that runs on
+  // into the next lines is bounded by the piece and by the nesting limit.
+  //
+  // Cost: lines that fail keep pieces small and rare (PieceFailed), so text full of them costs
+  // about what it costs line by line.
+  static constexpr std::size_t kMaxPiece = 8 * 1024;  // ~64 lines of a recording
+  static constexpr std::size_t kMinPiece = 1024;      // after a piece that did not pay
+  static constexpr std::uint32_t kMaxMisses = 4;      // more than hits: the piece is left
+  static constexpr std::uint32_t kMaxPause = 255;     // most lines checked alone between pieces
+  // The piece's index (its own buffers: the line's own path must not overwrite it).
+  std::unique_ptr<simdjson::internal::dom_parser_implementation> lines_impl;
+  const char* lines_begin = nullptr;  // ExpectLines' text
+  const char* lines_end = nullptr;    // its end less kPadding: pieces end before this
+  const char* piece = nullptr;        // stage 1 ran over [piece, piece + piece_len)
+  std::uint32_t piece_len = 0;
+  std::uint32_t piece_n = 0;     // structural indexes of the piece
+  bool piece_ok = false;         // the piece's index holds for lines at or after `trusted`
+  std::uint32_t trusted = 0;     // offset in the piece where stage 1 was as at a fresh start
+  std::uint32_t cursor = 0;      // the piece's first index at or after `trusted`
+  std::uint32_t line_first = 0;  // the first index of the line being checked
+  const char* next_backslash = nullptr;  // the piece's first backslash at or after a line start
+  std::uint32_t piece_hits = 0;          // the piece's lines accepted over it
+  std::uint32_t piece_misses = 0;        // the piece's lines walked over it in vain
+  std::size_t piece_target = kMaxPiece;  // bytes of the next piece
+  const char* alone_until = nullptr;     // a piece failed up to here: lines before go alone
+  std::uint32_t pause = 0;               // lines to check alone before the next piece
+  std::uint32_t streak = 0;              // pieces in a row that did not pay
+  std::uint64_t piece_lines = 0;         // lines accepted over a piece (for tests)
+
+  void ExpectLines(std::string_view text) {
+    lines_begin = text.data();
+    lines_end = text.size() > ShardDecoder::kPadding
+                    ? text.data() + text.size() - ShardDecoder::kPadding
+                    : text.data();
+    piece_ok = false;
+    piece_target = kMaxPiece;
+    alone_until = nullptr;
+    pause = 0;
+    streak = 0;
+  }
+
+  // A piece did not pay: the next lines are checked alone, more of them with each such piece in
+  // a row (up to kMaxPause), and the next piece is small, so that text where lines keep failing,
+  // or keep leaving the token walk, costs little more than line by line.
+  void PieceFailed() {
+    piece_ok = false;
+    piece_target = kMinPiece;
+    pause = streak;
+    streak = std::min(2 * streak + 1, kMaxPause);
+  }
+
+  // Leaves the piece, at its end or where its index stops holding. It paid if more of its lines
+  // were accepted over it than walked in vain (such a line costs its share of the piece on top
+  // of its own path): the next one may be twice as large.
+  void LeavePiece() {
+    if (piece_hits > piece_misses) {
+      piece_ok = false;
+      piece_target = std::min(2 * piece_target, kMaxPiece);
+      streak = 0;
+    } else {
+      PieceFailed();
+    }
+  }
+
+  // True if `line` is to be walked over a piece (forming one if needed); sets line_first.
+  bool EnterPiece(std::string_view line) {
+    const char* p = line.data();
+    const char* e = p + line.size();
+    // In the text, before its padding, and followed by white space (as a file's line).
+    if (p < lines_begin || e >= lines_end || !IsSpace(*e)) {
+      return false;
+    }
+    if (piece_ok) {
+      const char* from = piece + trusted;
+      if (p >= from && e <= piece + piece_len) {
+        while (from < p && IsSpace(*from)) {
+          ++from;
+        }
+        if (from == p) {
+          line_first = cursor;
+          return true;
+        }
+      }
+      // At its end, or something unchecked lies between (a bare body, a refused line).
+      LeavePiece();
+    }
+    if (p < alone_until) {
+      return false;
+    }
+    alone_until = nullptr;
+    if (pause > 0) {
+      --pause;
+      return false;
+    }
+    if (lines_impl == nullptr &&
+        simdjson::get_active_implementation()->create_dom_parser_implementation(
+            kMaxPiece, limits.max_depth + 2, lines_impl) != simdjson::SUCCESS) {
+      lines_impl.reset();
+      return false;
+    }
+    // A new piece from this line to the last newline in reach (a line that does not fit in a
+    // piece is checked alone).
+    const char* limit = p + std::min<std::size_t>(piece_target, lines_end - p);
+    const auto* nl = e < limit ? static_cast<const char*>(memrchr(e, '\n', limit - e)) : nullptr;
+    if (nl == nullptr) {
+      return false;
+    }
+    const auto len = static_cast<std::size_t>(nl - p);
+    if (lines_impl->stage1(reinterpret_cast<const std::uint8_t*>(p), len,
+                           simdjson::stage1_mode::regular) != simdjson::SUCCESS) {
+      // A line in it has invalid UTF-8, a control character in a string or an odd number of
+      // quotes: the lines up to the piece's end are checked alone, or up to the first whose own
+      // stage 1 fails (AfterAlone), and the next piece starts after it.
+      alone_until = nl;
+      PieceFailed();
+      return false;
+    }
+    piece = p;
+    piece_len = static_cast<std::uint32_t>(len);
+    piece_n = lines_impl->n_structural_indexes;
+    piece_ok = true;
+    piece_hits = piece_misses = 0;
+    trusted = 0;
+    cursor = 0;
+    line_first = 0;
+    next_backslash = static_cast<const char*>(std::memchr(p, '\\', len));
+    if (next_backslash == nullptr) {
+      next_backslash = p + len;
+    }
+    return true;
+  }
+
+  // ValidateEnvelope's walk of `line` (EnterPiece said yes) over the piece's index.
+  bool ScanEnvelopeInPiece(std::string_view line) {
+    const char* p = line.data();
+    const char* e = p + line.size();
+    if (next_backslash < p) {
+      next_backslash = static_cast<const char*>(std::memchr(p, '\\', piece + piece_len - p));
+      if (next_backslash == nullptr) {
+        next_backslash = piece + piece_len;
+      }
+    }
+    no_backslash = next_backslash >= e;
+    sbuf = piece;
+    sidx = lines_impl->structural_indexes.get();
+    scan_n = piece_n;
+    sp = line_first;
+    std::uint64_t top = 0;
+    const auto end = static_cast<std::uint32_t>(e - piece);
+    if (!ScanEnvelopeTokens<false>(top) || sidx[sp - 1] >= end || sidx[sp] < end) {
+      return false;
+    }
+    trusted = sidx[sp - 1] + 1;  // past the closing '}'
+    cursor = sp;
+    ++piece_hits;
+    ++piece_lines;
+    return true;
+  }
+
+  // After `line` was walked over the piece in vain and took its own path: if that path's stage 1
+  // succeeded (its index is sidx/scan_n), the line ends outside a string and the piece goes on
+  // after it, unless it keeps failing.
+  void AfterOwnPath(std::string_view line) {
+    ++piece_misses;
+    const auto end = static_cast<std::uint32_t>(line.data() + line.size() - piece);
+    const std::uint32_t next = line_first + scan_n;
+    const std::uint32_t* idx = lines_impl->structural_indexes.get();
+    if (stage1_done && piece_misses <= piece_hits + kMaxMisses && next <= piece_n &&
+        (next == line_first || idx[next - 1] < end) && idx[next] >= end) {
+      trusted = end;
+      cursor = next;
+      return;
+    }
+    LeavePiece();
+  }
+
+  // After `line` was checked alone (not over a piece): if lines go alone because a piece failed
+  // and this line's own stage 1 failed, it may be why, and the next line may start a piece.
+  void AfterAlone(std::string_view line) {
+    if (alone_until != nullptr && !stage1_done && line.data() < alone_until) {
+      alone_until = nullptr;
+    }
   }
 
   // Checks once per decoder that stage 1 indexes a line as the token walk expects.
@@ -1740,6 +1966,10 @@ ShardDecoder::ShardDecoder(DecodeLimits limits) : limits_(limits), impl_(std::ma
   impl_->scan_ok = impl_->ScanLayoutIsKnown();
 }
 
+void ShardDecoder::ExpectLines(std::string_view text) { impl_->ExpectLines(text); }
+
+std::uint64_t ShardDecoder::PieceLinesForTesting() const { return impl_->piece_lines; }
+
 void ShardDecoder::SetFirstWalkForTesting(Walk first) { impl_->first_walk = first; }
 
 ShardDecoder::Walk ShardDecoder::LastWalkForTesting() const { return impl_->last_walk; }
@@ -1767,7 +1997,26 @@ Result<CheckedEnvelope> ShardDecoder::ValidateEnvelope(std::string_view line, bo
   d.last_walk = Walk::kCareful;
   if (line.size() <= limits_.max_body_bytes && d.scan_ok && d.first_walk == Walk::kToken) {
     d.last_walk = Walk::kToken;
-    if (d.ScanEnvelope<false>(line, /*in_place=*/true, padded)) {
+    const bool in_piece = d.lines_begin != nullptr && d.EnterPiece(line);
+    if (in_piece) {
+      if (d.ScanEnvelopeInPiece(line)) {
+        CheckedEnvelope e;
+        e.blade = d.shard.blade;  // a view into the line, where the piece is
+        e.seq = d.shard.seq;
+        e.ts = d.shard.ts;
+        e.body = std::string_view(d.piece + d.body_begin, d.body_end - d.body_begin);
+        e.no_backslash = d.no_backslash;
+        return e;
+      }
+      d.Reset();
+    }
+    const bool scanned = d.ScanEnvelope<false>(line, /*in_place=*/true, padded);
+    if (in_piece) {
+      d.AfterOwnPath(line);
+    } else {
+      d.AfterAlone(line);
+    }
+    if (scanned) {
       // The token walk reads no escaped string, so the blade's bytes in the line are the blade;
       // scan_buf holds the line at the same offsets.
       CheckedEnvelope e;

@@ -170,6 +170,8 @@ LineEmitter::LineEmitter(Emitter& emitter, LineEmitterOptions options)
 
 LineEmitter::~LineEmitter() = default;
 
+void LineEmitter::ExpectLines(std::string_view text) { impl_->decoder.ExpectLines(text); }
+
 Status LineEmitter::Reject(std::uint64_t number, std::string_view reason) {
   CheckedLines& one = impl_->one;
   one.Clear();

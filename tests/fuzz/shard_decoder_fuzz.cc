@@ -2,8 +2,8 @@
 // DecodeBody, and every shard that comes back ok must satisfy the flattening invariants of
 // shard.h. The decoder's walks (token, tape, careful) must all give the same result, field for
 // field, or the same reason, and ValidateEnvelope the same verdict as DecodeEnvelope (its body
-// bytes decoding to the same shard). Any crash, sanitizer report or failed invariant is a bug. See
-// README.md for how to run.
+// bytes decoding to the same shard), alone or over ExpectLines' pieces. Any crash, sanitizer
+// report or failed invariant is a bug. See README.md for how to run.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -216,6 +216,47 @@ void CheckPaddedValidateAgrees(std::string_view input) {
   }
 }
 
+// ValidateEnvelope over ExpectLines' pieces (stage 1 once for many lines): every line of a text
+// made of the input (its own lines), good envelopes and the input again gets exactly what it
+// gets checked alone, as `lattice emit -f` checks a file's lines (MappedLines::Fill).
+void CheckLinesAgree(std::string_view input) {
+  static ShardDecoder* lines = new ShardDecoder();
+  ShardDecoder& alone = WalkDecoder(ShardDecoder::Walk::kToken);
+  static constexpr std::string_view kGood =
+      R"({"blade":"b-1","seq":1,"ts":2,"shard":{"a":{"b":1,"c":{"$inc":2}},"d":[1,"x"]}})";
+  std::string text;
+  for (const std::string_view part : {kGood, input, kGood, input, kGood, kGood}) {
+    text.append(part);
+    text.append(part == input && text.size() % 3 == 0 ? "\r\n" : "\n");
+  }
+  text.append(ShardDecoder::kPadding, '\n');
+  lines->ExpectLines(text);
+  auto describe = [&text](const lattice::Result<lattice::core::CheckedEnvelope>& v) {
+    return v.ok() ? std::string(v->blade) + " " + std::to_string(v->seq) + " " +
+                        std::to_string(v->ts) + " " + std::to_string(v->body.data() - text.data()) +
+                        " " + std::to_string(v->body.size()) + " " + std::to_string(v->no_backslash)
+                  : "error: " + v.status().ToString();
+  };
+  const char* p = text.data();
+  const char* end = text.data() + text.size();
+  while (p < end) {
+    const char* nl = static_cast<const char*>(std::memchr(p, '\n', end - p));
+    const char* line = p;
+    std::size_t len = static_cast<std::size_t>((nl != nullptr ? nl : end) - p);
+    p = nl != nullptr ? nl + 1 : end;
+    if (len > 0 && line[len - 1] == '\r') {
+      --len;
+    }
+    if (std::string_view(line, len).find_first_not_of(" \t") == std::string_view::npos) {
+      continue;
+    }
+    const bool padded = end - (line + len) >= 64;
+    const std::string_view l(line, len);
+    const std::string want = describe(alone.ValidateEnvelope(l, padded));
+    FUZZ_CHECK(describe(lines->ValidateEnvelope(l, padded)) == want);
+  }
+}
+
 void CheckWalksAgree(std::string_view input) {
   using Walk = ShardDecoder::Walk;
   const std::string token = Summary(WalkDecoder(Walk::kToken).DecodeEnvelope(input));
@@ -224,6 +265,7 @@ void CheckWalksAgree(std::string_view input) {
   CheckValidateAgrees(Walk::kToken, input);
   CheckValidateAgrees(Walk::kCareful, input);
   CheckPaddedValidateAgrees(input);
+  CheckLinesAgree(input);
   const std::string body = Summary(WalkDecoder(Walk::kToken).DecodeBody(input, "b", 3, 4));
   FUZZ_CHECK(body == Summary(WalkDecoder(Walk::kTape).DecodeBody(input, "b", 3, 4)));
   FUZZ_CHECK(body == Summary(WalkDecoder(Walk::kCareful).DecodeBody(input, "b", 3, 4)));

@@ -191,6 +191,9 @@ class LineEmitter {
   /// still copied).
   void Check(std::string_view line, std::uint64_t number, bool padded, CheckedLines& out,
              bool stable = false);
+  /// Tells Check that the lines it gets next lie in `text`, in order (a mapped file's lines), so
+  /// that the decoder checks many at a time (core::ShardDecoder::ExpectLines). Same results.
+  void ExpectLines(std::string_view text);
   /// Appends a line refused for `reason` (as Reject) to `out`.
   void CheckRefused(std::uint64_t number, std::string_view reason, CheckedLines& out);
 
