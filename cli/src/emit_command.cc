@@ -268,6 +268,7 @@ void CheckMapped(const MappedFile& file, ingest::LineEmitter& lines, CheckPipe& 
       break;
     }
   }
+  lines.ExpectLines({});  // the mapping goes away after this
   pipe.Finish(Status::Ok());
 }
 

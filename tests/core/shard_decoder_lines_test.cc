@@ -316,7 +316,6 @@ TEST(ShardDecoderLinesTest, GoodLinesGoOverPieces) {
 // Lines outside the expected text, or not in order, are checked alone.
 TEST(ShardDecoderLinesTest, LinesOutsideTheTextOrOutOfOrderAreCheckedAlone) {
   std::string text;
-  std::vector<std::string_view> all;
   for (int i = 0; i < 50; ++i) {
     text += Envelope(R"({"a":1})", i) + "\n";
   }
@@ -338,7 +337,15 @@ TEST(ShardDecoderLinesTest, LinesOutsideTheTextOrOutOfOrderAreCheckedAlone) {
     EXPECT_EQ(Describe(lines.ValidateEnvelope(other), other),
               Describe(alone.ValidateEnvelope(other), other));
   }
-  EXPECT_GT(lines.PieceLinesForTesting(), 0u);
+  const std::uint64_t over_pieces = lines.PieceLinesForTesting();
+  EXPECT_GT(over_pieces, 0u);
+  // An empty text ends it: the same lines are then checked alone.
+  lines.ExpectLines({});
+  for (std::size_t i = 0; i < 20; ++i) {
+    EXPECT_EQ(Describe(lines.ValidateEnvelope(line_at(i), true), text),
+              Describe(alone.ValidateEnvelope(line_at(i), true), text));
+  }
+  EXPECT_EQ(lines.PieceLinesForTesting(), over_pieces);
 }
 
 }  // namespace

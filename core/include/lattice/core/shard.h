@@ -104,8 +104,9 @@ class ShardDecoder {
   /// lines (`text` stays valid and unchanged while they are checked; nothing past it is read).
   /// A line in `text`, followed by white space and ending at least kPadding bytes before its
   /// end, is then checked over one run of simdjson's stage 1 for many lines (a piece of up to
-  /// 64 KiB) instead of one of its own. Results are exactly those without; lines anywhere else
-  /// are checked alone. Lines may be skipped (the next line then starts a new piece).
+  /// 8 KiB) instead of one of its own. Results are exactly those without; lines anywhere else
+  /// are checked alone. Lines may be skipped (the next line then starts a new piece). An empty
+  /// `text` ends this (call it before `text` goes away if the decoder is used on).
   void ExpectLines(std::string_view text);
   /// Lines ValidateEnvelope accepted over a piece of ExpectLines' text since construction.
   std::uint64_t PieceLinesForTesting() const;
