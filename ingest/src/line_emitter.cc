@@ -147,8 +147,12 @@ std::uint32_t CheckedLines::Tag(Kind kind, std::size_t blade_size) {
 void CheckedLines::PutCopy(char* r, const Header& h, std::string_view a, std::string_view b) {
   std::memcpy(r, &h, sizeof h);
   r += sizeof h;
-  std::memcpy(r, a.data(), a.size());
-  std::memcpy(r + a.size(), b.data(), b.size());
+  if (!a.empty()) {  // a bare body's or reason's `a` is empty (memcpy from null is undefined)
+    std::memcpy(r, a.data(), a.size());
+  }
+  if (!b.empty()) {
+    std::memcpy(r + a.size(), b.data(), b.size());
+  }
 }
 
 // Writes a record referring to `a` and `b` where they are.
