@@ -1501,11 +1501,13 @@ struct ShardDecoder::Impl {
     streak = std::min(2 * streak + 1, kMaxPause);
   }
 
-  // Leaves the piece, at its end or where its index stops holding. It paid if more of its lines
-  // were accepted over it than walked in vain (such a line costs its share of the piece on top
-  // of its own path): the next one may be twice as large.
+  // Leaves the piece, at its end or where its index stops holding. It paid if it served at least
+  // half its bytes (a caller that checks only some lines, e.g. the envelopes between bare bodies,
+  // would otherwise have stage 1 run over a whole piece per line) and more of its lines were
+  // accepted over it than walked in vain (such a line costs its share of the piece on top of its
+  // own path): the next one may be twice as large.
   void LeavePiece() {
-    if (piece_hits > piece_misses) {
+    if (2 * std::size_t{trusted} >= piece_len && piece_hits > piece_misses) {
       piece_ok = false;
       piece_target = std::min(2 * piece_target, kMaxPiece);
       streak = 0;
