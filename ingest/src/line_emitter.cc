@@ -251,9 +251,9 @@ void LineEmitter::AddEnvelope(std::string_view blade, std::uint64_t seq, std::in
   CheckedLines::PutCopy(out.OtherPart().Extend(size), h, blade, body);
 }
 
-[[gnu::always_inline]] inline void LineEmitter::AddValidEnvelope(std::string_view blade, std::uint64_t seq, std::int64_t ts,
-                                   std::string_view body, std::uint64_t number, CheckedLines& out,
-                                   const Source& src) {
+[[gnu::always_inline]] inline void LineEmitter::AddValidEnvelope(
+    std::string_view blade, std::uint64_t seq, std::int64_t ts, std::string_view body,
+    std::uint64_t number, CheckedLines& out, const Source& src) {
   const std::size_t limit = impl_->decoder.limits().max_body_bytes;
   if (body.size() <= limit) [[likely]] {
     return AddEnvelope(blade, seq, ts, body, number, out, src);
