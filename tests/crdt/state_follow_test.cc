@@ -72,6 +72,33 @@ class StateFollowTest : public ::testing::Test {
     Follow();
   }
 
+  // A body that counts in `n` and carries 16 values of 1,000 bytes (~16 KB of log), their bytes
+  // chosen by `salt`.
+  static std::string BigBody(std::uint64_t salt) {
+    std::string body = R"({"n":{"$inc":1},"big":{)";
+    for (std::uint64_t k = 0; k < 16; ++k) {
+      body.append(k ? "," : "").append("\"k").append(std::to_string(k)).append("\":\"");
+      body.append(1000, static_cast<char>('a' + (salt + k) % 26)).append("\"");
+    }
+    body += "}}";
+    return body;
+  }
+
+  // The writer thread's commit of BigBody(seq) from `blade` in the concurrent tests. Commits
+  // written faster than RocksDB flushes outrun the log bound (a log file is deleted only after
+  // its flushes): every 8th commit lets them finish, so that files are deleted every ~8 commits.
+  void CommitBig(const std::string& blade, std::uint64_t seq) {
+    auto shard =
+        decoder_.DecodeEnvelope(Env(blade, seq, static_cast<std::int64_t>(seq), BigBody(seq)));
+    ASSERT_TRUE(shard.ok()) << shard.status().ToString();
+    ASSERT_EQ(store_->Apply(**shard).outcome, Outcome::kApplied);
+    ASSERT_TRUE(store_->Commit().ok());
+    if (seq % 8 == 0) {
+      ASSERT_TRUE(store_->Flush().ok());
+      ASSERT_TRUE(store_->WaitForBackgroundWork().ok());
+    }
+  }
+
   // The names of the state directory's write-ahead log files.
   std::set<std::string> WalFiles() const {
     std::set<std::string> files;
@@ -267,13 +294,7 @@ TEST_F(StateFollowTest, FollowsWhileTheWriterDeletesLogFiles) {
   std::uint64_t most_wal = 0;
   // 60 commits of 16 values of 1,000 bytes: ~1 MB of log in all, 8x the bound.
   for (int c = 0; c < 60; ++c) {
-    std::string body = R"({"n":{"$inc":1},"big":{)";
-    for (int k = 0; k < 16; ++k) {
-      body.append(k ? "," : "").append("\"k").append(std::to_string(k)).append("\":\"");
-      body.append(1000, static_cast<char>('a' + (c + k) % 26)).append("\"");
-    }
-    body += "}}";
-    Commit({Env("a", seq, static_cast<std::int64_t>(seq), body)});
+    Commit({Env("a", seq, static_cast<std::int64_t>(seq), BigBody(static_cast<std::uint64_t>(c)))});
     ++seq;
     ASSERT_TRUE(store_->WaitForBackgroundWork().ok());
     most_wal = std::max(most_wal, store_->Stats().wal_bytes);
@@ -369,21 +390,9 @@ TEST_F(StateFollowTest, FollowsWhileLogFilesAreDeletedDuringCatchUps) {
       if (seq > 100 && deleted_during_catch_ups.load() >= 5) {
         break;
       }
-      std::string body = R"({"n":{"$inc":1},"big":{)";
-      for (int k = 0; k < 16; ++k) {
-        body.append(k ? "," : "").append("\"k").append(std::to_string(k)).append("\":\"");
-        body.append(1000, static_cast<char>('a' + (seq + k) % 26)).append("\"");
-      }
-      body += "}}";
-      auto shard = decoder_.DecodeEnvelope(Env("a", seq, static_cast<std::int64_t>(seq), body));
-      ASSERT_TRUE(shard.ok()) << shard.status().ToString();
-      ASSERT_EQ(store_->Apply(**shard).outcome, Outcome::kApplied);
-      ASSERT_TRUE(store_->Commit().ok());
-      if (seq % 8 == 0) {
-        // Commits written faster than RocksDB flushes outrun the bound (a log file is deleted
-        // only after its flushes): let them finish, so that files are deleted every ~8 commits.
-        ASSERT_TRUE(store_->Flush().ok());
-        ASSERT_TRUE(store_->WaitForBackgroundWork().ok());
+      CommitBig("a", seq);
+      if (HasFatalFailure()) {
+        return;
       }
     }
     ASSERT_TRUE(store_->Flush().ok());
@@ -484,21 +493,10 @@ TEST_F(StateFollowTest, BlamesCounterSlotsWhileLogFilesAreDeleted) {
         break;
       }
       const std::size_t i = seq % blades.size();
-      std::string body = R"({"n":{"$inc":1},"big":{)";
-      for (int k = 0; k < 16; ++k) {
-        body.append(k ? "," : "").append("\"k").append(std::to_string(k)).append("\":\"");
-        body.append(1000, static_cast<char>('a' + (seq + k) % 26)).append("\"");
-      }
-      body += "}}";
-      auto shard =
-          decoder_.DecodeEnvelope(Env(blades[i], seq, static_cast<std::int64_t>(seq), body));
-      ASSERT_TRUE(shard.ok()) << shard.status().ToString();
-      ASSERT_EQ(store_->Apply(**shard).outcome, Outcome::kApplied);
       ++committed[i];  // before the commit: a slot read as it lands is not ahead of the writer
-      ASSERT_TRUE(store_->Commit().ok());
-      if (seq % 8 == 0) {
-        ASSERT_TRUE(store_->Flush().ok());  // as in FollowsWhileLogFilesAreDeletedDuringCatchUps
-        ASSERT_TRUE(store_->WaitForBackgroundWork().ok());
+      CommitBig(blades[i], seq);
+      if (HasFatalFailure()) {
+        return;
       }
     }
     ASSERT_TRUE(store_->Flush().ok());
