@@ -1478,8 +1478,10 @@ struct ShardDecoder::Impl {
   std::uint32_t pause = 0;               // lines to check alone before the next piece
   std::uint32_t streak = 0;              // pieces in a row that did not pay
   std::uint64_t piece_lines = 0;         // lines accepted over a piece (for tests)
+  bool for_bodies = false;  // the text holds bodies for DecodeBody (ExpectBodies), not envelopes
 
-  void ExpectLines(std::string_view text) {
+  void ExpectLines(std::string_view text, bool bodies = false) {
+    for_bodies = bodies;
     lines_begin = text.data();
     lines_end = text.size() > ShardDecoder::kPadding
                     ? text.data() + text.size() - ShardDecoder::kPadding
@@ -1602,6 +1604,36 @@ struct ShardDecoder::Impl {
     std::uint64_t top = 0;
     const auto end = static_cast<std::uint32_t>(e - piece);
     if (!ScanEnvelopeTokens<false>(top) || sidx[sp - 1] >= end || sidx[sp] < end) {
+      return false;
+    }
+    trusted = sidx[sp - 1] + 1;  // past the closing '}'
+    cursor = sp;
+    ++piece_hits;
+    ++piece_lines;
+    return true;
+  }
+
+  // DecodeBody's token walk of `body` (EnterPiece said yes) over the piece's index, building the
+  // shard (its keys are views into the piece). The same checks as ScanEnvelopeInPiece: the walk
+  // counts only if it took the body's tokens and no other.
+  bool ScanBodyInPiece(std::string_view body) {
+    const char* p = body.data();
+    const char* e = p + body.size();
+    if (next_backslash < p) {
+      next_backslash = static_cast<const char*>(std::memchr(p, '\\', piece + piece_len - p));
+      if (next_backslash == nullptr) {
+        next_backslash = piece + piece_len;
+      }
+    }
+    no_backslash = next_backslash >= e;
+    sbuf = piece;
+    sidx = lines_impl->structural_indexes.get();
+    scan_n = piece_n;
+    sp = line_first;
+    scan_len = body.size();  // ScanBody's room for the canonical values, as for the body alone
+    std::uint64_t top = 0;
+    const auto end = static_cast<std::uint32_t>(e - piece);
+    if (!ScanBody<true>(top) || sidx[sp - 1] >= end || sidx[sp] < end || !ScanFinish(top)) {
       return false;
     }
     trusted = sidx[sp - 1] + 1;  // past the closing '}'
@@ -1970,6 +2002,10 @@ ShardDecoder::ShardDecoder(DecodeLimits limits) : limits_(limits), impl_(std::ma
 
 void ShardDecoder::ExpectLines(std::string_view text) { impl_->ExpectLines(text); }
 
+void ShardDecoder::ExpectBodies(std::string_view text) {
+  impl_->ExpectLines(text, /*bodies=*/true);
+}
+
 std::uint64_t ShardDecoder::PieceLinesForTesting() const { return impl_->piece_lines; }
 
 void ShardDecoder::SetFirstWalkForTesting(Walk first) { impl_->first_walk = first; }
@@ -1999,7 +2035,7 @@ Result<CheckedEnvelope> ShardDecoder::ValidateEnvelope(std::string_view line, bo
   d.last_walk = Walk::kCareful;
   if (line.size() <= limits_.max_body_bytes && d.scan_ok && d.first_walk == Walk::kToken) {
     d.last_walk = Walk::kToken;
-    const bool in_piece = d.lines_begin != nullptr && d.EnterPiece(line);
+    const bool in_piece = d.lines_begin != nullptr && !d.for_bodies && d.EnterPiece(line);
     if (in_piece) {
       if (d.ScanEnvelopeInPiece(line)) {
         CheckedEnvelope e;
@@ -2172,7 +2208,20 @@ Result<const Shard*> ShardDecoder::DecodeBody(std::string_view body, std::string
   d.shard.ts = ts;
   if (d.scan_ok && d.first_walk == Walk::kToken) {
     d.last_walk = Walk::kToken;
-    if (d.ScanBareBody(body)) {
+    const bool in_piece = d.lines_begin != nullptr && d.for_bodies && d.EnterPiece(body);
+    if (in_piece) {
+      if (d.ScanBodyInPiece(body)) {
+        return &d.shard;
+      }
+      d.ResetKeepingEntries();  // what the walk over the piece set (the shard's flags)
+    }
+    const bool scanned = d.ScanBareBody(body);
+    if (in_piece) {
+      d.AfterOwnPath(body);
+    } else if (d.for_bodies) {
+      d.AfterAlone(body);
+    }
+    if (scanned) {
       return &d.shard;
     }
   }

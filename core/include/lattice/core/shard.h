@@ -108,8 +108,16 @@ class ShardDecoder {
   /// are checked alone. Lines may be skipped (the next line then starts a new piece). An empty
   /// `text` ends this (call it before `text` goes away if the decoder is used on).
   void ExpectLines(std::string_view text);
-  /// Lines ValidateEnvelope accepted over a piece of ExpectLines' text since construction.
+  /// Lines ValidateEnvelope (or bodies DecodeBody) accepted over a piece since construction.
   std::uint64_t PieceLinesForTesting() const;
+
+  /// ExpectLines for DecodeBody: the bodies it gets next lie in `text`, in order (`text` stays
+  /// valid and unchanged while they are decoded and while their shards are used; nothing past it
+  /// is read). A body in `text`, followed by white space and ending at least kPadding bytes before
+  /// its end, is then walked over one run of stage 1 for many bodies; its shard's keys may point
+  /// into `text`. Results are exactly those without. ValidateEnvelope takes no pieces meanwhile.
+  /// An empty `text` ends this.
+  void ExpectBodies(std::string_view text);
 
   /// Decodes a bare body (e.g. a Kafka message value) with the envelope given separately.
   Result<const Shard*> DecodeBody(std::string_view body, std::string_view blade, std::uint64_t seq,
