@@ -663,7 +663,9 @@ class Engine {
     Stamp kill;
   };
 
-  Blade* InternBlade(std::string_view name);
+  /// The blade named `name`: from the direct-mapped cache inline, else InternBladeSlow().
+  inline Blade* InternBlade(std::string_view name);
+  Blade* InternBladeSlow(std::string_view name, Blade*& cached);
   static constexpr int kBladeCacheBits = 8;
   [[gnu::always_inline]] static inline std::size_t BladeCacheSlot(std::string_view name);
   void SetOrigin(const ShardSource* source);
@@ -675,7 +677,11 @@ class Engine {
   bool AllDominated(const core::Shard& shard, const Stamp& s) const;
   Status CheckOverflow(const core::Shard& shard, const Stamp& s);
 
-  Node* FindChild(const Node* parent, std::string_view key) const;
+  /// The child of `parent` named `key`, or nullptr. Inline: most lookups scan a short child
+  /// list; the wide index and paged-out parents take out-of-line paths.
+  [[gnu::always_inline]] inline Node* FindChild(const Node* parent, std::string_view key) const;
+  [[gnu::noinline]] Node* FindIndexed(const Node* parent, std::string_view key) const;
+  [[gnu::cold]] Node* FindPaged(const Node* parent, std::string_view key) const;
   Node* CreateChild(Node* parent, std::string_view key);
   void Unlink(Node* node);
   void KillSubtree(Node* node);
@@ -883,6 +889,23 @@ class Engine {
   mutable std::string key_scratch_;
   std::string record_scratch_;
 };
+
+inline Node* Engine::FindChild(const Node* parent, std::string_view key) const {
+  if (parent->has_index) {
+    return FindIndexed(parent, key);
+  }
+  // Sizes first: most keys differ in length.
+  const std::size_t size = key.size();
+  for (Node* c = parent->first_child; c != nullptr; c = c->next) {
+    if (c->key.size() == size && SameBytes(c->key.data(), key.data(), size)) {
+      return c;
+    }
+  }
+  if (IsPaged(parent)) [[unlikely]] {
+    return FindPaged(parent, key);
+  }
+  return nullptr;
+}
 
 inline void Engine::MarkDirty(Node* node) {
   if (persistent_ && !node->dirty) {
