@@ -1101,10 +1101,34 @@ void Engine::Materialize(Node* node) {
     return;
   }
   // What AddToRun's full path does per increment, in the same order; the total already has them.
+  // A register with many slots (one per blade writing to it) finds them by blade id in a table
+  // filled for this call, instead of a probe of its index per increment (SlotFor). Only when
+  // there are enough increments to pay for filling and clearing it.
+  const std::size_t wide = reg.slots.size();
+  const bool direct = wide > Register::kIndexFrom && reg.pending.size() * 4 >= wide;
+  if (direct) {
+    if (slot_by_blade_.size() < blades_by_id_.size()) {
+      slot_by_blade_.resize(blades_by_id_.size(), 0);
+    }
+    for (std::size_t i = 0; i < wide; ++i) {
+      slot_by_blade_[reg.slots[i].blade->id] = static_cast<std::uint32_t>(i + 1);
+    }
+  }
   for (std::size_t i = 0; i < reg.pending.size(); ++i) {
     const PendingInc& p = reg.pending[i];
     const Stamp stamp = PendingStamp(reg, p);
-    Slot& slot = SlotFor(reg, stamp.blade);
+    Slot* at;
+    if (direct) {
+      std::uint32_t& pos = slot_by_blade_[p.blade];
+      if (pos == 0) {
+        SlotFor(reg, stamp.blade);  // a new slot, appended
+        pos = static_cast<std::uint32_t>(reg.slots.size());
+      }
+      at = &reg.slots[pos - 1];
+    } else {
+      at = &SlotFor(reg, stamp.blade);
+    }
+    Slot& slot = *at;
     slot.history.push_back({stamp, Number::Int(p.amount)});
     ++slot.unpersisted;
     slot.dirty = true;
@@ -1113,6 +1137,11 @@ void Engine::Materialize(Node* node) {
     }
     slot.value = AddNumbers(slot.value, Number::Int(p.amount));
     NoteMagnitude(slot.value);
+  }
+  if (direct) {
+    for (const Slot& sl : reg.slots) {
+      slot_by_blade_[sl.blade->id] = 0;
+    }
   }
   reg.pending.clear();
   std::uint64_t bound = 0;

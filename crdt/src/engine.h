@@ -813,6 +813,9 @@ class Engine {
   Node* root_;
   absl::flat_hash_map<std::string, std::unique_ptr<Blade>, NameHash, NameEq> blades_by_name_;
   std::vector<Blade*> blades_by_id_;
+  // Materialize's map of a wide register's slots by Blade::id: position + 1, 0 = none. All zero
+  // between calls.
+  std::vector<std::uint32_t> slot_by_blade_;
   // InternBlade's direct-mapped cache of blades_by_name_ (a slot may hold another blade).
   std::array<Blade*, std::size_t{1} << kBladeCacheBits> blade_cache_{};
   std::vector<Frame> frames_;

@@ -659,6 +659,60 @@ TEST(BlameTest, NamesTheDecidingShardAndEachCounterSlot) {
   EXPECT_FALSE(engine.Blame(*core::Path::Parse("intents.44")));
 }
 
+// Counters written by more blades than Register::kIndexFrom: queued increments go to their
+// slots through a table by blade id that one register fills and clears (Engine::Materialize).
+// Here "b" has other slots, in another order, than "a", which is materialized just before it,
+// and gets new blades' slots: a table left filled by "a" would put b10..b19's increments into
+// slots of other blades.
+TEST(BlameTest, CounterSlotsOfManyBladesStayPerBlade) {
+  MergeEngine engine;
+  core::ShardDecoder decoder;
+  std::map<std::string, std::map<std::string, std::int64_t>> want;  // counter -> blade -> sum
+  std::map<std::string, std::uint64_t> seqs;
+  std::int64_t ts = 1000;
+  auto inc = [&](const std::string& counter, int blade, std::int64_t amount) {
+    std::string name = "b";
+    name.append(std::to_string(100 + blade));
+    std::string body = R"({")";
+    body.append(counter).append(R"(":{"$inc":)").append(std::to_string(amount)).append("}}");
+    auto shard = decoder.DecodeEnvelope(Env(name, ++seqs[name], ++ts, body));
+    ASSERT_TRUE(shard.ok());
+    ASSERT_EQ(engine.Apply(**shard).outcome, Outcome::kApplied);
+    want[counter][name] += amount;
+  };
+  auto check = [&](const std::string& counter) {
+    auto b = engine.Blame(*core::Path::Parse(counter));  // materializes its queued increments
+    ASSERT_TRUE(b);
+    std::map<std::string, std::int64_t> got;
+    std::int64_t total = 0;
+    for (const auto& share : b->shares) {
+      got[share.blade] = std::stoll(share.value_json);
+      total += got[share.blade];
+    }
+    EXPECT_EQ(got, want[counter]) << counter;
+    EXPECT_EQ(b->value_json, std::to_string(total)) << counter;
+  };
+  for (int i = 0; i < 20; ++i) {
+    inc("a", i, i + 1);
+  }
+  for (int i = 9; i >= 0; --i) {
+    inc("b", i, 30 + i);
+  }
+  for (int i = 20; i < 30; ++i) {
+    inc("b", i, 30 + i);
+  }
+  check("a");
+  check("b");
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 20; ++i) {
+      inc("a", i, 100 * (round + 1) + i);
+      inc("b", 19 - i, 1000 * (round + 1) + i);
+    }
+    check("a");
+    check("b");
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // TTL (DESIGN.md §4)
 
