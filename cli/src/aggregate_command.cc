@@ -188,10 +188,10 @@ void AddAggregateCommand(CLI::App& app) {
   setting("--min-batch", "min_batch",
           "Smallest batch limit in messages (LATTICE_MIN_BATCH) [1024]");
   setting("--max-batch", "max_batch",
-          "Largest batch limit in messages (LATTICE_MAX_BATCH) [262144]");
+          "Largest batch limit in messages (LATTICE_MAX_BATCH) [1048576]");
   setting("--max-batch-time", "max_batch_time",
           "Commit a batch at the latest this long after its first message "
-          "(LATTICE_MAX_BATCH_TIME) [500ms]");
+          "(LATTICE_MAX_BATCH_TIME) [1s]");
   setting("--allowed-lateness", "allowed_lateness",
           "How far behind the watermark a shard still merges exactly (LATTICE_ALLOWED_LATENESS) "
           "[5m]");

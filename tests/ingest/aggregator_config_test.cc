@@ -25,7 +25,8 @@ TEST(AggregatorConfigTest, FlagBeatsEnvironmentBeatsFileBeatsDefault) {
   EXPECT_EQ(c->options.group, "env-group");
   EXPECT_EQ(c->options.topic, "file.topic");
   EXPECT_EQ(c->options.dead_topic, "lattice.dead");  // default
-  EXPECT_EQ(c->options.max_batch, std::size_t{262144});
+  EXPECT_EQ(c->options.max_batch, std::size_t{1048576});
+  EXPECT_EQ(c->options.max_batch_ms, 1000);
   ASSERT_EQ(c->file_kafka_properties.size(), 1u);
   EXPECT_EQ(c->file_kafka_properties[0].first, "client.id");
 }
