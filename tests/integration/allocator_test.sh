@@ -48,6 +48,15 @@ if [ "$name" = jemalloc ]; then
       failures=$((failures + 1))
     fi
   done
+  # slab_sizes is not among the printed options: the 320-byte bin's slab geometry shows it (the
+  # bins table's columns 14 and 15, regs and pgs; 64 and 5 by default).
+  geometry=$(awk '$1 == "320" && $2 ~ /^[0-9]+$/ { print $14 " " $15; exit }' <<<"$opts")
+  if [ "$geometry" = "512 40" ]; then
+    echo "ok   - jemalloc setting: slabs of 512 objects / 40 pages for the 320-byte class"
+  else
+    echo "FAIL - jemalloc setting: the 320-byte class's slabs have '${geometry:-no row}' (regs pgs), expected '512 40'"
+    failures=$((failures + 1))
+  fi
 fi
 
 if [ "$failures" -ne 0 ]; then
