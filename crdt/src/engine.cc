@@ -554,10 +554,10 @@ Status Engine::CheckOverflow(const core::Shard& shard, const Stamp& s) {
   return Status::Ok();
 }
 
-void Engine::Prefetch(const core::Shard& shard) const {
+inline const Node* Engine::IndexedTop(const core::Shard& shard) const {
   const std::vector<core::BodyEntry>& e = shard.entries;
   if (e.size() < 2 || e[1].depth != 2) {
-    return;
+    return nullptr;
   }
   // The top level has few keys, in cache: find the first one without faulting anything in.
   const Node* top = nullptr;
@@ -573,8 +573,18 @@ void Engine::Prefetch(const core::Shard& shard) const {
       }
     }
   }
-  if (top != nullptr && top->has_index) {
-    top->index->prefetch(e[1].key);  // the control bytes and slots of the first probe
+  return top != nullptr && top->has_index ? top : nullptr;
+}
+
+void Engine::Prefetch(const core::Shard& shard) const {
+  if (const Node* top = IndexedTop(shard)) {
+    top->index->prefetch(shard.entries[1].key);  // the control bytes and slots of the first probe
+  }
+}
+
+void Engine::PrefetchChild(const core::Shard& shard) const {
+  if (const Node* top = IndexedTop(shard)) {
+    top->index->find(PrefetchProbe{shard.entries[1].key});  // finds nothing (NameEq)
   }
 }
 

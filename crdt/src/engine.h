@@ -426,8 +426,17 @@ struct Register {
 // the multiply mixes. No hash of these maps is stored or iterated in hash order. (The product is
 // 0 only if the first word equals the constant, whose bytes are not valid UTF-8, which every key
 // is; so no key collapses the hash.)
+/// A lookup of `key` in a child index that compares no key: each slot whose control byte
+/// matches has its child's first two lines prefetched, and the lookup finds nothing
+/// (Engine::PrefetchChild). The slot's key points into its node (keys of up to 15 bytes).
+struct PrefetchProbe {
+  std::string_view key;
+};
 struct NameHash {
   using is_transparent = void;
+  [[gnu::always_inline]] std::size_t operator()(const PrefetchProbe& p) const {
+    return (*this)(p.key);
+  }
   [[gnu::always_inline]] std::size_t operator()(std::string_view s) const {
     const char* p = s.data();
     const std::size_t n = s.size();
@@ -461,6 +470,11 @@ struct NameEq {
   using is_transparent = void;
   [[gnu::always_inline]] bool operator()(std::string_view a, std::string_view b) const {
     return a.size() == b.size() && SameBytes(a.data(), b.data(), a.size());
+  }
+  [[gnu::always_inline]] bool operator()(std::string_view b, const PrefetchProbe&) const {
+    __builtin_prefetch(b.data());
+    __builtin_prefetch(b.data() + 64);
+    return false;
   }
 };
 
@@ -577,6 +591,9 @@ class Engine {
   /// second key (the lookup that misses: one key among many children, e.g. intents.<id>). Reads
   /// the root's children and `shard`'s first two entries; changes nothing.
   void Prefetch(const core::Shard& shard) const;
+  /// A second hint, closer to the Apply than Prefetch() (whose lines it reads): prefetches the
+  /// node that the first path's second key names, found without comparing keys. Changes nothing.
+  void PrefetchChild(const core::Shard& shard) const;
   void AdvanceWatermark(std::int64_t watermark_ms);
   /// The input is complete: the watermark becomes the largest ts merged and the lateness horizon
   /// moves up to it (TTL evictions due by then happen; older shards are late from now on).
@@ -674,6 +691,9 @@ class Engine {
   [[gnu::always_inline]] inline void RecordSeq(Blade& blade, std::uint64_t seq, std::uint64_t hash,
                                                std::int64_t ts);
 
+  /// The top-level node named by `shard`'s first key if its second entry is at depth 2 and
+  /// that node has a child index (Prefetch, PrefetchChild), else nullptr.
+  [[gnu::always_inline]] inline const Node* IndexedTop(const core::Shard& shard) const;
   bool AllDominated(const core::Shard& shard, const Stamp& s) const;
   Status CheckOverflow(const core::Shard& shard, const Stamp& s);
 

@@ -719,6 +719,9 @@ ApplyResult StateStore::Apply(const core::Shard& shard, const ShardSource* sourc
 }
 
 void StateStore::Prefetch(const core::Shard& shard) const { impl_->engine.Prefetch(shard); }
+void StateStore::PrefetchChild(const core::Shard& shard) const {
+  impl_->engine.PrefetchChild(shard);
+}
 
 std::optional<Provenance> StateStore::Blame(const core::Path& path) const {
   return impl_->engine.Blame(path);

@@ -1318,8 +1318,9 @@ struct Aggregator::Impl {
   /// Merge thread, before merging c.items[i]: the messages were decoded on the fetch and helper
   /// threads, so their shards are in another core's cache or in memory, and so are the child
   /// index slots their paths look up. Prefetches, in stages, the message 3 * kAhead ahead, the
-  /// shard of the one 2 * kAhead ahead (entries, blade, keys) and its lookups in the state
-  /// kAhead ahead.
+  /// shard of the one 2 * kAhead ahead (entries, blade, keys), its lookups in the state kAhead
+  /// ahead (the child index's control bytes) and 3 ahead the child node those name (its key is
+  /// the lookup's last miss, and the merge reads the node right after).
   void PrefetchAhead(const FetchedChunk& c, std::size_t i) const {
     constexpr std::size_t kAhead = 4;
     if (i + 3 * kAhead < c.size) {
@@ -1330,6 +1331,10 @@ struct Aggregator::Impl {
     }
     if (i + kAhead < c.size && c.items[i + kAhead].kind == FetchedMessage::Kind::kShard) {
       store.Prefetch(c.items[i + kAhead].shard);
+    }
+    if (constexpr std::size_t kChild = 3;
+        i + kChild < c.size && c.items[i + kChild].kind == FetchedMessage::Kind::kShard) {
+      store.PrefetchChild(c.items[i + kChild].shard);
     }
   }
 

@@ -88,6 +88,44 @@ TEST_F(StateStoreTest, MatchesTheReference) {
   EXPECT_EQ(store->Dump(), reference::ReferenceDump(kShards));
 }
 
+// The merge loop's hints (Prefetch, PrefetchChild) read the state ahead of Apply and change
+// nothing: shards merged with a hint for every shard before them (and for their own, existing
+// and new keys under a wide child index, long keys, paths of one entry) dump like the reference.
+TEST_F(StateStoreTest, PrefetchHintsChangeNothing) {
+  std::vector<std::string> lines;
+  for (int i = 0; i < 60; ++i) {
+    const std::string id = (i % 3 == 0 ? "a-long-intent-id-" : "i") + std::to_string(i % 25);
+    std::string body = R"({"intents":{")";
+    body.append(id).append(i % 4 == 3 ? R"(":null}})" : R"(":{"host":"h","n":{"$inc":1}}}})");
+    lines.push_back(
+        Env(i % 2 == 0 ? "a" : "b", static_cast<std::uint64_t>(i / 2 + 1), 100 + i, body));
+  }
+  lines.push_back(Env("c", 1, 500, R"({"x":1})"));
+  lines.push_back(Env("c", 2, 501, R"({"intents":{"i3":{"host":"z"}},"x":2})"));
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  // A decoder per shard: a decoded shard's keys point into its decoder.
+  std::vector<std::unique_ptr<core::ShardDecoder>> decoders;
+  std::vector<const core::Shard*> shards;
+  for (const std::string& line : lines) {
+    decoders.push_back(std::make_unique<core::ShardDecoder>());
+    auto shard = decoders.back()->DecodeEnvelope(line);
+    ASSERT_TRUE(shard.ok()) << shard.status().ToString();
+    shards.push_back(*shard);
+  }
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    const std::string before = store->Dump();
+    for (std::size_t j = 0; j < shards.size(); ++j) {
+      store->Prefetch(*shards[j]);
+      store->PrefetchChild(*shards[j]);
+    }
+    ASSERT_EQ(store->Dump(), before) << i;
+    ASSERT_EQ(store->Apply(*shards[i]).outcome, Outcome::kApplied) << lines[i];
+  }
+  ASSERT_TRUE(store->Commit().ok());
+  EXPECT_EQ(store->Dump(), reference::ReferenceDump(lines));
+}
+
 TEST_F(StateStoreTest, ReopenKeepsStateAndPositions) {
   std::string dump;
   {

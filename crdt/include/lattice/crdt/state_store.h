@@ -99,6 +99,9 @@ class StateStore {
   /// A hint that `shard` is applied soon (a few shards ahead): prefetches what its Apply() will
   /// look up in the state. Changes nothing.
   void Prefetch(const core::Shard& shard) const;
+  /// A second hint, after Prefetch() and closer to the Apply(): prefetches the state node the
+  /// shard's first path names at its second level. Changes nothing.
+  void PrefetchChild(const core::Shard& shard) const;
 
   /// Sets the watermark (the slowest source's newest ts); see MergeEngine::AdvanceWatermark.
   void AdvanceWatermark(std::int64_t watermark_ms);
