@@ -398,6 +398,13 @@ struct Aggregator::Impl {
 
   PartitionState& Partition(std::int32_t p) {
     const auto i = static_cast<std::size_t>(p);
+    if (i < partitions.size() && partitions[i]) [[likely]] {
+      return *partitions[i];  // inline: the merge loop asks once per message
+    }
+    return NewPartition(p);
+  }
+  [[gnu::noinline]] PartitionState& NewPartition(std::int32_t p) {
+    const auto i = static_cast<std::size_t>(p);
     if (partitions.size() <= i) {
       partitions.resize(i + 1);
     }
