@@ -130,12 +130,13 @@ int RunAggregate(AggregateArgs& args) {
   if (args.json) {
     fmt::print(
         "{{\"messages\":{},\"applied\":{},\"duplicates\":{},\"conflicts\":{},\"late\":{},"
-        "\"bad\":{},\"dead_letters\":{},\"batches\":{},\"rebalances\":{},\"bytes\":{},"
+        "\"bad\":{},\"dead_letters\":{},\"batches\":{},\"max_batch\":{},\"rebalances\":{},"
+        "\"bytes\":{},"
         "\"changes\":{},\"fetcher_wakeups\":{},\"assigned_seconds\":{:.6f},\"seconds\":{:.6f},"
         "\"shards_per_s\":{:.0f},\"reached_end\":{}}}\n",
         r.messages, r.applied, r.duplicates, r.conflicts, r.late, r.bad, r.dead_letters, r.batches,
-        r.rebalances, r.bytes, r.changes, r.fetcher_wakeups, r.assigned_seconds, r.seconds, rate,
-        r.reached_end);
+        r.max_batch, r.rebalances, r.bytes, r.changes, r.fetcher_wakeups, r.assigned_seconds,
+        r.seconds, rate, r.reached_end);
   } else {
     fmt::print("aggregated {} messages in {:.2f} s: {:.0f} shards/s in {} batches\n", r.messages,
                r.seconds, rate, r.batches);
@@ -187,8 +188,9 @@ void AddAggregateCommand(CLI::App& app) {
           "(LATTICE_CHANGES_TOPIC) [lattice.changes]");
   setting("--min-batch", "min_batch",
           "Smallest batch limit in messages (LATTICE_MIN_BATCH) [1024]");
-  setting("--max-batch", "max_batch",
-          "Largest batch limit in messages (LATTICE_MAX_BATCH) [1048576]");
+  setting(
+      "--max-batch", "max_batch",
+      "Largest batch limit in messages (LATTICE_MAX_BATCH) [1048576; 262144 with change events]");
   setting("--max-batch-time", "max_batch_time",
           "Commit a batch at the latest this long after its first message "
           "(LATTICE_MAX_BATCH_TIME) [1s]");

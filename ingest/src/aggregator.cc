@@ -312,6 +312,7 @@ struct Aggregator::Impl {
   bool kafka_commit_due = false;
   Clock::time_point last_kafka_commit = Clock::now();
   std::size_t batch_limit = 0;
+  std::size_t max_batch = 0;  // options.max_batch, or its default for this run (Run)
   std::string scratch;
   std::optional<Clock::time_point> first_assignment;
   // The change feed: collected while merging, published once the batch is durable.
@@ -1718,7 +1719,12 @@ struct Aggregator::Impl {
       spdlog::info("consuming {} at {} as a member of group '{}'", options.topic, Brokers(),
                    options.group);
     }
-    batch_limit = std::clamp(options.min_batch, std::size_t{1}, options.max_batch);
+    max_batch =
+        std::max(options.max_batch.value_or(collect_changes ? AggregatorOptions::kMaxBatchPublishing
+                                                            : AggregatorOptions::kMaxBatch),
+                 options.min_batch);
+    batch_limit = std::clamp(options.min_batch, std::size_t{1}, max_batch);
+    report.max_batch = max_batch;
     StartFetcher();
     Clock::time_point last_log = Clock::now();
     std::uint64_t log_messages = report.messages;
@@ -1739,8 +1745,8 @@ struct Aggregator::Impl {
       // writes ~2x the records (WAL bytes) for the same shards. The time budget still bounds
       // the batch.
       const std::int64_t backlog = Backlog();
-      if (backlog >= static_cast<std::int64_t>(options.max_batch)) {
-        batch_limit = options.max_batch;
+      if (backlog >= static_cast<std::int64_t>(max_batch)) {
+        batch_limit = max_batch;
       }
       const bool catching_up = backlog >= static_cast<std::int64_t>(batch_limit);
       std::optional<Clock::time_point> first_chunk_at;
@@ -1827,7 +1833,7 @@ struct Aggregator::Impl {
       rd_kafka_poll(producer.get(), 0);
       // Adapt: grow while batches fill up, shrink while the topic is quiet.
       if (n >= batch_limit) {
-        batch_limit = std::min(batch_limit * 2, options.max_batch);
+        batch_limit = std::min(batch_limit * 2, max_batch);
       } else if (short_poll && n < batch_limit / 4) {
         batch_limit = std::max(batch_limit / 2, std::max<std::size_t>(options.min_batch, 1));
       }
@@ -1901,7 +1907,7 @@ Result<std::unique_ptr<Aggregator>> Aggregator::Create(crdt::StateStore& store,
     return Status::InvalidArgument("topic, group and dead-letter topic must not be empty");
   }
   LATTICE_RETURN_IF_ERROR(RequireBrokers(options.kafka).status());
-  if (options.min_batch == 0 || options.max_batch < options.min_batch) {
+  if (options.min_batch == 0 || (options.max_batch && *options.max_batch < options.min_batch)) {
     return Status::InvalidArgument("batch limits: need 1 <= min_batch <= max_batch");
   }
   auto impl = std::make_unique<Impl>(store, std::move(options));

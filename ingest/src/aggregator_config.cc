@@ -28,7 +28,8 @@ const std::vector<SettingInfo>& AggregateSettings() {
       {"changes_topic", "LATTICE_CHANGES_TOPIC",
        "topic of change events, empty for none [lattice.changes]"},
       {"min_batch", "LATTICE_MIN_BATCH", "smallest batch limit, messages [1024]"},
-      {"max_batch", "LATTICE_MAX_BATCH", "largest batch limit, messages [1048576]"},
+      {"max_batch", "LATTICE_MAX_BATCH",
+       "largest batch limit, messages [1048576; 262144 with change events]"},
       {"max_batch_time", "LATTICE_MAX_BATCH_TIME",
        "a batch is committed at the latest this long after its first message [1s]"},
       {"allowed_lateness", "LATTICE_ALLOWED_LATENESS",
@@ -253,8 +254,8 @@ Result<AggregateConfig> ResolveAggregateConfig(const std::vector<SettingMap>& la
     LATTICE_ASSIGN_OR_RETURN(auto n, ParseCount("max_batch", *v, 1, 1 << 24));
     o.max_batch = n;
   }
-  if (o.max_batch < o.min_batch) {
-    return Status::InvalidArgument("setting max_batch (" + std::to_string(o.max_batch) +
+  if (o.max_batch && *o.max_batch < o.min_batch) {
+    return Status::InvalidArgument("setting max_batch (" + std::to_string(*o.max_batch) +
                                    ") is below min_batch (" + std::to_string(o.min_batch) + ")");
   }
   if (const std::string* v = get("max_batch_time")) {

@@ -25,7 +25,7 @@ TEST(AggregatorConfigTest, FlagBeatsEnvironmentBeatsFileBeatsDefault) {
   EXPECT_EQ(c->options.group, "env-group");
   EXPECT_EQ(c->options.topic, "file.topic");
   EXPECT_EQ(c->options.dead_topic, "lattice.dead");  // default
-  EXPECT_EQ(c->options.max_batch, std::size_t{1048576});
+  EXPECT_EQ(c->options.max_batch, std::nullopt);     // by whether change events are on (Run)
   EXPECT_EQ(c->options.max_batch_ms, 1000);
   ASSERT_EQ(c->file_kafka_properties.size(), 1u);
   EXPECT_EQ(c->file_kafka_properties[0].first, "client.id");
@@ -41,7 +41,7 @@ TEST(AggregatorConfigTest, ValuesAreParsedAndRangeChecked) {
                                      {"changes_topic", ""}}});
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->options.min_batch, 10u);
-  EXPECT_EQ(ok->options.max_batch, 20u);
+  EXPECT_EQ(ok->options.max_batch, std::optional<std::size_t>(20));
   EXPECT_EQ(ok->options.max_batch_ms, 2000);
   EXPECT_EQ(ok->allowed_lateness_ms, 60000);
   EXPECT_TRUE(ok->options.exit_at_end);

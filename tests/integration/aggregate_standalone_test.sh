@@ -65,6 +65,15 @@ check_dump "the state after the restart" --state st
   --log-interval 0 >run3.json 2>run3.err || die "third aggregate failed: $(tail -5 run3.err)"
 [ "$(jq -r .messages run3.json)" == 30000 ] && ok "a new state directory reads the whole topic" \
   || fail "a new state read $(jq -r .messages run3.json) of 30000"
+# The largest batch by default: 262,144 while change events are published (they wait in memory
+# until their batch is durable), 1,048,576 without them; --max-batch sets it (run5 below).
+[ "$(jq -r .max_batch run3.json)" == 262144 ] &&
+  ok "with change events the largest batch is 262144" || fail "max_batch: $(cat run3.json)"
+"$lattice" aggregate -b "$bootstrap" --assign all --state st-new --exit-at-end --json \
+  --log-interval 0 --changes-topic '' >run3b.json 2>run3b.err ||
+  die "aggregate without change events failed: $(tail -5 run3b.err)"
+[ "$(jq -r .messages run3b.json)" == 0 ] && [ "$(jq -r .max_batch run3b.json)" == 1048576 ] &&
+  ok "without change events the largest batch is 1048576" || fail "max_batch: $(cat run3b.json)"
 
 # A catch-up commits full batches: the broker already holds the topic, so the batch limit starts
 # at --max-batch and an emptied consumer queue (the fetcher a round trip behind) does not end a
@@ -75,6 +84,7 @@ check_dump "the state after the restart" --state st
   --log-interval 0 --min-batch 1024 --max-batch 8192 --max-batch-time 10m >run5.json 2>run5.err ||
   die "catch-up aggregate failed: $(tail -5 run5.err)"
 [ "$(jq -r .messages run5.json)" == 30000 ] && [ "$(jq -r .batches run5.json)" -le 4 ] &&
+  [ "$(jq -r .max_batch run5.json)" == 8192 ] &&
   ok "a catch-up of 30000 shards with --max-batch 8192: $(jq -r .batches run5.json) full batches" ||
   fail "catch-up: $(cat run5.json)"
 check_dump "the state of the catch-up" --state st-catchup

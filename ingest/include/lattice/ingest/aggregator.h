@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,12 +43,17 @@ struct AggregatorOptions {
   /// min and max: doubled while batches fill up, halved while polls come back short. A catch-up
   /// goes straight to max; each commit writes every record changed since the previous one, so
   /// fewer, bigger commits write less: records born and deleted in different partitions' shards
-  /// of one batch are never written, and a hot record is written once per commit. 1,048,576 with
-  /// the 1 s time budget below commits a 2 M-shard catch-up 2-3 times instead of 8 (262,144 and
-  /// 500 ms before session 11): the writer's CPU falls from ~0.28 to ~0.08 s (docs/operations.md
-  /// "Batches" for the price: memory per batch, durable positions per second).
+  /// of one batch are never written, and a hot record is written once per commit. Unset, the
+  /// largest batch is kMaxBatch without change events and kMaxBatchPublishing with them (a
+  /// changes topic or a subscriber): a batch's change events wait in memory until it is durable.
   std::size_t min_batch = 1024;
-  std::size_t max_batch = 1 << 20;
+  std::optional<std::size_t> max_batch;
+  /// 1,048,576 with the 1 s time budget below commits a 2 M-shard catch-up 2-3 times instead of
+  /// 8 (262,144 and 500 ms before session 11): the writer's CPU falls from ~0.28 to ~0.08 s. With
+  /// change events on it would hold ~60% more memory at peak (~850 instead of ~560 MB in that
+  /// catch-up) for no speed (docs/operations.md "Batches").
+  static constexpr std::size_t kMaxBatch = 1 << 20;
+  static constexpr std::size_t kMaxBatchPublishing = 1 << 18;
   /// A batch is committed at the latest this long after its first message (a quiet topic's
   /// batches end sooner: when the consumer's queue runs empty).
   std::int64_t max_batch_ms = 1000;
@@ -72,6 +78,7 @@ struct AggregatorReport {
   std::uint64_t bad = 0;           // undecodable, too large, bad header, or would overflow
   std::uint64_t dead_letters = 0;  // delivered to the dead-letter topic
   std::uint64_t batches = 0;
+  std::uint64_t max_batch = 0;  // the largest batch limit in force (AggregatorOptions::max_batch)
   std::uint64_t rebalances = 0;
   std::uint64_t changes = 0;  // change events published (to subscribers and the changes topic)
   /// Times librdkafka's fetcher was woken after its queue (queued.min.messages) had been full.
