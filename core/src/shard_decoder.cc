@@ -24,6 +24,7 @@
 
 #include <xxhash.h>
 
+#include "lattice/core/copy_small.h"
 #include "lattice/core/shard.h"
 
 namespace lattice::core {
@@ -106,32 +107,6 @@ inline std::uint64_t EightDigits(std::uint64_t w) {
        (((w >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >>
       32;
   return w;
-}
-
-// memcpy for the short keys and values of a shard, without a library call: two overlapping
-// loads and stores cover 4..16 bytes, and no byte outside [src, src + n) is read.
-__attribute__((always_inline)) inline void CopySmall(char* dst, const char* src, std::size_t n) {
-  if (n >= 8) {
-    if (n > 16) {
-      std::memcpy(dst, src, n);
-      return;
-    }
-    std::uint64_t a, b;
-    std::memcpy(&a, src, 8);
-    std::memcpy(&b, src + n - 8, 8);
-    std::memcpy(dst, &a, 8);
-    std::memcpy(dst + n - 8, &b, 8);
-  } else if (n >= 4) {
-    std::uint32_t a, b;
-    std::memcpy(&a, src, 4);
-    std::memcpy(&b, src + n - 4, 4);
-    std::memcpy(dst, &a, 4);
-    std::memcpy(dst + n - 4, &b, 4);
-  } else {
-    for (std::size_t i = 0; i < n; ++i) {
-      dst[i] = src[i];
-    }
-  }
 }
 
 // XXH3_64bits with its size dispatch inlined for the short inputs of the entry hashes: the same
@@ -1586,10 +1561,11 @@ struct ShardDecoder::Impl {
     return true;
   }
 
-  // ValidateEnvelope's walk of `line` (EnterPiece said yes) over the piece's index.
-  bool ScanEnvelopeInPiece(std::string_view line) {
-    const char* p = line.data();
-    const char* e = p + line.size();
+  // Points the token walk at `text`'s tokens in the piece's index (EnterPiece said yes) and
+  // notes whether `text` holds a backslash; returns where `text` ends in the piece.
+  std::uint32_t BeginPieceWalk(std::string_view text) {
+    const char* p = text.data();
+    const char* e = p + text.size();
     if (next_backslash < p) {
       next_backslash = static_cast<const char*>(std::memchr(p, '\\', piece + piece_len - p));
       if (next_backslash == nullptr) {
@@ -1601,45 +1577,42 @@ struct ShardDecoder::Impl {
     sidx = lines_impl->structural_indexes.get();
     scan_n = piece_n;
     sp = line_first;
-    std::uint64_t top = 0;
-    const auto end = static_cast<std::uint32_t>(e - piece);
-    if (!ScanEnvelopeTokens<false>(top) || sidx[sp - 1] >= end || sidx[sp] < end) {
-      return false;
-    }
+    return static_cast<std::uint32_t>(e - piece);
+  }
+
+  // A walk over the piece counts only if it took the text's tokens and no other: its last token
+  // lies before `end`, and the next one at or after it.
+  bool WalkEndedAt(std::uint32_t end) const { return sidx[sp - 1] < end && sidx[sp] >= end; }
+
+  // The walk counted: the piece is trusted up to the text's closing '}'.
+  void AcceptPieceWalk() {
     trusted = sidx[sp - 1] + 1;  // past the closing '}'
     cursor = sp;
     ++piece_hits;
     ++piece_lines;
+  }
+
+  // ValidateEnvelope's walk of `line` (EnterPiece said yes) over the piece's index.
+  bool ScanEnvelopeInPiece(std::string_view line) {
+    const std::uint32_t end = BeginPieceWalk(line);
+    std::uint64_t top = 0;
+    if (!ScanEnvelopeTokens<false>(top) || !WalkEndedAt(end)) {
+      return false;
+    }
+    AcceptPieceWalk();
     return true;
   }
 
   // DecodeBody's token walk of `body` (EnterPiece said yes) over the piece's index, building the
-  // shard (its keys are views into the piece). The same checks as ScanEnvelopeInPiece: the walk
-  // counts only if it took the body's tokens and no other.
+  // shard (its keys are views into the piece). The same checks as ScanEnvelopeInPiece.
   bool ScanBodyInPiece(std::string_view body) {
-    const char* p = body.data();
-    const char* e = p + body.size();
-    if (next_backslash < p) {
-      next_backslash = static_cast<const char*>(std::memchr(p, '\\', piece + piece_len - p));
-      if (next_backslash == nullptr) {
-        next_backslash = piece + piece_len;
-      }
-    }
-    no_backslash = next_backslash >= e;
-    sbuf = piece;
-    sidx = lines_impl->structural_indexes.get();
-    scan_n = piece_n;
-    sp = line_first;
+    const std::uint32_t end = BeginPieceWalk(body);
     scan_len = body.size();  // ScanBody's room for the canonical values, as for the body alone
     std::uint64_t top = 0;
-    const auto end = static_cast<std::uint32_t>(e - piece);
-    if (!ScanBody<true>(top) || sidx[sp - 1] >= end || sidx[sp] < end || !ScanFinish(top)) {
+    if (!ScanBody<true>(top) || !WalkEndedAt(end) || !ScanFinish(top)) {
       return false;
     }
-    trusted = sidx[sp - 1] + 1;  // past the closing '}'
-    cursor = sp;
-    ++piece_hits;
-    ++piece_lines;
+    AcceptPieceWalk();
     return true;
   }
 

@@ -26,6 +26,7 @@
 #include "decode_stage.h"  // Arena
 #include "kafka_conf.h"
 #include "kafka_message.h"
+#include "lattice/core/copy_small.h"
 #include "lattice/core/json_text.h"
 #include "lattice/core/shard.h"
 #include "lattice/ingest/message_identity.h"
@@ -183,34 +184,14 @@ void CopyShard(const core::Shard& in, internal::Arena& arena, core::Shard& s) {
     bytes += e.key.size() + (e.kind == core::OpKind::kSet ? e.value.size() : 0);
   }
   char* next = bytes == 0 ? nullptr : arena.Allocate(bytes);
-  // Keys and values are mostly a few bytes: copied inline (two overlapping loads and stores) rather
-  // than by a memcpy call each (~20 instructions of call and size dispatch per string).
+  // Keys and values are mostly a few bytes: copied inline rather than by a memcpy call each.
   const auto put = [&next](std::string_view v) -> std::string_view {
     const std::size_t n = v.size();
     if (n == 0) {
       return {};
     }
     char* p = next;
-    const char* src = v.data();
-    if (n > 16) {
-      std::memcpy(p, src, n);
-    } else if (n >= 8) {
-      std::uint64_t a, b;
-      std::memcpy(&a, src, 8);
-      std::memcpy(&b, src + n - 8, 8);
-      std::memcpy(p, &a, 8);
-      std::memcpy(p + n - 8, &b, 8);
-    } else if (n >= 4) {
-      std::uint32_t a, b;
-      std::memcpy(&a, src, 4);
-      std::memcpy(&b, src + n - 4, 4);
-      std::memcpy(p, &a, 4);
-      std::memcpy(p + n - 4, &b, 4);
-    } else {
-      p[0] = src[0];
-      p[n / 2] = src[n / 2];
-      p[n - 1] = src[n - 1];
-    }
+    core::CopySmall(p, v.data(), n);
     next += n;
     return {p, n};
   };
