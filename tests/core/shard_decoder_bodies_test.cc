@@ -7,10 +7,12 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "json_mutation.h"
 #include "lattice/core/json_text.h"
 #include "lattice/core/shard.h"
 
@@ -166,41 +168,8 @@ TEST(ShardDecoderBodiesTest, ABodySplitOverTwoIsNotReadAsOne) {
   }
 }
 
-// A mutation of a good body: the bytes the argument is about, at random places.
 std::string Mutate(std::string body, std::mt19937& rng) {
-  static const std::vector<std::string> inserts = {
-      "\"",       "\\", "\\\"", "\\\\", "{",    "}",    "[",    "]",    ":",
-      ",",        " ",  "\t",   "\x01", "\x1f", "\xff", "\x80", "\xc3", "\xe2\x82",
-      "\xc3\xa9", "1",  "-",    "e",    "t",    "n",    "\"\"", "\r",   "\n"};
-  const int kind = static_cast<int>(rng() % 6);
-  const std::size_t at = body.empty() ? 0 : rng() % (body.size() + 1);
-  switch (kind) {
-    case 0:
-    case 1:
-      body.insert(at, inserts[rng() % inserts.size()]);
-      break;
-    case 2:
-      if (!body.empty()) {
-        body.erase(at == body.size() ? at - 1 : at, 1);
-      }
-      break;
-    case 3:
-      body.resize(at);  // truncated
-      break;
-    case 4:
-      if (at < body.size()) {
-        body[at] = inserts[rng() % inserts.size()][0];
-      }
-      break;
-    default: {
-      const std::size_t q = body.find('"', at);  // drop a quote
-      if (q != std::string::npos) {
-        body.erase(q, 1);
-      }
-      break;
-    }
-  }
-  return body;
+  return test_support::MutateJson(std::move(body), rng, /*newlines=*/true);
 }
 
 // Many generated bodies, good and bad, over many pieces: the same results as alone.

@@ -8,10 +8,12 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "json_mutation.h"
 #include "lattice/core/shard.h"
 
 namespace lattice::core {
@@ -174,41 +176,8 @@ TEST(ShardDecoderLinesTest, AnEnvelopeSplitOverTwoLinesIsNotReadAsOne) {
   }
 }
 
-// A mutation of a good line: the bytes the argument is about, at random places.
 std::string Mutate(std::string line, std::mt19937& rng) {
-  static const std::vector<std::string> inserts = {
-      "\"",       "\\", "\\\"", "\\\\", "{",    "}",    "[",    "]",    ":",
-      ",",        " ",  "\t",   "\x01", "\x1f", "\xff", "\x80", "\xc3", "\xe2\x82",
-      "\xc3\xa9", "1",  "-",    "e",    "t",    "n",    "\"\"", "\r"};
-  const int kind = static_cast<int>(rng() % 6);
-  const std::size_t at = line.empty() ? 0 : rng() % (line.size() + 1);
-  switch (kind) {
-    case 0:
-    case 1:
-      line.insert(at, inserts[rng() % inserts.size()]);
-      break;
-    case 2:
-      if (!line.empty()) {
-        line.erase(at == line.size() ? at - 1 : at, 1);
-      }
-      break;
-    case 3:
-      line.resize(at);  // truncated
-      break;
-    case 4:
-      if (at < line.size()) {
-        line[at] = inserts[rng() % inserts.size()][0];
-      }
-      break;
-    default: {
-      const std::size_t q = line.find('"', at);  // drop a quote
-      if (q != std::string::npos) {
-        line.erase(q, 1);
-      }
-      break;
-    }
-  }
-  return line;
+  return test_support::MutateJson(std::move(line), rng, /*newlines=*/false);
 }
 
 // Many generated lines, good and bad, over many pieces: the same results as line by line.
